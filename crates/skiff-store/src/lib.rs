@@ -1,0 +1,31 @@
+//! Skiff's replicated object store.
+//!
+//! Every member keeps a full replica of the cluster state: openraft replicates commands, sled keeps
+//! the log and the state machine on disk, and each member serves reads and watches from its own
+//! replica.
+//!
+//! # Layout
+//!
+//! - [`types`]: the openraft type configuration and the commands, results and events of the store.
+//! - [`codec`]: the versioned binary encoding of everything stored on disk or sent between members.
+//! - [`log_store`]: the Raft log and vote in sled (`RaftLogStorage`).
+//! - [`state_machine`]: the objects, their revisions and the watch history in sled
+//!   (`RaftStateMachine`), with snapshots.
+//! - [`watch`]: watch streams served from the local replica.
+//! - [`network`]: the Raft network client over tonic; [`raft_service`]: its server side.
+//! - [`store`]: [`store::ObjectStore`], the handle the API layer uses: writes, reads, watches.
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod raft_service;
+pub mod state_machine;
+pub mod store;
+pub mod types;
+pub mod watch;
+
+
+pub use types::{Command, Event, EventKind, KeyValue, Member, Op, TypeConfig, WriteResult};
+
+/// The Raft handle with Skiff's type configuration.
+pub type Raft = openraft::Raft<TypeConfig>;

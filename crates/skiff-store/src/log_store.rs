@@ -1,0 +1,191 @@
+//! The Raft log and the vote, in their own sled database (`<data_dir>/raft-log`).
+//!
+//! The log has a database of its own so that its flushes only carry log writes: sled's `flush`
+//! covers a whole database, and the state machine's writes need no flush of their own (the log can
+//! replay them).
+//!
+//! Durability rules (see `shared/notes/openraft-sled.md`):
+//! - the vote is flushed before `save_vote` returns;
+//! - an append is reported to openraft only after sled has flushed it, one flush per batch;
+//! - log keys are big-endian indexes, so sled's byte order is log order past 255 entries.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+
+use crate::codec;
+use crate::types::TypeConfig;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+type StorageResult<T> = Result<T, StorageError<u64>>;
+
+/// The Raft log of one member. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The log's own database, flushed on every append batch and vote.
+    db: sled::Db,
+    /// Entries keyed by big-endian log index.
+    log: sled::Tree,
+    /// Vote, committed log id and last purged log id.
+    meta: sled::Tree,
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl LogStore {
+    /// Opens (or creates) the log database at `path`.
+    pub fn open(path: &std::path::Path, cache_bytes: u64) -> Result<Self, sled::Error> {
+        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open()?;
+        let log = db.open_tree("log")?;
+        let meta = db.open_tree("meta")?;
+        Ok(Self { inner: Arc::new(Inner { db, log, meta }) })
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, openraft::AnyError> {
+        match self.inner.meta.get(key).map_err(|e| openraft::AnyError::new(&e))? {
+            None => Ok(None),
+            Some(bytes) => codec::decode(&bytes).map(Some).map_err(|e| openraft::AnyError::new(&e)),
+        }
+    }
+
+    fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), openraft::AnyError> {
+        let bytes = codec::encode(value).map_err(|e| openraft::AnyError::new(&e))?;
+        self.inner.meta.insert(key, bytes).map_err(|e| openraft::AnyError::new(&e))?;
+        Ok(())
+    }
+
+    fn last_purged(&self) -> StorageResult<Option<LogId<u64>>> {
+        self.read_meta(LAST_PURGED).map_err(|e| StorageIOError::read_logs(e).into())
+    }
+
+    /// Flushes the log database to disk.
+    async fn flush(&self) -> Result<(), sled::Error> {
+        self.inner.db.flush_async().await.map(|_| ())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => Bound::Included(index_key(i)),
+            Bound::Excluded(&i) => Bound::Excluded(index_key(i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => Bound::Included(index_key(i)),
+            Bound::Excluded(&i) => Bound::Excluded(index_key(i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut entries = Vec::new();
+        for item in self.inner.log.range::<[u8; 8], _>((start, end)) {
+            let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let entry: Entry<TypeConfig> = codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id = self.last_purged()?;
+        let last = match self.inner.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
+            None => None,
+            Some((_, bytes)) => {
+                let entry: Entry<TypeConfig> =
+                    codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+                Some(entry.log_id)
+            }
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
+        self.write_meta(VOTE, vote).map_err(StorageIOError::write_vote)?;
+        self.flush().await.map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<u64>>> {
+        self.read_meta(VOTE).map_err(|e| StorageIOError::read_vote(e).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
+        // Not flushed: a committed id that is lost in a crash is learned again from the leader.
+        self.write_meta(COMMITTED, &committed).map_err(|e| StorageIOError::write(e).into())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
+        let committed: Option<Option<LogId<u64>>> = self.read_meta(COMMITTED).map_err(StorageIOError::read)?;
+        Ok(committed.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = codec::encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            batch.insert(&index_key(entry.log_id.index), bytes);
+        }
+        self.inner.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        // One flush for the whole batch; openraft may only count these entries once it returns.
+        match self.flush().await {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageIOError::write_logs(&e);
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
+        // Removes `log_id.index..`; the next append's flush makes the removal durable with it.
+        let mut batch = sled::Batch::default();
+        for item in self.inner.log.range(index_key(log_id.index)..) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(key);
+        }
+        self.inner.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
+        // Record the purge point first: a crash in between leaves extra entries, never a gap.
+        self.write_meta(LAST_PURGED, &log_id).map_err(StorageIOError::write_logs)?;
+        let mut batch = sled::Batch::default();
+        for item in self.inner.log.range(..=index_key(log_id.index)) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(key);
+        }
+        self.inner.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}
