@@ -1,1 +1,79 @@
-fn main() {}
+//! `skiff`: a cluster member (`skiff node`) and the client for it (every other command).
+//!
+//! # Layout
+//!
+//! - `node_cmd`: `skiff node`, one cluster member.
+//! - `cluster_cmd`: `skiff cluster status | add-member | remove-member`.
+//! - `kv_cmd`: `skiff kv put | get | list | del | watch`, the low-level store commands.
+//! - `members`: which member addresses the client talks to (flag, environment, config file).
+//!
+//! Exit codes: 0 success, 1 failure, 2 bad usage, 3 a write whose outcome is unknown.
+
+mod cluster_cmd;
+mod kv_cmd;
+mod members;
+mod node_cmd;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use skiff_server::client::ClientError;
+
+/// Skiff: a container orchestrator whose every node is a Raft member.
+#[derive(Parser)]
+#[command(name = "skiff", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    members: members::MembersArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a cluster member (Raft, API and, later, the agent).
+    Node(node_cmd::NodeArgs),
+    /// Inspect and change the cluster's membership.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
+    /// Low-level key-value access to the replicated store (its own key prefix).
+    #[command(subcommand)]
+    Kv(kv_cmd::KvCommand),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completion { shell: clap_complete::Shell },
+}
+
+/// Exit code for a write whose outcome is unknown.
+const EXIT_OUTCOME_UNKNOWN: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => node_cmd::run(args).await,
+            Command::Cluster(cmd) => cluster_cmd::run(cmd, &cli.members).await,
+            Command::Kv(cmd) => kv_cmd::run(cmd, &cli.members).await,
+            Command::Completion { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "skiff", &mut std::io::stdout());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::OutcomeUnknown { .. }) => ExitCode::from(EXIT_OUTCOME_UNKNOWN),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

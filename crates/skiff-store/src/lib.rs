@@ -25,6 +25,7 @@ pub mod types;
 pub mod watch;
 
 
+pub use store::{ObjectStore, ReadConsistency, StoreConfig, StoreError};
 pub use types::{Command, Event, EventKind, KeyValue, Member, Op, TypeConfig, WriteResult};
 
 /// The Raft handle with Skiff's type configuration.

@@ -1,1 +1,173 @@
-//! todo
+//! [`ObjectStore`]: one member's handle on the replicated store. Writes go through Raft; reads and
+//! watches are served from the local replica, linearizable reads after a read-index round on the
+//! leader.
+//!
+//! The store does not forward anything itself: when this member is not the leader it says who is
+//! ([`StoreError::NotLeader`]) and the API layer forwards the call.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+
+use crate::log_store::LogStore;
+use crate::network::{Connector, Network};
+use crate::state_machine::{Shared, StateMachineConfig, StateMachineStore};
+use crate::types::{Command, Conflict, KeyValue, Member, Op, WriteResult};
+use crate::watch::{self, WatchError, WatchReceiver};
+use crate::Raft;
+
+/// How a read may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Confirm leadership with a quorum (read index), wait until applied, then read. Only the
+    /// leader can do this.
+    #[default]
+    Linearizable,
+    /// Read this member's replica as it is; it may be behind.
+    Stale,
+}
+
+/// Settings of one member's store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub node_id: u64,
+    /// Holds `raft-log/`, `state/` and `snapshot.bin`.
+    pub data_dir: PathBuf,
+    pub raft: openraft::Config,
+    pub state_machine: StateMachineConfig,
+    /// sled page cache of the log database, in bytes.
+    pub log_cache_bytes: u64,
+    /// How long a write may wait for commit before its outcome is reported as unknown.
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("this member is not the leader{}", match .leader { Some((id, m)) => format!(" (the leader is member {id}, {m})"), None => " and no leader is known".into() })]
+    NotLeader { leader: Option<(u64, Member)> },
+    #[error("conflict on {}: expected revision {}, found {}", .0.key, .0.expected, .0.actual)]
+    Conflict(Conflict),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("the outcome of the write is unknown ({0}): read the key before retrying")]
+    OutcomeUnknown(String),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// One member's replica of the store and its Raft instance.
+#[derive(Clone)]
+pub struct ObjectStore {
+    node_id: u64,
+    raft: Raft,
+    shared: Arc<Shared>,
+    write_timeout: Duration,
+}
+
+impl ObjectStore {
+    /// Opens the member's data and starts its Raft instance. Nothing is initialized: a new cluster
+    /// is created with `raft().initialize(..)`, a new member is added by the leader.
+    pub async fn open(config: StoreConfig, connector: Arc<dyn Connector>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StoreError::Storage(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+        let log = LogStore::open(&config.data_dir.join("raft-log"), config.log_cache_bytes)
+            .map_err(|e| StoreError::Storage(format!("cannot open the Raft log in {}: {e}", config.data_dir.display())))?;
+        let sm = StateMachineStore::open(&config.data_dir, config.state_machine.clone())
+            .map_err(|e| StoreError::Storage(format!("cannot open the state in {}: {e}", config.data_dir.display())))?;
+        let shared = sm.shared();
+        let raft_config = config.raft.validate().map_err(|e| StoreError::Storage(format!("invalid raft settings: {e}")))?;
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), Network::new(connector), log, sm)
+            .await
+            .map_err(|e| StoreError::Storage(format!("cannot start raft: {e}")))?;
+        Ok(Self { node_id: config.node_id, raft, shared, write_timeout: config.write_timeout })
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The Raft instance, for membership changes, metrics and the Raft RPC service.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The last revision applied on this member.
+    pub fn applied_revision(&self) -> u64 {
+        self.shared.applied_revision()
+    }
+
+    /// Commits `ops` atomically. A failed compare-and-swap is [`StoreError::Conflict`] and changes
+    /// nothing. Only the leader accepts writes.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<WriteResult, StoreError> {
+        let pending = self.raft.client_write(Command::Batch(ops));
+        let result = match tokio::time::timeout(self.write_timeout, pending).await {
+            Err(_) => return Err(StoreError::OutcomeUnknown(format!("not committed within {:?}", self.write_timeout))),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                // Raised before the entry was appended, or when it was truncated away: not applied.
+                return Err(StoreError::NotLeader { leader: f.leader_id.zip(f.leader_node) });
+            }
+            Ok(Err(RaftError::APIError(e))) => return Err(StoreError::Unavailable(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => return Err(StoreError::OutcomeUnknown(format!("raft stopped: {e}"))),
+            Ok(Ok(resp)) => resp.data,
+        };
+        match result.conflict {
+            Some(c) => Err(StoreError::Conflict(c)),
+            None => Ok(result),
+        }
+    }
+
+    /// Waits until a read on this member would be linearizable, or says who the leader is.
+    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), StoreError> {
+        if consistency == ReadConsistency::Stale {
+            return Ok(());
+        }
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(StoreError::NotLeader { leader: f.leader_id.zip(f.leader_node) })
+            }
+            Err(RaftError::APIError(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(StoreError::Unavailable(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// Reads one key; returns it with the revision this member had applied.
+    pub async fn get(&self, key: &str, consistency: ReadConsistency) -> Result<(Option<KeyValue>, u64), StoreError> {
+        self.read_barrier(consistency).await?;
+        let revision = self.shared.applied_revision();
+        let kv = self.shared.get(key).map_err(|e| StoreError::Storage(e.to_string()))?;
+        Ok((kv, revision))
+    }
+
+    /// Reads one key from this member's replica as it is (no leader round trip).
+    pub fn get_local(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.shared.get(key).map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
+    /// Lists the keys under `prefix` as one consistent cut, with the revision it was read at.
+    pub async fn list(&self, prefix: &str, consistency: ReadConsistency) -> Result<(Vec<KeyValue>, u64), StoreError> {
+        self.read_barrier(consistency).await?;
+        let shared = self.shared.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || shared.list(&prefix))
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))?
+            .map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
+    /// Watches the keys under `prefix` from this member's replica, strictly after `start`.
+    pub fn watch(&self, prefix: &str, start: u64, progress_every: Duration) -> Result<WatchReceiver, StoreError> {
+        Ok(watch::start(self.shared.clone(), prefix.to_string(), start, progress_every)?)
+    }
+
+    /// Stops Raft. The databases close when the last handle is dropped.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

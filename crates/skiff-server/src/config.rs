@@ -1,0 +1,358 @@
+//! The node config: one TOML file per member.
+//!
+//! ```toml
+//! id = 1
+//! name = "node1"
+//! listen = "0.0.0.0:7420"        # where the gRPC listener binds
+//! advertise = "node1:7420"       # how other members and clients reach it
+//! data_dir = "/var/lib/skiff"
+//! # Either the members that bootstrap a new cluster together (this one among them) ...
+//! initial_members = [
+//!   { id = 1, name = "node1", addr = "node1:7420" },
+//!   { id = 2, name = "node2", addr = "node2:7420" },
+//! ]
+//! # ... or an existing member to join through:
+//! # join = "node1:7420"
+//!
+//! [raft]                         # all optional
+//! heartbeat_ms = 50
+//! election_timeout_min_ms = 200
+//! election_timeout_max_ms = 400
+//! ```
+//!
+//! Every error names the file and the field.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitialMember {
+    pub id: u64,
+    pub name: String,
+    pub addr: String,
+}
+
+/// Raft timings and log retention.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so slow followers catch up without one.
+    pub keep_logs_after_snapshot: u64,
+    /// Entries per append-entries request.
+    pub max_payload_entries: u64,
+    /// Revisions of watch history kept for watches that resume.
+    pub watch_history_revisions: u64,
+    /// How long a write waits for commit before its outcome is reported unknown.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for RaftSettings {
+    /// Aims at a new leader within a second of a crash (election timeout 200-400 ms after the last
+    /// heartbeat) while a heartbeat every 50 ms leaves a loaded 2-core machine four missed
+    /// heartbeats of slack before anyone starts an election.
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
+            snapshot_every: 10_000,
+            keep_logs_after_snapshot: 1_000,
+            max_payload_entries: 512,
+            watch_history_revisions: 100_000,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl RaftSettings {
+    /// openraft's config for these settings.
+    pub fn openraft_config(&self) -> openraft::Config {
+        openraft::Config {
+            cluster_name: "skiff".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: self.max_payload_entries,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
+            purge_batch_size: 256,
+            ..Default::default()
+        }
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}
+
+/// One member's config, as read from its TOML file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub name: String,
+    pub listen: String,
+    /// Defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub initial_members: Vec<InitialMember>,
+    #[serde(default)]
+    pub join: Option<String>,
+    #[serde(default)]
+    pub raft: RaftSettings,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./skiff-data")
+}
+
+/// A config that cannot be used; the message names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: field `{field}`: {message}")]
+    Invalid { file: String, field: String, message: String },
+}
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7420";
+
+impl NodeConfig {
+    /// The config used when `skiff node` gets none: a one-member cluster on 127.0.0.1:7420 with its
+    /// data in `./skiff-data`.
+    pub fn single_member() -> Self {
+        Self {
+            id: 1,
+            name: "node1".into(),
+            listen: DEFAULT_ADDR.into(),
+            advertise: None,
+            data_dir: default_data_dir(),
+            initial_members: vec![InitialMember { id: 1, name: "node1".into(), addr: DEFAULT_ADDR.into() }],
+            join: None,
+            raft: RaftSettings::default(),
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// The address other members and clients use.
+    pub fn advertise_addr(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// Checks what serde cannot: ranges, addresses, and that the members agree with each other.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid { file: file.into(), field: field.into(), message };
+        if self.id == 0 {
+            return Err(invalid("id", "must be a positive integer (0 is reserved)".into()));
+        }
+        check_name(&self.name).map_err(|m| invalid("name", m))?;
+        check_addr(&self.listen).map_err(|m| invalid("listen", m))?;
+        if let Some(a) = &self.advertise {
+            check_addr(a).map_err(|m| invalid("advertise", m))?;
+        }
+        if self.initial_members.is_empty() && self.join.is_none() {
+            return Err(invalid("initial_members", "give the members of a new cluster (this one among them), or set `join` to an existing member's address".into()));
+        }
+        if !self.initial_members.is_empty() && self.join.is_some() {
+            return Err(invalid("join", "set either `initial_members` (a new cluster) or `join` (an existing one), not both".into()));
+        }
+        if let Some(j) = &self.join {
+            check_addr(j).map_err(|m| invalid("join", m))?;
+        }
+        let mut ids = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for (i, m) in self.initial_members.iter().enumerate() {
+            let field = |f: &str| format!("initial_members[{i}].{f}");
+            if m.id == 0 {
+                return Err(invalid(&field("id"), "must be a positive integer".into()));
+            }
+            if !ids.insert(m.id) {
+                return Err(invalid(&field("id"), format!("id {} is used by more than one member", m.id)));
+            }
+            check_name(&m.name).map_err(|e| invalid(&field("name"), e))?;
+            if !names.insert(m.name.clone()) {
+                return Err(invalid(&field("name"), format!("name {:?} is used by more than one member", m.name)));
+            }
+            check_addr(&m.addr).map_err(|e| invalid(&field("addr"), e))?;
+            if m.id == self.id && (m.name != self.name || m.addr != self.advertise_addr()) {
+                return Err(invalid(&field("addr"), format!(
+                    "this member (id {}) is listed as {:?} at {}, but its own `name`/`advertise` say {:?} at {}",
+                    m.id, m.name, m.addr, self.name, self.advertise_addr()
+                )));
+            }
+        }
+        if !self.initial_members.is_empty() && !ids.contains(&self.id) {
+            return Err(invalid("initial_members", format!("does not list this member (id {})", self.id)));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 {
+            return Err(invalid("raft.heartbeat_ms", "must be positive".into()));
+        }
+        if r.election_timeout_min_ms <= r.heartbeat_ms {
+            return Err(invalid("raft.election_timeout_min_ms", format!("must be greater than raft.heartbeat_ms ({})", r.heartbeat_ms)));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return Err(invalid("raft.election_timeout_max_ms", format!("must be greater than raft.election_timeout_min_ms ({})", r.election_timeout_min_ms)));
+        }
+        if r.snapshot_every == 0 {
+            return Err(invalid("raft.snapshot_every", "must be positive".into()));
+        }
+        if r.max_payload_entries == 0 {
+            return Err(invalid("raft.max_payload_entries", "must be positive".into()));
+        }
+        if r.write_timeout_ms == 0 {
+            return Err(invalid("raft.write_timeout_ms", "must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Member names follow DNS-1123 labels, as Kubernetes node names do.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"))
+    }
+}
+
+/// An address is `host:port` with a non-empty host and a port in 1..=65535.
+pub fn check_addr(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is not host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("{addr:?} has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{addr:?} has no valid port (1-65535)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 2
+name = "node2"
+listen = "0.0.0.0:7420"
+advertise = "node2:7420"
+data_dir = "/data"
+initial_members = [
+  { id = 1, name = "node1", addr = "node1:7420" },
+  { id = 2, name = "node2", addr = "node2:7420" },
+  { id = 3, name = "node3", addr = "node3:7420" },
+]
+[raft]
+heartbeat_ms = 100
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults_filled_in() {
+        let c = NodeConfig::parse("node2.toml", GOOD).expect("valid");
+        assert_eq!(c.id, 2);
+        assert_eq!(c.advertise_addr(), "node2:7420");
+        assert_eq!(c.raft.heartbeat_ms, 100);
+        assert_eq!(c.raft.election_timeout_min_ms, RaftSettings::default().election_timeout_min_ms);
+        assert_eq!(c.initial_members.len(), 3);
+    }
+
+    #[test]
+    fn missing_field_names_file_and_field() {
+        let err = NodeConfig::parse("bad.toml", "name = \"x\"\nlisten = \"a:1\"\n").expect_err("no id");
+        let msg = err.to_string();
+        assert!(msg.starts_with("bad.toml:"), "{msg}");
+        assert!(msg.contains("missing field `id`"), "{msg}");
+    }
+
+    #[test]
+    fn malformed_toml_names_file_and_line() {
+        let err = NodeConfig::parse("bad.toml", "id = 1\nname = \n").expect_err("malformed");
+        let msg = err.to_string();
+        assert!(msg.starts_with("bad.toml:") && msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_field_is_refused_by_name() {
+        let text = GOOD.replace("heartbeat_ms = 100", "heartbeat = 100");
+        let msg = NodeConfig::parse("n.toml", &text).expect_err("unknown").to_string();
+        assert!(msg.contains("unknown field `heartbeat`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let text = GOOD.replace("id = 2\n", "id = \"two\"\n");
+        let msg = NodeConfig::parse("n.toml", &text).expect_err("type").to_string();
+        assert!(msg.contains("id"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_member_id_is_refused() {
+        let text = GOOD.replace("{ id = 3, name = \"node3\"", "{ id = 1, name = \"node3\"");
+        let msg = NodeConfig::parse("n.toml", &text).expect_err("dup").to_string();
+        assert!(msg.contains("initial_members[2].id") && msg.contains("more than one"), "{msg}");
+    }
+
+    #[test]
+    fn member_list_must_include_this_member_as_advertised() {
+        let text = GOOD.replace("advertise = \"node2:7420\"", "advertise = \"other:7420\"");
+        let msg = NodeConfig::parse("n.toml", &text).expect_err("mismatch").to_string();
+        assert!(msg.contains("initial_members[1].addr"), "{msg}");
+    }
+
+    #[test]
+    fn bad_address_and_timings_are_named() {
+        let msg = NodeConfig::parse("n.toml", &GOOD.replace("0.0.0.0:7420", "0.0.0.0:99999")).expect_err("port").to_string();
+        assert!(msg.contains("`listen`"), "{msg}");
+        let msg = NodeConfig::parse("n.toml", &GOOD.replace("heartbeat_ms = 100", "heartbeat_ms = 500")).expect_err("timing").to_string();
+        assert!(msg.contains("raft.election_timeout_min_ms"), "{msg}");
+    }
+
+    #[test]
+    fn join_and_initial_members_are_exclusive_and_one_is_needed() {
+        let text = format!("{GOOD}").replace("[raft]", "join = \"node1:7420\"\n[raft]");
+        let msg = NodeConfig::parse("n.toml", &text).expect_err("both").to_string();
+        assert!(msg.contains("`join`"), "{msg}");
+        let msg = NodeConfig::parse("n.toml", "id = 1\nname = \"a\"\nlisten = \"x:1\"\n").expect_err("none").to_string();
+        assert!(msg.contains("`initial_members`"), "{msg}");
+    }
+}

@@ -1,0 +1,213 @@
+//! One cluster member: the store, the gRPC listener (Raft and client API on one port), bootstrap or
+//! join, and clean shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_proto::api::cluster_client::ClusterClient;
+use skiff_proto::api::cluster_server::ClusterServer;
+use skiff_proto::api::kv_server::KvServer;
+use skiff_proto::api::AddMemberRequest;
+use skiff_store::network::Connector;
+use skiff_store::raft_service::RaftService;
+use skiff_store::state_machine::StateMachineConfig;
+use skiff_store::{Member, ObjectStore, Op, StoreConfig, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Code;
+
+use crate::client::{CallKind, Client, ClientError};
+use crate::cluster_service::ClusterService;
+use crate::config::NodeConfig;
+use crate::forward::Forwarder;
+use crate::kv_service::KvService;
+use crate::limits::MAX_REQUEST_BYTES;
+use crate::membership::Membership;
+
+/// Where the cluster id lives in the store. The first leader writes it once; every member has it.
+pub const CLUSTER_ID_KEY: &str = "/skiff/cluster-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot bootstrap the cluster: {0}")]
+    Bootstrap(String),
+    #[error("cannot join the cluster through {addr}: {message}")]
+    Join { addr: String, message: String },
+    #[error("cannot serve on {addr}: {message}")]
+    Listen { addr: String, message: String },
+}
+
+/// A running member.
+pub struct Node {
+    store: ObjectStore,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts a member on `listener`. Returns once it serves and has bootstrapped or joined.
+    pub async fn start(config: NodeConfig, listener: TcpListener, connector: Arc<dyn Connector>) -> Result<Node, NodeError> {
+        let addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: config.listen.clone(), message: e.to_string() })?;
+        let store_config = StoreConfig {
+            node_id: config.id,
+            data_dir: config.data_dir.clone(),
+            raft: config.raft.openraft_config(),
+            state_machine: StateMachineConfig {
+                history_revisions: config.raft.watch_history_revisions,
+                ..Default::default()
+            },
+            log_cache_bytes: 64 << 20,
+            write_timeout: config.raft.write_timeout(),
+        };
+        let store = ObjectStore::open(store_config, connector.clone()).await?;
+        let forwarder = Arc::new(Forwarder::new(connector.clone()));
+        let membership = Arc::new(Membership::new(store.clone()));
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(RaftService::server(store.raft().clone()))
+            .add_service(
+                KvServer::new(KvService::new(store.clone(), forwarder.clone()))
+                    .max_decoding_message_size(MAX_REQUEST_BYTES)
+                    .max_encoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .add_service(ClusterServer::new(ClusterService::new(store.clone(), membership.clone(), forwarder.clone())));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(async move {
+            let stopped = async {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped).await {
+                tracing::error!(error = %e, "gRPC server stopped");
+            }
+        });
+
+        let mut node = Node { store: store.clone(), addr, stop: Some(stop_tx), server, background: Vec::new() };
+        if let Err(e) = node.bootstrap_or_join(&config, connector).await {
+            node.shutdown().await;
+            return Err(e);
+        }
+        node.background.push(tokio::spawn(record_cluster_id(store.clone())));
+        tracing::info!(id = config.id, name = %config.name, %addr, "member started");
+        Ok(node)
+    }
+
+    async fn bootstrap_or_join(&self, config: &NodeConfig, connector: Arc<dyn Connector>) -> Result<(), NodeError> {
+        let raft = self.store.raft();
+        let initialized = raft.is_initialized().await.map_err(|e| NodeError::Bootstrap(e.to_string()))?;
+        if initialized {
+            tracing::info!("restarting from existing data");
+            return Ok(());
+        }
+        if let Some(join) = &config.join {
+            return join_through(join, config, connector, &self.store).await;
+        }
+        // The member with the lowest id creates the cluster; the others are brought in by it.
+        let lowest = config.initial_members.iter().map(|m| m.id).min();
+        if lowest == Some(config.id) {
+            let members: BTreeMap<u64, Member> = config
+                .initial_members
+                .iter()
+                .map(|m| (m.id, Member { name: m.name.clone(), addr: m.addr.clone() }))
+                .collect();
+            tracing::info!(?members, "initializing a new cluster");
+            if let Err(e) = raft.initialize(members).await {
+                // Another run may have initialized it already; anything else is fatal.
+                if !matches!(e, openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) {
+                    return Err(NodeError::Bootstrap(e.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn store(&self) -> &ObjectStore {
+        &self.store
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving, stops Raft and waits for both.
+    pub async fn shutdown(mut self) {
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.store.shutdown().await;
+        // Streams (watches) keep the server alive until their clients go; do not wait for them forever.
+        let server = &mut self.server;
+        if tokio::time::timeout(Duration::from_secs(5), &mut *server).await.is_err() {
+            server.abort();
+        }
+    }
+}
+
+/// Asks an existing member to add this one, retrying while the cluster cannot answer.
+async fn join_through(join: &str, config: &NodeConfig, connector: Arc<dyn Connector>, store: &ObjectStore) -> Result<(), NodeError> {
+    let join_err = |message: String| NodeError::Join { addr: join.to_string(), message };
+    let mut client = Client::with_connector(&[join.to_string()], connector).map_err(join_err)?;
+    client.deadline = Duration::from_secs(60);
+    client.call_timeout = Duration::from_secs(120);
+    let req = AddMemberRequest { id: config.id, name: config.name.clone(), addr: config.advertise_addr().to_string() };
+    tracing::info!(%join, "joining the cluster");
+    let result = client
+        .call(CallKind::Write, |ch| {
+            let req = req.clone();
+            async move { ClusterClient::new(ch).add_member(req).await.map(|r| r.into_inner()) }
+        })
+        .await;
+    match result {
+        Ok(resp) => {
+            tracing::info!(cluster_id = %resp.cluster_id, voters = ?resp.voters, learners = ?resp.learners, "joined");
+            Ok(())
+        }
+        Err(ClientError::Status { status, .. }) if status.code() == Code::AlreadyExists => Err(join_err(status.message().to_string())),
+        Err(e) => {
+            // The add may have gone through even if the answer was lost: then the log has arrived.
+            if store.raft().is_initialized().await.unwrap_or(false) {
+                return Ok(());
+            }
+            Err(join_err(e.to_string()))
+        }
+    }
+}
+
+/// Makes sure the cluster has an id: the leader writes a new one if there is none. Compare-and-swap
+/// ("must not exist") makes racing writers harmless.
+async fn record_cluster_id(store: ObjectStore) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        match store.get_local(CLUSTER_ID_KEY) {
+            Ok(Some(kv)) => {
+                tracing::info!(cluster_id = %String::from_utf8_lossy(&kv.value), "cluster id");
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading cluster id"),
+        }
+        let leader = store.raft().metrics().borrow().current_leader;
+        if leader != Some(store.node_id()) {
+            continue;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let op = Op::Put { key: CLUSTER_ID_KEY.into(), value: id.into_bytes(), expect: Some(0) };
+        match store.write(vec![op]).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => tracing::debug!(error = %e, "writing cluster id"),
+        }
+    }
+}

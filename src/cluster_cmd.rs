@@ -1,0 +1,112 @@
+//! `skiff cluster status | add-member | remove-member`.
+
+use comfy_table::{presets::NOTHING, Table};
+use skiff_proto::api::cluster_client::ClusterClient;
+use skiff_proto::api::{AddMemberRequest, ClusterStatus, RemoveMemberRequest, StatusRequest};
+use skiff_server::client::CallKind;
+
+use crate::members::MembersArgs;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Members, their role, the leader, the term, and each member's last log and applied index.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Add a member. Start it with `skiff node` (no `initial_members`) before or after.
+    AddMember {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        name: String,
+        /// host:port the other members reach it at.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a member; voters are rebalanced to stay odd.
+    RemoveMember { id: u64 },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+pub async fn run(cmd: ClusterCommand, members: &MembersArgs) -> anyhow::Result<()> {
+    let client = members.client()?;
+    match cmd {
+        ClusterCommand::Status { output } => {
+            let status = client
+                .call(CallKind::Read, |ch| async move { ClusterClient::new(ch).status(StatusRequest {}).await.map(|r| r.into_inner()) })
+                .await?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&status_json(&status))?),
+                Format::Table => print_status(&status),
+            }
+        }
+        ClusterCommand::AddMember { id, name, addr } => {
+            let req = AddMemberRequest { id, name: name.clone(), addr };
+            let resp = client
+                .call(CallKind::Write, |ch| {
+                    let req = req.clone();
+                    async move { ClusterClient::new(ch).add_member(req).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            println!("member {id} ({name}) added; voters {:?}, learners {:?}", resp.voters, resp.learners);
+        }
+        ClusterCommand::RemoveMember { id } => {
+            let resp = client
+                .call(CallKind::Write, |ch| async move {
+                    ClusterClient::new(ch).remove_member(RemoveMemberRequest { id }).await.map(|r| r.into_inner())
+                })
+                .await?;
+            println!("member {id} removed; voters {:?}, learners {:?}", resp.voters, resp.learners);
+        }
+    }
+    Ok(())
+}
+
+fn print_status(s: &ClusterStatus) {
+    println!("cluster {}  leader {}  term {}", or_dash(&s.cluster_id), s.leader_id, s.term);
+    let mut table = Table::new();
+    table.load_preset(NOTHING);
+    table.set_header(["ID", "NAME", "ADDRESS", "ROLE", "VOTER", "TERM", "LAST-LOG", "APPLIED"]);
+    for m in &s.members {
+        let role = if m.error.is_empty() { m.role.clone() } else { format!("{} ({})", m.role, m.error) };
+        table.add_row([
+            m.id.to_string(),
+            m.name.clone(),
+            m.addr.clone(),
+            role,
+            if m.voter { "yes".into() } else { "no".into() },
+            m.term.to_string(),
+            m.last_log_index.to_string(),
+            m.applied_index.to_string(),
+        ]);
+    }
+    println!("{table}");
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+fn status_json(s: &ClusterStatus) -> serde_json::Value {
+    serde_json::json!({
+        "clusterId": s.cluster_id,
+        "leaderId": s.leader_id,
+        "term": s.term,
+        "members": s.members.iter().map(|m| serde_json::json!({
+            "id": m.id, "name": m.name, "addr": m.addr, "role": m.role, "voter": m.voter, "term": m.term,
+            "lastLogIndex": m.last_log_index, "appliedIndex": m.applied_index, "leaderId": m.leader_id,
+            "clusterId": m.cluster_id, "error": m.error,
+        })).collect::<Vec<_>>(),
+    })
+}
