@@ -86,7 +86,8 @@ impl RaftSettings {
             max_payload_entries: self.max_payload_entries,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
-            purge_batch_size: 256,
+            // Purge as soon as a snapshot allows, in batches no bigger than the snapshot interval.
+            purge_batch_size: self.snapshot_every.clamp(1, 256),
             ..Default::default()
         }
     }

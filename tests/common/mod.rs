@@ -1,0 +1,231 @@
+//! In-process test clusters: several members on 127.0.0.1 ports in one test process, each with its
+//! own data directory, that can be stopped and restarted from their sled data.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_proto::api::kv_client::KvClient;
+use skiff_proto::api::{GetRequest, ListRequest, PutRequest};
+use skiff_server::client::{CallKind, Client, ClientError};
+use skiff_server::config::{InitialMember, NodeConfig, RaftSettings};
+use skiff_server::Node;
+use skiff_store::network::TcpConnector;
+
+/// Raft timings for tests: slower than production so that parallel tests on two cores do not
+/// trigger elections by accident.
+pub fn test_raft() -> RaftSettings {
+    RaftSettings {
+        heartbeat_ms: 100,
+        election_timeout_min_ms: 600,
+        election_timeout_max_ms: 1200,
+        ..RaftSettings::default()
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Logs to the test's output, filtered by `RUST_LOG` (default: warnings).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Binds 127.0.0.1:port with SO_REUSEADDR, so a restarted member gets its old port back.
+pub fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("reuseaddr");
+    socket.bind(addr).expect("bind");
+    socket.listen(1024).expect("listen")
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub configs: BTreeMap<u64, NodeConfig>,
+    pub nodes: BTreeMap<u64, Node>,
+}
+
+impl TestCluster {
+    /// Starts `n` members that bootstrap a new cluster together.
+    pub async fn start(n: u64, raft: RaftSettings) -> Self {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut listeners = BTreeMap::new();
+        for id in 1..=n {
+            listeners.insert(id, bind("127.0.0.1:0".parse().expect("addr")));
+        }
+        let members: Vec<InitialMember> = listeners
+            .iter()
+            .map(|(id, l)| InitialMember { id: *id, name: format!("node{id}"), addr: l.local_addr().expect("addr").to_string() })
+            .collect();
+        let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new() };
+        for (id, listener) in listeners {
+            let addr = listener.local_addr().expect("addr").to_string();
+            let config = NodeConfig {
+                id,
+                name: format!("node{id}"),
+                listen: addr.clone(),
+                advertise: Some(addr),
+                data_dir: cluster.dir.path().join(format!("node{id}")),
+                initial_members: members.clone(),
+                join: None,
+                raft: raft.clone(),
+            };
+            config.validate("test").expect("valid config");
+            cluster.configs.insert(id, config.clone());
+            let node = Node::start(config, listener, Arc::new(TcpConnector::default())).await.expect("start member");
+            cluster.nodes.insert(id, node);
+        }
+        cluster
+    }
+
+    /// Starts a new member that joins through `via`.
+    pub async fn join(&mut self, id: u64, via: u64, raft: RaftSettings) -> Result<(), skiff_server::node::NodeError> {
+        let listener = bind("127.0.0.1:0".parse().expect("addr"));
+        let addr = listener.local_addr().expect("addr").to_string();
+        let config = NodeConfig {
+            id,
+            name: format!("node{id}"),
+            listen: addr.clone(),
+            advertise: Some(addr),
+            data_dir: self.dir.path().join(format!("node{id}-{}", self.configs.len())),
+            initial_members: Vec::new(),
+            join: Some(self.addr(via)),
+            raft,
+        };
+        let node = Node::start(config.clone(), listener, Arc::new(TcpConnector::default())).await?;
+        self.configs.insert(id, config);
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.configs[&id].advertise_addr().to_string()
+    }
+
+    /// Stops a member (its data stays).
+    pub async fn stop(&mut self, id: u64) {
+        if let Some(node) = self.nodes.remove(&id) {
+            node.shutdown().await;
+        }
+    }
+
+    /// Starts a stopped member again from its data directory, on its old port.
+    pub async fn restart(&mut self, id: u64) {
+        let config = self.configs[&id].clone();
+        let addr: SocketAddr = config.listen.parse().expect("addr");
+        // sled releases its lock when the last handle of the old instance is gone; retry until then.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let listener = bind(addr);
+            match Node::start(config.clone(), listener, Arc::new(TcpConnector::default())).await {
+                Ok(node) => {
+                    self.nodes.insert(id, node);
+                    return;
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "restart not possible yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot restart member {id}: {e}"),
+            }
+        }
+    }
+
+    /// A client that knows every member (running or not).
+    pub fn client(&self) -> Client {
+        let addrs: Vec<String> = self.configs.keys().map(|id| self.addr(*id)).collect();
+        Client::new(&addrs).expect("client")
+    }
+
+    /// A client that talks to one member only.
+    pub fn client_of(&self, id: u64) -> Client {
+        Client::new(&[self.addr(id)]).expect("client")
+    }
+
+    /// The leader every running voter agrees on.
+    pub async fn leader(&self, timeout: Duration) -> u64 {
+        eventually("an agreed leader", timeout, || async {
+            let leaders: Vec<Option<u64>> = self.nodes.values().map(|n| n.store().raft().metrics().borrow().current_leader).collect();
+            let first = leaders.first().copied().flatten()?;
+            let running_leader = self.nodes.contains_key(&first);
+            (running_leader && leaders.iter().all(|l| *l == Some(first))).then_some(first)
+        })
+        .await
+    }
+
+    /// Waits until every running member has applied at least `index`.
+    pub async fn all_applied(&self, index: u64, timeout: Duration) {
+        eventually(&format!("every member to apply index {index}"), timeout, || async {
+            self.nodes.values().all(|n| n.store().applied_revision() >= index).then_some(())
+        })
+        .await
+    }
+
+    pub async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+pub async fn put(client: &Client, key: &str, value: &str) -> Result<u64, ClientError> {
+    let req = PutRequest { key: key.into(), value: value.as_bytes().to_vec(), expected_revision: None };
+    client
+        .call(CallKind::Write, |ch| {
+            let req = req.clone();
+            async move { KvClient::new(ch).put(req).await.map(|r| r.into_inner().revision) }
+        })
+        .await
+}
+
+pub async fn get(client: &Client, key: &str, stale: bool) -> Result<Option<String>, ClientError> {
+    let req = GetRequest { key: key.into(), stale };
+    let res = client
+        .call(CallKind::Read, |ch| {
+            let req = req.clone();
+            async move { KvClient::new(ch).get(req).await.map(|r| r.into_inner()) }
+        })
+        .await;
+    match res {
+        Ok(r) => Ok(r.kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned())),
+        Err(e) if e.code() == tonic::Code::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `(key, value)` pairs under `prefix`, and the revision of the list.
+pub async fn list(client: &Client, prefix: &str, stale: bool) -> Result<(Vec<(String, String)>, u64), ClientError> {
+    let req = ListRequest { prefix: prefix.into(), stale };
+    let r = client
+        .call(CallKind::Read, |ch| {
+            let req = req.clone();
+            async move { KvClient::new(ch).list(req).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+    let kvs = r.kvs.into_iter().map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned())).collect();
+    Ok((kvs, r.revision))
+}
