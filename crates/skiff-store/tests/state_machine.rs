@@ -1,0 +1,160 @@
+//! What openraft's storage suite does not check (see shared/notes/openraft-sled.md): more than 256
+//! log entries, a snapshot sent in chunks and installed, restart from disk, a snapshot built while
+//! apply runs, and the watch history travelling with snapshots.
+
+use std::io::{Cursor, Read};
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
+use skiff_store::log_store::LogStore;
+use skiff_store::state_machine::{StateMachineConfig, StateMachineStore};
+use skiff_store::{Command, Op, TypeConfig};
+
+fn log_id(index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(1, 1), index)
+}
+
+fn put_entry(index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Command::Batch(vec![Op::Put { key: key.into(), value: value.as_bytes().to_vec(), expect: None }])),
+    }
+}
+
+fn sm_config(history: u64) -> StateMachineConfig {
+    StateMachineConfig { history_revisions: history, watch_buffer: 64, cache_bytes: 8 << 20 }
+}
+
+#[tokio::test]
+async fn log_keeps_order_past_256_entries_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = LogStore::open(&dir.path().join("log"), 8 << 20).expect("open");
+        let entries: Vec<_> = (1..=600).map(|i| put_entry(i, &format!("k{i}"), "v")).collect();
+        for chunk in entries.chunks(100) {
+            log.blocking_append(chunk.to_vec()).await.expect("append");
+        }
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id, Some(log_id(600)));
+        let got = log.try_get_log_entries(250..260).await.expect("read");
+        assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (250..260).collect::<Vec<_>>());
+        log.purge(log_id(300)).await.expect("purge");
+        log.truncate(log_id(501)).await.expect("truncate");
+    }
+    // Reopen: what was flushed is there, purge and truncate held.
+    let mut log = LogStore::open(&dir.path().join("log"), 8 << 20).expect("reopen");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(300)));
+    assert_eq!(state.last_log_id, Some(log_id(500)));
+    let got = log.try_get_log_entries(..).await.expect("read");
+    assert_eq!(got.first().map(|e| e.log_id.index), Some(301));
+    assert_eq!(got.len(), 200);
+}
+
+#[tokio::test]
+async fn state_machine_restarts_from_disk_with_objects_revisions_and_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut sm = StateMachineStore::open(dir.path(), sm_config(1000)).expect("open");
+        let entries: Vec<_> = (1..=300).map(|i| put_entry(i, &format!("/kv/k{}", i % 50), &format!("v{i}"))).collect();
+        sm.apply(entries).await.expect("apply");
+    }
+    let mut sm = StateMachineStore::open(dir.path(), sm_config(1000)).expect("reopen");
+    let (applied, _) = sm.applied_state().await.expect("applied");
+    assert_eq!(applied, Some(log_id(300)));
+    let shared = sm.shared();
+    let kv = shared.get("/kv/k0").expect("get").expect("present");
+    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"v300"[..], 50, 300));
+    assert_eq!(shared.history_after(250).expect("history").len(), 50);
+}
+
+/// Reads a snapshot the way chunked transfer does and hands over a cursor left at its end.
+fn transfer_in_chunks(mut data: Cursor<Vec<u8>>, chunk: usize) -> Box<Cursor<Vec<u8>>> {
+    let mut received = Cursor::new(Vec::new());
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = data.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut received, &buf[..n]).expect("write");
+    }
+    Box::new(received)
+}
+
+#[tokio::test]
+async fn chunked_snapshot_installs_objects_membership_and_watch_history() {
+    let a_dir = tempfile::tempdir().expect("tempdir");
+    let b_dir = tempfile::tempdir().expect("tempdir");
+    let mut a = StateMachineStore::open(a_dir.path(), sm_config(100)).expect("open a");
+    let entries: Vec<_> = (1..=400).map(|i| put_entry(i, &format!("/kv/k{i:04}"), &"x".repeat(1000))).collect();
+    a.apply(entries).await.expect("apply");
+    let snapshot = a.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(400)));
+
+    let mut b = StateMachineStore::open(b_dir.path(), sm_config(100)).expect("open b");
+    b.apply(vec![put_entry(1, "/kv/stale", "gone after install")]).await.expect("apply");
+    let received = transfer_in_chunks(*snapshot.snapshot, 4096);
+    b.install_snapshot(&snapshot.meta, received).await.expect("install");
+
+    let shared = b.shared();
+    assert_eq!(shared.applied_revision(), 400);
+    assert!(shared.get("/kv/stale").expect("get").is_none(), "install replaces the state");
+    let (all, revision) = shared.list("/kv/").expect("list");
+    assert_eq!((all.len(), revision), (400, 400));
+    // The history (last 100 revisions) came with the snapshot: a watch from 300 can resume.
+    let history = shared.history_after(300).expect("history");
+    assert_eq!(history.first().map(|e| e.revision), Some(301));
+    assert_eq!(history.len(), 100);
+    assert_eq!(shared.history_floor(), 300);
+    // The installed snapshot is the current one, and it survives a restart of b.
+    let current = b.get_current_snapshot().await.expect("current").expect("some");
+    assert_eq!(current.meta, snapshot.meta);
+    drop(shared);
+    drop(b);
+    let mut b = StateMachineStore::open(b_dir.path(), sm_config(100)).expect("reopen b");
+    assert_eq!(b.applied_state().await.expect("applied").0, Some(log_id(400)));
+    assert_eq!(b.shared().history_after(399).expect("history").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_built_while_applying_is_a_consistent_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachineStore::open(dir.path(), sm_config(10_000)).expect("open");
+    // Every entry writes the same two keys with its own index: a cut is consistent only if both
+    // keys carry the snapshot's last index.
+    let pair = |i: u64| Entry::<TypeConfig> {
+        log_id: log_id(i),
+        payload: EntryPayload::Normal(Command::Batch(vec![
+            Op::Put { key: "/kv/a".into(), value: i.to_string().into_bytes(), expect: None },
+            Op::Put { key: "/kv/b".into(), value: i.to_string().into_bytes(), expect: None },
+        ])),
+    };
+    let mut builder = sm.get_snapshot_builder().await;
+    let applier = {
+        let mut sm = sm.clone();
+        tokio::spawn(async move {
+            for i in 1..=2000 {
+                sm.apply(vec![pair(i)]).await.expect("apply");
+            }
+        })
+    };
+    let snaps_dir = tempfile::tempdir().expect("tempdir");
+    let mut checked = 0;
+    while !applier.is_finished() || checked == 0 {
+        let snap = builder.build_snapshot().await.expect("build");
+        let Some(last) = snap.meta.last_log_id else { continue };
+        // Install into a scratch state machine and look inside.
+        let scratch_dir = snaps_dir.path().join(format!("s{checked}"));
+        let mut scratch = StateMachineStore::open(&scratch_dir, sm_config(10_000)).expect("scratch");
+        scratch.install_snapshot(&snap.meta, snap.snapshot).await.expect("install");
+        let shared = scratch.shared();
+        for key in ["/kv/a", "/kv/b"] {
+            let kv = shared.get(key).expect("get").expect("present");
+            assert_eq!(kv.value, last.index.to_string().into_bytes(), "{key} in snapshot at {last}");
+        }
+        checked += 1;
+    }
+    applier.await.expect("applier");
+    assert!(checked >= 1);
+}
