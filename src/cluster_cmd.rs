@@ -40,7 +40,9 @@ pub async fn run(cmd: ClusterCommand, members: &MembersArgs) -> anyhow::Result<(
     match cmd {
         ClusterCommand::Status { output } => {
             let status = client
-                .call(CallKind::Read, |ch| async move { ClusterClient::new(ch).status(StatusRequest {}).await.map(|r| r.into_inner()) })
+                .call(CallKind::Read, |ch| async move {
+                    ClusterClient::new(ch).status(StatusRequest {}).await.map(|r| r.into_inner())
+                })
                 .await?;
             match output {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&status_json(&status))?),

@@ -160,7 +160,9 @@ pub async fn run(cmd: KvCommand, members: &MembersArgs) -> anyhow::Result<()> {
             while let Some(event) = stream.message().await? {
                 let kv = event.kv.unwrap_or_default();
                 match watch_event::Kind::try_from(event.kind) {
-                    Ok(watch_event::Kind::Put) => writeln!(out, "PUT {} {} {}", event.revision, kv.key, String::from_utf8_lossy(&kv.value))?,
+                    Ok(watch_event::Kind::Put) => {
+                        writeln!(out, "PUT {} {} {}", event.revision, kv.key, String::from_utf8_lossy(&kv.value))?
+                    }
                     Ok(watch_event::Kind::Delete) => writeln!(out, "DELETE {} {}", event.revision, kv.key)?,
                     Ok(watch_event::Kind::Progress) => {
                         if progress {

@@ -32,7 +32,8 @@ struct ClientConfig {
 impl MembersArgs {
     /// The addresses to use, from the first source that has some.
     pub fn addrs(&self) -> anyhow::Result<Vec<String>> {
-        let members: Vec<String> = self.members.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+        let members: Vec<String> =
+            self.members.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
         if !members.is_empty() {
             return Ok(members);
         }
@@ -44,7 +45,8 @@ impl MembersArgs {
         };
         if let Some(path) = path {
             let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let config: ClientConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+            let config: ClientConfig = toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
             if config.members.is_empty() {
                 anyhow::bail!("{}: field `members`: list at least one member address", path.display());
             }

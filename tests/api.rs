@@ -72,14 +72,22 @@ async fn bad_requests_get_distinct_codes_and_change_nothing() {
     raw_put(&client, max).await.expect("1 MiB is allowed");
 
     // An empty key is INVALID_ARGUMENT naming the field.
-    let err = raw_put(&client, PutRequest { key: String::new(), value: b"v".to_vec(), expected_revision: None }).await.expect_err("empty key");
+    let err = raw_put(&client, PutRequest { key: String::new(), value: b"v".to_vec(), expected_revision: None })
+        .await
+        .expect_err("empty key");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.to_string().starts_with("key:"), "{err}");
 
     // A transaction over the limit, and one with a bad op in the middle: refused whole.
     let ops = |n: usize| -> Vec<TxnOp> {
         (0..n)
-            .map(|i| TxnOp { op: Some(txn_op::Op::Put(PutRequest { key: format!("t{i}"), value: vec![b'y'; 900 * 1024], expected_revision: None })) })
+            .map(|i| TxnOp {
+                op: Some(txn_op::Op::Put(PutRequest {
+                    key: format!("t{i}"),
+                    value: vec![b'y'; 900 * 1024],
+                    expected_revision: None,
+                })),
+            })
             .collect()
     };
     let txn = |ops: Vec<TxnOp>| {
@@ -96,13 +104,19 @@ async fn bad_requests_get_distinct_codes_and_change_nothing() {
     let err = txn(ops(4)).await.expect_err("3.6 MiB transaction");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     let mut bad_middle = ops(2);
-    bad_middle.insert(1, TxnOp { op: Some(txn_op::Op::Delete(DeleteRequest { key: String::new(), expected_revision: None })) });
+    bad_middle.insert(
+        1,
+        TxnOp { op: Some(txn_op::Op::Delete(DeleteRequest { key: String::new(), expected_revision: None })) },
+    );
     let err = txn(bad_middle).await.expect_err("bad op");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.to_string().contains("ops[1].delete.key"), "{err}");
 
     // A stale compare-and-swap is FAILED_PRECONDITION.
-    let err = raw_put(&client, PutRequest { key: "ok".into(), value: b"2".to_vec(), expected_revision: Some(r1 + 1000) }).await.expect_err("stale");
+    let err =
+        raw_put(&client, PutRequest { key: "ok".into(), value: b"2".to_vec(), expected_revision: Some(r1 + 1000) })
+            .await
+            .expect_err("stale");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     assert!(err.to_string().contains("conflict on key \"ok\""), "{err}");
 
@@ -127,7 +141,9 @@ async fn watch_resumes_inside_the_history_and_is_out_of_range_before_it() {
         async move {
             client
                 .call(CallKind::Read, |ch| async move {
-                    KvClient::new(ch).watch(WatchRequest { prefix: "w".into(), start_revision: start, progress_interval_ms: 50 }).await
+                    KvClient::new(ch)
+                        .watch(WatchRequest { prefix: "w".into(), start_revision: start, progress_interval_ms: 50 })
+                        .await
                 })
                 .await
         }
@@ -187,12 +203,19 @@ async fn cli_puts_gets_lists_and_deletes_through_any_member_and_skips_a_dead_one
 fn node_with_a_bad_config_names_the_file_and_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("node.toml");
-    std::fs::write(&path, "id = 1\nname = \"node1\"\nlisten = \"127.0.0.1:0\"\ninitial_members = [ { id = 1, name = \"node1\" } ]\n").expect("write");
+    std::fs::write(
+        &path,
+        "id = 1\nname = \"node1\"\nlisten = \"127.0.0.1:0\"\ninitial_members = [ { id = 1, name = \"node1\" } ]\n",
+    )
+    .expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_skiff")).args(["node", "--config"]).arg(&path).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("node.toml") && err.contains("missing field `addr`"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff")).args(["node", "--config", "/nonexistent/skiff.toml"]).output().expect("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["node", "--config", "/nonexistent/skiff.toml"])
+        .output()
+        .expect("run");
     assert!(text(&out.stderr).contains("/nonexistent/skiff.toml: cannot read"), "{}", text(&out.stderr));
 }
 
@@ -237,7 +260,10 @@ fn dying_member() -> String {
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let served = tonic::transport::Server::builder().add_service(KvServer::new(DyingKv { entered: tx })).serve_with_incoming(incoming).await;
+            let served = tonic::transport::Server::builder()
+                .add_service(KvServer::new(DyingKv { entered: tx }))
+                .serve_with_incoming(incoming)
+                .await;
             eprintln!("dying member stopped: {served:?}");
         });
         let _ = rx.recv();
@@ -250,7 +276,9 @@ fn dying_member() -> String {
 async fn a_write_cut_off_mid_call_is_reported_as_unknown_not_retried() {
     let addr = dying_member();
     let client = Client::new(&[addr]).expect("client");
-    let err = raw_put(&client, PutRequest { key: "k".into(), value: b"v".to_vec(), expected_revision: None }).await.expect_err("died");
+    let err = raw_put(&client, PutRequest { key: "k".into(), value: b"v".to_vec(), expected_revision: None })
+        .await
+        .expect_err("died");
     assert!(matches!(err, ClientError::OutcomeUnknown { .. }), "{err:?}");
     assert!(err.to_string().contains("outcome of the write is unknown"), "{err}");
 }

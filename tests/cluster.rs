@@ -132,7 +132,11 @@ async fn members_join_as_learners_are_promoted_to_odd_voter_counts_and_can_be_re
     assert_eq!(voters(&cluster, 1).len(), 3, "4 members: 3 voters and a learner");
     let rev = put(&cluster.client(), "b", "2").await.expect("write");
     cluster.all_applied(rev, T).await;
-    assert_eq!(get(&cluster.client_of(4), "a", true).await.expect("get"), Some("1".into()), "the learner has a full replica");
+    assert_eq!(
+        get(&cluster.client_of(4), "a", true).await.expect("get"),
+        Some("1".into()),
+        "the learner has a full replica"
+    );
 
     cluster.join(5, 3, test_raft()).await.expect("join 5");
     assert_eq!(voters(&cluster, 1), vec![1, 2, 3, 4, 5], "5 members: 5 voters");
@@ -145,7 +149,10 @@ async fn members_join_as_learners_are_promoted_to_odd_voter_counts_and_can_be_re
     // Removing a member keeps the voters odd: 4 members left -> 3 voters.
     let client = cluster.client();
     let resp = client
-        .call(CallKind::Write, |ch| async move { ClusterClient::new(ch).remove_member(RemoveMemberRequest { id: 5 }).await })
+        .call(
+            CallKind::Write,
+            |ch| async move { ClusterClient::new(ch).remove_member(RemoveMemberRequest { id: 5 }).await },
+        )
         .await
         .expect("remove member 5")
         .into_inner();
@@ -159,7 +166,10 @@ async fn members_join_as_learners_are_promoted_to_odd_voter_counts_and_can_be_re
         .into_inner();
     assert_eq!(status.members.len(), 4);
     assert!(!status.cluster_id.is_empty(), "the cluster has an id");
-    assert!(status.members.iter().all(|m| m.cluster_id == status.cluster_id), "every member records the same cluster id: {status:?}");
+    assert!(
+        status.members.iter().all(|m| m.cluster_id == status.cluster_id),
+        "every member records the same cluster id: {status:?}"
+    );
     // Writes go on.
     put(&client, "c", "3").await.expect("write after removal");
     cluster.shutdown().await;

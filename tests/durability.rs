@@ -96,7 +96,12 @@ struct Ledger {
 }
 
 /// Four writers that write distinct keys until told to stop.
-fn start_writers(client: Client, ledger: Arc<Mutex<Ledger>>, stop: Arc<std::sync::atomic::AtomicBool>, round: &str) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_writers(
+    client: Client,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    round: &str,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..4)
         .map(|w| {
             let (client, ledger, stop) = (client.clone(), ledger.clone(), stop.clone());
@@ -136,7 +141,10 @@ async fn acknowledged_writes_survive_kill_9_of_the_leader_and_of_every_member() 
     // Round 1: write, kill -9 the leader mid-stream, keep writing.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers = start_writers(client.clone(), ledger.clone(), stop.clone(), "r1");
-    eventually("some acknowledged writes", Duration::from_secs(30), || async { (ledger.lock().expect("ledger").acked.len() >= 200).then_some(()) }).await;
+    eventually("some acknowledged writes", Duration::from_secs(30), || async {
+        (ledger.lock().expect("ledger").acked.len() >= 200).then_some(())
+    })
+    .await;
     let first_leader = leader(&client).await;
     members.iter_mut().find(|m| m.id == first_leader).expect("leader member").kill();
     let before_kill = ledger.lock().expect("ledger").acked.len();
@@ -159,7 +167,10 @@ async fn acknowledged_writes_survive_kill_9_of_the_leader_and_of_every_member() 
     leader(&client).await;
 
     let ledger = ledger.lock().expect("ledger");
-    let (kvs, _) = eventually("a linearizable list after restart", Duration::from_secs(30), || async { list(&client, "r1/", false).await.ok() }).await;
+    let (kvs, _) = eventually("a linearizable list after restart", Duration::from_secs(30), || async {
+        list(&client, "r1/", false).await.ok()
+    })
+    .await;
     let stored: BTreeMap<String, String> = kvs.into_iter().collect();
     let mut missing = Vec::new();
     for (key, value) in &ledger.acked {
@@ -167,7 +178,12 @@ async fn acknowledged_writes_survive_kill_9_of_the_leader_and_of_every_member() 
             missing.push(key.clone());
         }
     }
-    assert!(missing.is_empty(), "{} acknowledged writes lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     // Nothing appears that nobody wrote.
     for key in stored.keys() {
         assert!(ledger.acked.contains_key(key) || ledger.unknown.contains(key), "unexpected key {key}");

@@ -78,7 +78,11 @@ impl TestCluster {
         }
         let members: Vec<InitialMember> = listeners
             .iter()
-            .map(|(id, l)| InitialMember { id: *id, name: format!("node{id}"), addr: l.local_addr().expect("addr").to_string() })
+            .map(|(id, l)| InitialMember {
+                id: *id,
+                name: format!("node{id}"),
+                addr: l.local_addr().expect("addr").to_string(),
+            })
             .collect();
         let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new() };
         for (id, listener) in listeners {
@@ -168,7 +172,8 @@ impl TestCluster {
     /// The leader every running voter agrees on.
     pub async fn leader(&self, timeout: Duration) -> u64 {
         eventually("an agreed leader", timeout, || async {
-            let leaders: Vec<Option<u64>> = self.nodes.values().map(|n| n.store().raft().metrics().borrow().current_leader).collect();
+            let leaders: Vec<Option<u64>> =
+                self.nodes.values().map(|n| n.store().raft().metrics().borrow().current_leader).collect();
             let first = leaders.first().copied().flatten()?;
             let running_leader = self.nodes.contains_key(&first);
             (running_leader && leaders.iter().all(|l| *l == Some(first))).then_some(first)

@@ -74,7 +74,9 @@ impl ClusterService {
             return Err(Status::unavailable("no leader is elected right now; retry"));
         };
         let Some(node) = m.membership_config.membership().get_node(&leader).cloned() else {
-            return Err(Status::unavailable(format!("leader {leader} is not in this member's membership view yet; retry")));
+            return Err(Status::unavailable(format!(
+                "leader {leader} is not in this member's membership view yet; retry"
+            )));
         };
         Ok((node.addr.clone(), self.forwarder.channel(&node.addr)?))
     }
@@ -112,7 +114,12 @@ impl Cluster for ClusterService {
             }
         });
         let members = futures::future::join_all(asks).await;
-        Ok(Response::new(ClusterStatus { cluster_id: me.cluster_id.clone(), leader_id: me.leader_id, term: me.term, members }))
+        Ok(Response::new(ClusterStatus {
+            cluster_id: me.cluster_id.clone(),
+            leader_id: me.leader_id,
+            term: me.term,
+            members,
+        }))
     }
 
     async fn member_status(&self, _req: Request<MemberStatusRequest>) -> Result<Response<MemberInfo>, Status> {

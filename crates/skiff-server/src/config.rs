@@ -54,6 +54,8 @@ pub struct RaftSettings {
     pub watch_history_revisions: u64,
     /// How long a write waits for commit before its outcome is reported unknown.
     pub write_timeout_ms: u64,
+    /// Raft entries proposed but not yet applied at once; concurrent writes share the next entry.
+    pub max_in_flight_entries: usize,
 }
 
 impl Default for RaftSettings {
@@ -70,6 +72,7 @@ impl Default for RaftSettings {
             max_payload_entries: 512,
             watch_history_revisions: 100_000,
             write_timeout_ms: 10_000,
+            max_in_flight_entries: 4,
         }
     }
 }
@@ -174,7 +177,8 @@ impl NodeConfig {
 
     /// Checks what serde cannot: ranges, addresses, and that the members agree with each other.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: String| ConfigError::Invalid { file: file.into(), field: field.into(), message };
+        let invalid =
+            |field: &str, message: String| ConfigError::Invalid { file: file.into(), field: field.into(), message };
         if self.id == 0 {
             return Err(invalid("id", "must be a positive integer (0 is reserved)".into()));
         }
@@ -187,7 +191,10 @@ impl NodeConfig {
             return Err(invalid("initial_members", "give the members of a new cluster (this one among them), or set `join` to an existing member's address".into()));
         }
         if !self.initial_members.is_empty() && self.join.is_some() {
-            return Err(invalid("join", "set either `initial_members` (a new cluster) or `join` (an existing one), not both".into()));
+            return Err(invalid(
+                "join",
+                "set either `initial_members` (a new cluster) or `join` (an existing one), not both".into(),
+            ));
         }
         if let Some(j) = &self.join {
             check_addr(j).map_err(|m| invalid("join", m))?;
@@ -208,10 +215,17 @@ impl NodeConfig {
             }
             check_addr(&m.addr).map_err(|e| invalid(&field("addr"), e))?;
             if m.id == self.id && (m.name != self.name || m.addr != self.advertise_addr()) {
-                return Err(invalid(&field("addr"), format!(
-                    "this member (id {}) is listed as {:?} at {}, but its own `name`/`advertise` say {:?} at {}",
-                    m.id, m.name, m.addr, self.name, self.advertise_addr()
-                )));
+                return Err(invalid(
+                    &field("addr"),
+                    format!(
+                        "this member (id {}) is listed as {:?} at {}, but its own `name`/`advertise` say {:?} at {}",
+                        m.id,
+                        m.name,
+                        m.addr,
+                        self.name,
+                        self.advertise_addr()
+                    ),
+                ));
             }
         }
         if !self.initial_members.is_empty() && !ids.contains(&self.id) {
@@ -222,16 +236,25 @@ impl NodeConfig {
             return Err(invalid("raft.heartbeat_ms", "must be positive".into()));
         }
         if r.election_timeout_min_ms <= r.heartbeat_ms {
-            return Err(invalid("raft.election_timeout_min_ms", format!("must be greater than raft.heartbeat_ms ({})", r.heartbeat_ms)));
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                format!("must be greater than raft.heartbeat_ms ({})", r.heartbeat_ms),
+            ));
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
-            return Err(invalid("raft.election_timeout_max_ms", format!("must be greater than raft.election_timeout_min_ms ({})", r.election_timeout_min_ms)));
+            return Err(invalid(
+                "raft.election_timeout_max_ms",
+                format!("must be greater than raft.election_timeout_min_ms ({})", r.election_timeout_min_ms),
+            ));
         }
         if r.snapshot_every == 0 {
             return Err(invalid("raft.snapshot_every", "must be positive".into()));
         }
         if r.max_payload_entries == 0 {
             return Err(invalid("raft.max_payload_entries", "must be positive".into()));
+        }
+        if r.max_in_flight_entries == 0 {
+            return Err(invalid("raft.max_in_flight_entries", "must be positive".into()));
         }
         if r.write_timeout_ms == 0 {
             return Err(invalid("raft.write_timeout_ms", "must be positive".into()));
@@ -342,9 +365,12 @@ heartbeat_ms = 100
 
     #[test]
     fn bad_address_and_timings_are_named() {
-        let msg = NodeConfig::parse("n.toml", &GOOD.replace("0.0.0.0:7420", "0.0.0.0:99999")).expect_err("port").to_string();
+        let msg =
+            NodeConfig::parse("n.toml", &GOOD.replace("0.0.0.0:7420", "0.0.0.0:99999")).expect_err("port").to_string();
         assert!(msg.contains("`listen`"), "{msg}");
-        let msg = NodeConfig::parse("n.toml", &GOOD.replace("heartbeat_ms = 100", "heartbeat_ms = 500")).expect_err("timing").to_string();
+        let msg = NodeConfig::parse("n.toml", &GOOD.replace("heartbeat_ms = 100", "heartbeat_ms = 500"))
+            .expect_err("timing")
+            .to_string();
         assert!(msg.contains("raft.election_timeout_min_ms"), "{msg}");
     }
 
@@ -353,7 +379,8 @@ heartbeat_ms = 100
         let text = format!("{GOOD}").replace("[raft]", "join = \"node1:7420\"\n[raft]");
         let msg = NodeConfig::parse("n.toml", &text).expect_err("both").to_string();
         assert!(msg.contains("`join`"), "{msg}");
-        let msg = NodeConfig::parse("n.toml", "id = 1\nname = \"a\"\nlisten = \"x:1\"\n").expect_err("none").to_string();
+        let msg =
+            NodeConfig::parse("n.toml", "id = 1\nname = \"a\"\nlisten = \"x:1\"\n").expect_err("none").to_string();
         assert!(msg.contains("`initial_members`"), "{msg}");
     }
 }

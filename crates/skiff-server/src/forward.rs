@@ -32,7 +32,8 @@ impl Forwarder {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let c = self.connector.channel(addr).map_err(|e| Status::internal(format!("bad member address {addr}: {e}")))?;
+        let c =
+            self.connector.channel(addr).map_err(|e| Status::internal(format!("bad member address {addr}: {e}")))?;
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
     }

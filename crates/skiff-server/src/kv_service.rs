@@ -11,8 +11,8 @@ use futures::Stream;
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::kv_server::Kv;
 use skiff_proto::api::{
-    txn_op, watch_event, DeleteRequest, DeleteResponse, GetRequest, GetResponse, KeyValue, ListRequest,
-    ListResponse, PutRequest, PutResponse, TxnRequest, TxnResponse, WatchEvent, WatchRequest,
+    txn_op, watch_event, DeleteRequest, DeleteResponse, GetRequest, GetResponse, KeyValue, ListRequest, ListResponse,
+    PutRequest, PutResponse, TxnRequest, TxnResponse, WatchEvent, WatchRequest,
 };
 use skiff_store::watch::WatchItem;
 use skiff_store::{EventKind, ObjectStore, Op, ReadConsistency, StoreError};
@@ -88,7 +88,11 @@ fn consistency(stale: bool) -> ReadConsistency {
 }
 
 impl KvService {
-    fn forward_target(&self, e: StoreError, again: bool) -> Result<(skiff_store::Member, tonic::transport::Channel), Status> {
+    fn forward_target(
+        &self,
+        e: StoreError,
+        again: bool,
+    ) -> Result<(skiff_store::Member, tonic::transport::Channel), Status> {
         match e {
             StoreError::NotLeader { .. } => self.forwarder.target(e, again),
             other => Err(kv_store_status(other)),
@@ -135,11 +139,17 @@ impl Kv for KvService {
         if msg.ops.is_empty() {
             return Err(Status::invalid_argument("ops: a transaction needs at least one op"));
         }
-        limits::check_txn(msg.ops.len(), msg.ops.iter().map(|o| match &o.op {
-            Some(txn_op::Op::Put(p)) => p.key.len() + p.value.len(),
-            Some(txn_op::Op::Delete(d)) => d.key.len(),
-            None => 0,
-        }).sum())?;
+        limits::check_txn(
+            msg.ops.len(),
+            msg.ops
+                .iter()
+                .map(|o| match &o.op {
+                    Some(txn_op::Op::Put(p)) => p.key.len() + p.value.len(),
+                    Some(txn_op::Op::Delete(d)) => d.key.len(),
+                    None => 0,
+                })
+                .sum(),
+        )?;
         let mut ops = Vec::with_capacity(msg.ops.len());
         for (i, op) in msg.ops.iter().enumerate() {
             ops.push(match &op.op {
@@ -177,7 +187,9 @@ impl Kv for KvService {
         limits::check_prefix(&msg.prefix)?;
         let prefix = format!("{KV_PREFIX}{}", msg.prefix);
         match self.store.list(&prefix, consistency(msg.stale)).await {
-            Ok((kvs, revision)) => Ok(Response::new(ListResponse { kvs: kvs.into_iter().map(user_kv).collect(), revision })),
+            Ok((kvs, revision)) => {
+                Ok(Response::new(ListResponse { kvs: kvs.into_iter().map(user_kv).collect(), revision }))
+            }
             Err(e) => {
                 let (leader, ch) = self.forward_target(e, again)?;
                 KvClient::new(ch).list(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, false))

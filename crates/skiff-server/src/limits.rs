@@ -19,7 +19,10 @@ pub fn check_key(key: &str, field: &str) -> Result<(), Status> {
         return Err(Status::invalid_argument(format!("{field}: must not be empty")));
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(Status::resource_exhausted(format!("{field}: {} bytes is over the {MAX_KEY_BYTES}-byte limit for keys", key.len())));
+        return Err(Status::resource_exhausted(format!(
+            "{field}: {} bytes is over the {MAX_KEY_BYTES}-byte limit for keys",
+            key.len()
+        )));
     }
     if key.chars().any(|c| c.is_control()) {
         return Err(Status::invalid_argument(format!("{field}: {key:?} contains control characters")));
@@ -29,7 +32,10 @@ pub fn check_key(key: &str, field: &str) -> Result<(), Status> {
 
 pub fn check_prefix(prefix: &str) -> Result<(), Status> {
     if prefix.len() > MAX_KEY_BYTES {
-        return Err(Status::resource_exhausted(format!("prefix: {} bytes is over the {MAX_KEY_BYTES}-byte limit", prefix.len())));
+        return Err(Status::resource_exhausted(format!(
+            "prefix: {} bytes is over the {MAX_KEY_BYTES}-byte limit",
+            prefix.len()
+        )));
     }
     Ok(())
 }
@@ -45,10 +51,14 @@ pub fn check_value(key: &str, len: usize) -> Result<(), Status> {
 
 pub fn check_txn(ops: usize, bytes: usize) -> Result<(), Status> {
     if ops > MAX_TXN_OPS {
-        return Err(Status::resource_exhausted(format!("ops: {ops} ops is over the limit of {MAX_TXN_OPS} per transaction")));
+        return Err(Status::resource_exhausted(format!(
+            "ops: {ops} ops is over the limit of {MAX_TXN_OPS} per transaction"
+        )));
     }
     if bytes > MAX_TXN_BYTES {
-        return Err(Status::resource_exhausted(format!("ops: {bytes} bytes is over the limit of {MAX_TXN_BYTES} bytes per transaction")));
+        return Err(Status::resource_exhausted(format!(
+            "ops: {bytes} bytes is over the limit of {MAX_TXN_BYTES} bytes per transaction"
+        )));
     }
     Ok(())
 }

@@ -19,7 +19,13 @@ pub const MAX_VOTERS: usize = 5;
 /// promoted lowest id first.
 pub fn desired_voters(current: &BTreeSet<u64>, members: &BTreeSet<u64>, keep: Option<u64>) -> BTreeSet<u64> {
     let n = members.len().min(MAX_VOTERS);
-    let target = if n == 0 { 0 } else if n % 2 == 1 { n } else { n - 1 };
+    let target = if n == 0 {
+        0
+    } else if n % 2 == 1 {
+        n
+    } else {
+        n - 1
+    };
     let mut out: BTreeSet<u64> = BTreeSet::new();
     if let Some(k) = keep.filter(|k| current.contains(k) && members.contains(k)) {
         out.insert(k);
@@ -175,7 +181,10 @@ mod tests {
         assert_eq!(desired_voters(&set(&[1]), &set(&[1, 2, 3]), Some(1)), set(&[1, 2, 3]));
         assert_eq!(desired_voters(&set(&[1, 2, 3]), &set(&[1, 2, 3, 4]), Some(1)), set(&[1, 2, 3]));
         assert_eq!(desired_voters(&set(&[1, 2, 3]), &set(&[1, 2, 3, 4, 5]), Some(1)), set(&[1, 2, 3, 4, 5]));
-        assert_eq!(desired_voters(&set(&[1, 2, 3, 4, 5]), &set(&[1, 2, 3, 4, 5, 6, 7]), Some(1)), set(&[1, 2, 3, 4, 5]));
+        assert_eq!(
+            desired_voters(&set(&[1, 2, 3, 4, 5]), &set(&[1, 2, 3, 4, 5, 6, 7]), Some(1)),
+            set(&[1, 2, 3, 4, 5])
+        );
     }
 
     #[test]

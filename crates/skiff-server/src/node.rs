@@ -53,8 +53,14 @@ pub struct Node {
 
 impl Node {
     /// Starts a member on `listener`. Returns once it serves and has bootstrapped or joined.
-    pub async fn start(config: NodeConfig, listener: TcpListener, connector: Arc<dyn Connector>) -> Result<Node, NodeError> {
-        let addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: config.listen.clone(), message: e.to_string() })?;
+    pub async fn start(
+        config: NodeConfig,
+        listener: TcpListener,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Node, NodeError> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Listen { addr: config.listen.clone(), message: e.to_string() })?;
         let store_config = StoreConfig {
             node_id: config.id,
             data_dir: config.data_dir.clone(),
@@ -65,6 +71,7 @@ impl Node {
             },
             log_cache_bytes: 64 << 20,
             write_timeout: config.raft.write_timeout(),
+            max_in_flight_entries: config.raft.max_in_flight_entries,
         };
         let store = ObjectStore::open(store_config, connector.clone()).await?;
         let forwarder = Arc::new(Forwarder::new(connector.clone()));
@@ -156,7 +163,12 @@ impl Node {
 }
 
 /// Asks an existing member to add this one, retrying while the cluster cannot answer.
-async fn join_through(join: &str, config: &NodeConfig, connector: Arc<dyn Connector>, store: &ObjectStore) -> Result<(), NodeError> {
+async fn join_through(
+    join: &str,
+    config: &NodeConfig,
+    connector: Arc<dyn Connector>,
+    store: &ObjectStore,
+) -> Result<(), NodeError> {
     let join_err = |message: String| NodeError::Join { addr: join.to_string(), message };
     let mut client = Client::with_connector(&[join.to_string()], connector).map_err(join_err)?;
     client.deadline = Duration::from_secs(60);
@@ -174,7 +186,9 @@ async fn join_through(join: &str, config: &NodeConfig, connector: Arc<dyn Connec
             tracing::info!(cluster_id = %resp.cluster_id, voters = ?resp.voters, learners = ?resp.learners, "joined");
             Ok(())
         }
-        Err(ClientError::Status { status, .. }) if status.code() == Code::AlreadyExists => Err(join_err(status.message().to_string())),
+        Err(ClientError::Status { status, .. }) if status.code() == Code::AlreadyExists => {
+            Err(join_err(status.message().to_string()))
+        }
         Err(e) => {
             // The add may have gone through even if the answer was lost: then the log has arrived.
             if store.raft().is_initialized().await.unwrap_or(false) {

@@ -30,7 +30,8 @@ pub fn was_not_sent(status: &Status) -> bool {
         // hyper-util's connector errors, by their display (their types are private). Note that
         // "connection reset" or "connection closed" must NOT match: those happen after sending.
         let text = e.to_string().to_ascii_lowercase();
-        if text.contains("tcp connect error") || text.contains("dns error") || text.contains("failed to lookup address") {
+        if text.contains("tcp connect error") || text.contains("dns error") || text.contains("failed to lookup address")
+        {
             return true;
         }
         source = e.source();

@@ -46,7 +46,7 @@ mod tests {
 
     #[test]
     fn command_round_trips_with_format_byte() {
-        let cmd = Command::Batch(vec![Op::Put { key: "/kv/a".into(), value: vec![1, 2, 3], expect: Some(0) }]);
+        let cmd = Command::Writes(vec![vec![Op::Put { key: "/kv/a".into(), value: vec![1, 2, 3], expect: Some(0) }]]);
         let bytes = encode(&cmd).expect("encode");
         assert_eq!(bytes[0], FORMAT_V1);
         let back: Command = decode(&bytes).expect("decode");

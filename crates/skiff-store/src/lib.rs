@@ -13,20 +13,21 @@
 //!   (`RaftStateMachine`), with snapshots.
 //! - [`watch`]: watch streams served from the local replica.
 //! - [`network`]: the Raft network client over tonic; [`raft_service`]: its server side.
+//! - `proposer`: groups concurrent writes into one Raft entry (one flush for many writes).
 //! - [`store`]: [`store::ObjectStore`], the handle the API layer uses: writes, reads, watches.
 
 pub mod codec;
 pub mod log_store;
 pub mod network;
+mod proposer;
 pub mod raft_service;
 pub mod state_machine;
 pub mod store;
 pub mod types;
 pub mod watch;
 
-
 pub use store::{ObjectStore, ReadConsistency, StoreConfig, StoreError};
-pub use types::{Command, Event, EventKind, KeyValue, Member, Op, TypeConfig, WriteResult};
+pub use types::{Command, EntryResult, Event, EventKind, KeyValue, Member, Op, TypeConfig, WriteResult};
 
 /// The Raft handle with Skiff's type configuration.
 pub type Raft = openraft::Raft<TypeConfig>;

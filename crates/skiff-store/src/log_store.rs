@@ -109,8 +109,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last = match self.inner.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
             None => None,
             Some((_, bytes)) => {
-                let entry: Entry<TypeConfig> =
-                    codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+                let entry: Entry<TypeConfig> = codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(entry.log_id)
             }
         };

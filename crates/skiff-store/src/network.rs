@@ -120,7 +120,8 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         if !reply.error.is_empty() {
-            let err: RaftError<u64, E> = codec::decode(&reply.error).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            let err: RaftError<u64, E> =
+                codec::decode(&reply.error).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
             return Err(RPCError::RemoteError(RemoteError::new_with_node(self.target, self.member.clone(), err)));
         }
         codec::decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))

@@ -32,8 +32,12 @@ fn decode<T: DeserializeOwned>(req: Request<RaftMessage>) -> Result<T, Status> {
 /// Encodes openraft's answer: the response in `data`, or its error in `error`.
 fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<RaftMessage>, Status> {
     let msg = match result {
-        Ok(v) => RaftMessage { data: codec::encode(&v).map_err(|e| Status::internal(e.to_string()))?, error: Vec::new() },
-        Err(e) => RaftMessage { data: Vec::new(), error: codec::encode(&e).map_err(|e| Status::internal(e.to_string()))? },
+        Ok(v) => {
+            RaftMessage { data: codec::encode(&v).map_err(|e| Status::internal(e.to_string()))?, error: Vec::new() }
+        }
+        Err(e) => {
+            RaftMessage { data: Vec::new(), error: codec::encode(&e).map_err(|e| Status::internal(e.to_string()))? }
+        }
     };
     Ok(Response::new(msg))
 }

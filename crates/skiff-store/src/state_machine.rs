@@ -27,7 +27,7 @@ use sled::Transactional;
 use tokio::sync::broadcast;
 
 use crate::codec;
-use crate::types::{Command, Conflict, Event, EventKind, KeyValue, Member, Op, TypeConfig, WriteResult};
+use crate::types::{Command, Conflict, EntryResult, Event, EventKind, KeyValue, Member, Op, TypeConfig, WriteResult};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -183,7 +183,11 @@ impl StateMachineStore {
                 s.load_payload(payload)?;
             }
         } else if installing {
-            return Err(StorageIOError::read_snapshot(None, AnyError::error("interrupted snapshot install and no snapshot file")).into());
+            return Err(StorageIOError::read_snapshot(
+                None,
+                AnyError::error("interrupted snapshot install and no snapshot file"),
+            )
+            .into());
         }
         let applied = s.read_applied()?;
         s.applied.store(applied.map(|l| l.index).unwrap_or(0), Ordering::SeqCst);
@@ -308,7 +312,8 @@ impl Shared {
     /// Replaces the whole state machine with `payload`. The install marker makes it restartable.
     fn load_payload(&self, payload: SnapshotPayload) -> StorageResult<()> {
         let werr = |e: &dyn std::error::Error| StorageIOError::write_state_machine(AnyError::error(e.to_string()));
-        let _cut = self.cut.write().map_err(|_| StorageIOError::write_state_machine(AnyError::error("lock poisoned")))?;
+        let _cut =
+            self.cut.write().map_err(|_| StorageIOError::write_state_machine(AnyError::error("lock poisoned")))?;
         self.meta.insert(INSTALLING, &[1u8][..]).map_err(|e| werr(&e))?;
         self.db.flush().map_err(|e| werr(&e))?;
         self.data.clear().map_err(|e| werr(&e))?;
@@ -413,12 +418,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
                 None => format!("none-{seq}"),
             };
-            let meta = SnapshotMeta {
-                last_log_id: payload.applied,
-                last_membership: payload.membership.clone(),
-                snapshot_id,
-            };
-            let bytes = codec::encode(&payload).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            let meta =
+                SnapshotMeta { last_log_id: payload.applied, last_membership: payload.membership.clone(), snapshot_id };
+            let bytes =
+                codec::encode(&payload).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
             let file = SnapshotFile { meta: meta.clone(), payload: bytes };
             shared.write_snapshot_file(&file)?;
             Ok((meta, file.payload))
@@ -438,7 +441,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((self.shared.read_applied()?, self.shared.read_membership()?))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<WriteResult>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<EntryResult>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -455,21 +458,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             for entry in &entries {
                 let revision = entry.log_id.index;
                 match &entry.payload {
-                    EntryPayload::Blank => results.push(WriteResult { revision, ..Default::default() }),
-                    EntryPayload::Normal(Command::Batch(ops)) => {
+                    EntryPayload::Blank => results.push(EntryResult::default()),
+                    EntryPayload::Normal(Command::Writes(writes)) => {
                         let mut events = Vec::new();
-                        results.push(apply_batch(data, ops, revision, &mut events)?);
+                        let mut entry_result = EntryResult { writes: Vec::with_capacity(writes.len()) };
+                        for ops in writes {
+                            entry_result.writes.push(apply_batch(data, ops, revision, &mut events)?);
+                        }
+                        results.push(entry_result);
                         if !events.is_empty() {
-                            let bytes = codec::encode(&events).map_err(|e| ConflictableTransactionError::Abort(io_err(e)))?;
+                            let bytes =
+                                codec::encode(&events).map_err(|e| ConflictableTransactionError::Abort(io_err(e)))?;
                             history.insert(&revision.to_be_bytes(), bytes)?;
                             all_events.extend(events);
                         }
                     }
                     EntryPayload::Membership(m) => {
                         let stored = StoredMembership::new(Some(entry.log_id), m.clone());
-                        let bytes = codec::encode(&stored).map_err(|e| ConflictableTransactionError::Abort(io_err(e)))?;
+                        let bytes =
+                            codec::encode(&stored).map_err(|e| ConflictableTransactionError::Abort(io_err(e)))?;
                         meta.insert(MEMBERSHIP, bytes)?;
-                        results.push(WriteResult { revision, ..Default::default() });
+                        results.push(EntryResult::default());
                     }
                 }
             }

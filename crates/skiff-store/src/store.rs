@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 
 use crate::log_store::LogStore;
 use crate::network::{Connector, Network};
+use crate::proposer::Proposer;
 use crate::state_machine::{Shared, StateMachineConfig, StateMachineStore};
-use crate::types::{Command, Conflict, KeyValue, Member, Op, WriteResult};
+use crate::types::{Conflict, KeyValue, Member, Op, WriteResult};
 use crate::watch::{self, WatchError, WatchReceiver};
 use crate::Raft;
 
@@ -41,6 +42,8 @@ pub struct StoreConfig {
     pub log_cache_bytes: u64,
     /// How long a write may wait for commit before its outcome is reported as unknown.
     pub write_timeout: Duration,
+    /// Entries between proposal and apply at once; writes arriving meanwhile share the next entry.
+    pub max_in_flight_entries: usize,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -65,6 +68,7 @@ pub struct ObjectStore {
     node_id: u64,
     raft: Raft,
     shared: Arc<Shared>,
+    proposer: Proposer,
     write_timeout: Duration,
 }
 
@@ -74,16 +78,19 @@ impl ObjectStore {
     pub async fn open(config: StoreConfig, connector: Arc<dyn Connector>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StoreError::Storage(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
-        let log = LogStore::open(&config.data_dir.join("raft-log"), config.log_cache_bytes)
-            .map_err(|e| StoreError::Storage(format!("cannot open the Raft log in {}: {e}", config.data_dir.display())))?;
+        let log = LogStore::open(&config.data_dir.join("raft-log"), config.log_cache_bytes).map_err(|e| {
+            StoreError::Storage(format!("cannot open the Raft log in {}: {e}", config.data_dir.display()))
+        })?;
         let sm = StateMachineStore::open(&config.data_dir, config.state_machine.clone())
             .map_err(|e| StoreError::Storage(format!("cannot open the state in {}: {e}", config.data_dir.display())))?;
         let shared = sm.shared();
-        let raft_config = config.raft.validate().map_err(|e| StoreError::Storage(format!("invalid raft settings: {e}")))?;
+        let raft_config =
+            config.raft.validate().map_err(|e| StoreError::Storage(format!("invalid raft settings: {e}")))?;
         let raft = Raft::new(config.node_id, Arc::new(raft_config), Network::new(connector), log, sm)
             .await
             .map_err(|e| StoreError::Storage(format!("cannot start raft: {e}")))?;
-        Ok(Self { node_id: config.node_id, raft, shared, write_timeout: config.write_timeout })
+        let proposer = Proposer::start(raft.clone(), config.max_in_flight_entries, config.write_timeout);
+        Ok(Self { node_id: config.node_id, raft, shared, proposer, write_timeout: config.write_timeout })
     }
 
     pub fn node_id(&self) -> u64 {
@@ -103,20 +110,12 @@ impl ObjectStore {
     /// Commits `ops` atomically. A failed compare-and-swap is [`StoreError::Conflict`] and changes
     /// nothing. Only the leader accepts writes.
     pub async fn write(&self, ops: Vec<Op>) -> Result<WriteResult, StoreError> {
-        let pending = self.raft.client_write(Command::Batch(ops));
-        let result = match tokio::time::timeout(self.write_timeout, pending).await {
-            Err(_) => return Err(StoreError::OutcomeUnknown(format!("not committed within {:?}", self.write_timeout))),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                // Raised before the entry was appended, or when it was truncated away: not applied.
-                return Err(StoreError::NotLeader { leader: f.leader_id.zip(f.leader_node) });
-            }
-            Ok(Err(RaftError::APIError(e))) => return Err(StoreError::Unavailable(e.to_string())),
-            Ok(Err(RaftError::Fatal(e))) => return Err(StoreError::OutcomeUnknown(format!("raft stopped: {e}"))),
-            Ok(Ok(resp)) => resp.data,
-        };
-        match result.conflict {
-            Some(c) => Err(StoreError::Conflict(c)),
-            None => Ok(result),
+        let pending = self.proposer.submit(ops);
+        // The proposer times out the commit itself; this also covers time spent waiting to be proposed.
+        match tokio::time::timeout(self.write_timeout * 2, pending).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::OutcomeUnknown("the proposer stopped (member shutting down)".into())),
+            Err(_) => Err(StoreError::OutcomeUnknown(format!("not applied within {:?}", self.write_timeout * 2))),
         }
     }
 

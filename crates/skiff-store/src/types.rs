@@ -10,7 +10,7 @@ openraft::declare_raft_types!(
     /// Skiff's openraft type configuration.
     pub TypeConfig:
         D = Command,
-        R = WriteResult,
+        R = EntryResult,
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
@@ -69,19 +69,29 @@ impl Op {
 /// proposer, so applying it is deterministic on every member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Several puts and deletes applied atomically: all of them or, if any `expect` fails, none.
-    Batch(Vec<Op>),
+    /// Independent writes committed in one entry (the proposer groups concurrent writes, so one
+    /// flush serves many). Each write is atomic on its own: all of its ops apply or, if any
+    /// `expect` fails, none. No two writes of one entry touch the same key, so a key changes at most
+    /// once per revision.
+    Writes(Vec<Vec<Op>>),
 }
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Batch(ops) => write!(f, "batch of {} op(s)", ops.len()),
+            Command::Writes(ws) => write!(f, "{} write(s)", ws.len()),
         }
     }
 }
 
-/// What apply decided for one command.
+/// What apply decided for one entry: one result per write of a [`Command::Writes`], none for
+/// blank and membership entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryResult {
+    pub writes: Vec<WriteResult>,
+}
+
+/// What apply decided for one write.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteResult {
     /// The revision of the write: the Raft log index of its entry.

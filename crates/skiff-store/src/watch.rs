@@ -40,7 +40,12 @@ pub enum WatchError {
 pub type WatchReceiver = mpsc::Receiver<Result<WatchItem, WatchError>>;
 
 /// Starts a watch of the keys under `prefix`, delivering changes strictly after `start`.
-pub fn start(shared: Arc<Shared>, prefix: String, start: u64, progress_every: Duration) -> Result<WatchReceiver, WatchError> {
+pub fn start(
+    shared: Arc<Shared>,
+    prefix: String,
+    start: u64,
+    progress_every: Duration,
+) -> Result<WatchReceiver, WatchError> {
     let live = shared.subscribe();
     let floor = shared.history_floor();
     if start < floor {
@@ -70,7 +75,11 @@ struct Watcher {
 struct Hangup;
 
 impl Watcher {
-    async fn run(&mut self, mut live: broadcast::Receiver<Arc<Applied>>, progress_every: Duration) -> Result<(), WatchError> {
+    async fn run(
+        &mut self,
+        mut live: broadcast::Receiver<Arc<Applied>>,
+        progress_every: Duration,
+    ) -> Result<(), WatchError> {
         if self.catch_up().await.is_err() {
             return Ok(());
         }

@@ -17,16 +17,23 @@ fn config(dir: &std::path::Path, history: u64, watch_buffer: usize) -> StoreConf
     StoreConfig {
         node_id: 1,
         data_dir: dir.to_path_buf(),
-        raft: openraft::Config { heartbeat_interval: 50, election_timeout_min: 150, election_timeout_max: 300, ..Default::default() },
+        raft: openraft::Config {
+            heartbeat_interval: 50,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            ..Default::default()
+        },
         state_machine: StateMachineConfig { history_revisions: history, watch_buffer, cache_bytes: 8 << 20 },
         log_cache_bytes: 8 << 20,
         write_timeout: Duration::from_secs(5),
+        max_in_flight_entries: 2,
     }
 }
 
 /// A one-member store that is its own leader (no network needed).
 async fn single(dir: &std::path::Path, history: u64, watch_buffer: usize) -> ObjectStore {
-    let store = ObjectStore::open(config(dir, history, watch_buffer), Arc::new(TcpConnector::default())).await.expect("open");
+    let store =
+        ObjectStore::open(config(dir, history, watch_buffer), Arc::new(TcpConnector::default())).await.expect("open");
     if !store.raft().is_initialized().await.expect("initialized?") {
         let members = BTreeMap::from([(1, Member { name: "node1".into(), addr: "127.0.0.1:1".into() })]);
         store.raft().initialize(members).await.expect("initialize");
@@ -62,11 +69,21 @@ async fn revision_is_the_log_index_and_compare_and_swap_refuses_stale_writers() 
     assert_eq!(Some(r1), applied, "revision is the Raft log index");
 
     // Must-not-exist fails on an existing key.
-    let err = store.write(vec![Op::Put { key: "/kv/a".into(), value: b"x".to_vec(), expect: Some(0) }]).await.expect_err("exists");
+    let err = store
+        .write(vec![Op::Put { key: "/kv/a".into(), value: b"x".to_vec(), expect: Some(0) }])
+        .await
+        .expect_err("exists");
     assert!(matches!(&err, StoreError::Conflict(c) if c.expected == 0 && c.actual == r1), "{err}");
     // A stale revision fails, the right one succeeds.
-    let r2 = store.write(vec![Op::Put { key: "/kv/a".into(), value: b"2".to_vec(), expect: Some(r1) }]).await.expect("cas").revision;
-    let err = store.write(vec![Op::Put { key: "/kv/a".into(), value: b"3".to_vec(), expect: Some(r1) }]).await.expect_err("stale");
+    let r2 = store
+        .write(vec![Op::Put { key: "/kv/a".into(), value: b"2".to_vec(), expect: Some(r1) }])
+        .await
+        .expect("cas")
+        .revision;
+    let err = store
+        .write(vec![Op::Put { key: "/kv/a".into(), value: b"3".to_vec(), expect: Some(r1) }])
+        .await
+        .expect_err("stale");
     assert!(matches!(&err, StoreError::Conflict(c) if c.expected == r1 && c.actual == r2), "{err}");
     let (kv, _) = store.get("/kv/a", ReadConsistency::Linearizable).await.expect("get");
     let kv = kv.expect("present");
@@ -78,7 +95,11 @@ async fn revision_is_the_log_index_and_compare_and_swap_refuses_stale_writers() 
 async fn a_batch_applies_all_of_its_ops_or_none() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = single(dir.path(), 1000, 64).await;
-    let r = store.write(vec![put("/kv/owner", "o"), put("/kv/dep1", "d"), put("/kv/dep2", "d")]).await.expect("batch").revision;
+    let r = store
+        .write(vec![put("/kv/owner", "o"), put("/kv/dep1", "d"), put("/kv/dep2", "d")])
+        .await
+        .expect("batch")
+        .revision;
     let (kvs, _) = store.list("/kv/", ReadConsistency::Linearizable).await.expect("list");
     assert!(kvs.iter().all(|kv| kv.mod_revision == r), "one revision for the whole batch");
 
@@ -198,8 +219,51 @@ async fn watch_from_before_the_retained_history_is_too_old_and_history_survives_
     };
     store.raft().wait(Some(T)).current_leader(1, "leader").await.expect("leader");
     let mut rx = store.watch("/kv/", applied - 3, Duration::from_secs(60)).expect("resume after restart");
-    let revs = [next_event(&mut rx).await.revision, next_event(&mut rx).await.revision, next_event(&mut rx).await.revision];
+    let revs =
+        [next_event(&mut rx).await.revision, next_event(&mut rx).await.revision, next_event(&mut rx).await.revision];
     assert_eq!(revs, [applied - 2, applied - 1, applied]);
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_entries_but_one_key_changes_once_per_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = single(dir.path(), 100_000, 4096).await;
+    let start = store.applied_revision();
+    // 64 writers, 20 writes each, 8 hot keys: many writes per entry and many same-key collisions.
+    let writers: Vec<_> = (0..64)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut revs = Vec::new();
+                for i in 0..20 {
+                    let key = format!("/kv/hot{}", (w + i) % 8);
+                    revs.push((
+                        key.clone(),
+                        store.write(vec![put(&key, &format!("{w}-{i}"))]).await.expect("put").revision,
+                    ));
+                }
+                revs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await.expect("writer"));
+    }
+    let revisions: std::collections::BTreeSet<u64> = all.iter().map(|(_, r)| *r).collect();
+    assert!(revisions.len() < all.len(), "writes were grouped: {} writes in {} entries", all.len(), revisions.len());
+    let pairs: std::collections::BTreeSet<(String, u64)> = all.iter().cloned().collect();
+    assert_eq!(pairs.len(), all.len(), "no key was written twice at one revision");
+    // Every write is in the history, in order, once.
+    let mut rx = store.watch("/kv/hot", start, Duration::from_secs(60)).expect("watch");
+    let mut seen = Vec::new();
+    while seen.len() < all.len() {
+        let e = next_event(&mut rx).await;
+        seen.push((e.kv.key, e.revision));
+    }
+    assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1));
+    assert_eq!(seen.into_iter().collect::<std::collections::BTreeSet<_>>(), pairs);
     store.shutdown().await;
 }
 

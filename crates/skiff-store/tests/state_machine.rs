@@ -17,7 +17,11 @@ fn log_id(index: u64) -> LogId<u64> {
 fn put_entry(index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(Command::Batch(vec![Op::Put { key: key.into(), value: value.as_bytes().to_vec(), expect: None }])),
+        payload: EntryPayload::Normal(Command::Writes(vec![vec![Op::Put {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            expect: None,
+        }]])),
     }
 }
 
@@ -125,10 +129,10 @@ async fn snapshot_built_while_applying_is_a_consistent_cut() {
     // keys carry the snapshot's last index.
     let pair = |i: u64| Entry::<TypeConfig> {
         log_id: log_id(i),
-        payload: EntryPayload::Normal(Command::Batch(vec![
+        payload: EntryPayload::Normal(Command::Writes(vec![vec![
             Op::Put { key: "/kv/a".into(), value: i.to_string().into_bytes(), expect: None },
             Op::Put { key: "/kv/b".into(), value: i.to_string().into_bytes(), expect: None },
-        ])),
+        ]])),
     };
     let mut builder = sm.get_snapshot_builder().await;
     let applier = {

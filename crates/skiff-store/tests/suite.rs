@@ -11,9 +11,10 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
         let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::write(&e))?;
-        let log = LogStore::open(&dir.path().join("raft-log"), 16 << 20)
-            .map_err(|e| openraft::StorageIOError::write(&e))?;
-        let sm = StateMachineStore::open(dir.path(), StateMachineConfig { cache_bytes: 16 << 20, ..Default::default() })?;
+        let log =
+            LogStore::open(&dir.path().join("raft-log"), 16 << 20).map_err(|e| openraft::StorageIOError::write(&e))?;
+        let sm =
+            StateMachineStore::open(dir.path(), StateMachineConfig { cache_bytes: 16 << 20, ..Default::default() })?;
         Ok((dir, log, sm))
     }
 }
