@@ -142,7 +142,7 @@ async fn members_join_as_learners_are_promoted_to_odd_voter_counts_and_can_be_re
     assert_eq!(voters(&cluster, 1), vec![1, 2, 3, 4, 5], "5 members: 5 voters");
 
     // A duplicate id is refused with a clear error, and nothing changes.
-    let err = cluster.join(2, 1, test_raft()).await.err().expect("duplicate id refused");
+    let Err(err) = cluster.join(2, 1, test_raft()).await else { panic!("a duplicate id must be refused") };
     assert!(err.to_string().contains("member id 2 is already in use"), "{err}");
     assert_eq!(voters(&cluster, 1), vec![1, 2, 3, 4, 5]);
 

@@ -166,7 +166,7 @@ async fn acknowledged_writes_survive_kill_9_of_the_leader_and_of_every_member() 
     }
     leader(&client).await;
 
-    let ledger = ledger.lock().expect("ledger");
+    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
     let (kvs, _) = eventually("a linearizable list after restart", Duration::from_secs(30), || async {
         list(&client, "r1/", false).await.ok()
     })

@@ -376,7 +376,7 @@ heartbeat_ms = 100
 
     #[test]
     fn join_and_initial_members_are_exclusive_and_one_is_needed() {
-        let text = format!("{GOOD}").replace("[raft]", "join = \"node1:7420\"\n[raft]");
+        let text = GOOD.replace("[raft]", "join = \"node1:7420\"\n[raft]");
         let msg = NodeConfig::parse("n.toml", &text).expect_err("both").to_string();
         assert!(msg.contains("`join`"), "{msg}");
         let msg =
