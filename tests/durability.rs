@@ -200,3 +200,35 @@ async fn acknowledged_writes_survive_kill_9_of_the_leader_and_of_every_member() 
         assert_eq!(kvs.len(), stored.len(), "member {addr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_member_cleanly_and_it_restarts_with_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut members, addrs) = write_configs(dir.path(), 1);
+    let member = &mut members[0];
+    member.start();
+    let client = Client::new(&addrs).expect("client");
+    let rev = eventually("the single member to accept a write", Duration::from_secs(30), || async {
+        put(&client, "kept", "across restarts").await.ok()
+    })
+    .await;
+    assert!(rev > 0);
+    let mut child = member.child.take().expect("running");
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(status.success());
+    let exited = eventually("the member to exit after SIGTERM", Duration::from_secs(15), || {
+        let waited = child.try_wait().expect("try_wait");
+        async move { waited }
+    })
+    .await;
+    assert!(exited.success(), "clean exit after SIGTERM: {exited:?}");
+    let log = std::fs::read_to_string(&member.log).expect("log");
+    assert!(log.contains("stopped"), "{log}");
+    member.start();
+    let got = eventually("the restarted member to serve", Duration::from_secs(30), || async {
+        common::get(&client, "kept", false).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(got, "across restarts");
+}
