@@ -63,15 +63,21 @@ async fn killing_the_leader_elects_another_and_the_old_one_catches_up_from_disk(
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn member_down_while_the_log_is_purged_catches_up_by_snapshot() {
-    let raft = RaftSettings { snapshot_every: 20, keep_logs_after_snapshot: 0, ..test_raft() };
+/// A three-member cluster with one write, and one of its followers stopped.
+async fn cluster_with_a_stopped_follower(raft: RaftSettings) -> (TestCluster, u64, u64) {
     let mut cluster = TestCluster::start(3, raft).await;
-    let client = cluster.client();
-    put(&client, "first", "1").await.expect("write");
+    put(&cluster.client(), "first", "1").await.expect("write");
     let leader = cluster.leader(T).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("follower");
     cluster.stop(lagging).await;
+    (cluster, leader, lagging)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_down_while_the_log_is_purged_catches_up_by_snapshot() {
+    let raft = RaftSettings { snapshot_every: 20, keep_logs_after_snapshot: 0, ..test_raft() };
+    let (mut cluster, leader, lagging) = cluster_with_a_stopped_follower(raft).await;
+    let client = cluster.client();
 
     // Enough writes for several snapshots; the log behind them is purged on the leader.
     let mut last = 0;
@@ -97,12 +103,8 @@ async fn member_down_while_the_log_is_purged_catches_up_by_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_larger_than_the_grpc_message_limit_is_sent_as_a_chunked_snapshot() {
     let raft = RaftSettings { snapshot_every: 8, keep_logs_after_snapshot: 0, ..test_raft() };
-    let mut cluster = TestCluster::start(3, raft).await;
+    let (mut cluster, _, lagging) = cluster_with_a_stopped_follower(raft).await;
     let client = cluster.client();
-    put(&client, "first", "1").await.expect("write");
-    let leader = cluster.leader(T).await;
-    let lagging = (1..=3).find(|id| *id != leader).expect("follower");
-    cluster.stop(lagging).await;
     // 10 objects of 900 KiB: about 9 MiB of state, more than twice tonic's 4 MiB default limit.
     let big = "b".repeat(900 * 1024);
     let mut last = 0;

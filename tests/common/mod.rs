@@ -61,6 +61,30 @@ pub fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
     socket.listen(1024).expect("listen")
 }
 
+/// The config of member `id` listening on `listener`.
+fn member_config(
+    id: u64,
+    listener: &tokio::net::TcpListener,
+    data_dir: std::path::PathBuf,
+    initial_members: Vec<InitialMember>,
+    join: Option<String>,
+    raft: RaftSettings,
+) -> NodeConfig {
+    let addr = listener.local_addr().expect("addr").to_string();
+    let config = NodeConfig {
+        id,
+        name: format!("node{id}"),
+        listen: addr.clone(),
+        advertise: Some(addr),
+        data_dir,
+        initial_members,
+        join,
+        raft,
+    };
+    config.validate("test").expect("valid config");
+    config
+}
+
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub configs: BTreeMap<u64, NodeConfig>,
@@ -86,18 +110,8 @@ impl TestCluster {
             .collect();
         let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new() };
         for (id, listener) in listeners {
-            let addr = listener.local_addr().expect("addr").to_string();
-            let config = NodeConfig {
-                id,
-                name: format!("node{id}"),
-                listen: addr.clone(),
-                advertise: Some(addr),
-                data_dir: cluster.dir.path().join(format!("node{id}")),
-                initial_members: members.clone(),
-                join: None,
-                raft: raft.clone(),
-            };
-            config.validate("test").expect("valid config");
+            let data_dir = cluster.dir.path().join(format!("node{id}"));
+            let config = member_config(id, &listener, data_dir, members.clone(), None, raft.clone());
             cluster.configs.insert(id, config.clone());
             let node = Node::start(config, listener, Arc::new(TcpConnector::default())).await.expect("start member");
             cluster.nodes.insert(id, node);
@@ -108,17 +122,8 @@ impl TestCluster {
     /// Starts a new member that joins through `via`.
     pub async fn join(&mut self, id: u64, via: u64, raft: RaftSettings) -> Result<(), skiff_server::node::NodeError> {
         let listener = bind("127.0.0.1:0".parse().expect("addr"));
-        let addr = listener.local_addr().expect("addr").to_string();
-        let config = NodeConfig {
-            id,
-            name: format!("node{id}"),
-            listen: addr.clone(),
-            advertise: Some(addr),
-            data_dir: self.dir.path().join(format!("node{id}-{}", self.configs.len())),
-            initial_members: Vec::new(),
-            join: Some(self.addr(via)),
-            raft,
-        };
+        let data_dir = self.dir.path().join(format!("node{id}-{}", self.configs.len()));
+        let config = member_config(id, &listener, data_dir, Vec::new(), Some(self.addr(via)), raft);
         let node = Node::start(config.clone(), listener, Arc::new(TcpConnector::default())).await?;
         self.configs.insert(id, config);
         self.nodes.insert(id, node);
