@@ -232,3 +232,64 @@ async fn sigterm_stops_a_member_cleanly_and_it_restarts_with_its_data() {
     .await;
     assert_eq!(got, "across restarts");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_adds_a_waiting_member_as_a_learner_and_removes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut members, addrs) = write_configs(dir.path(), 1);
+    members[0].start();
+    let client = Client::new(&addrs).expect("client");
+    eventually("the first member to accept a write", Duration::from_secs(30), || async {
+        put(&client, "before-add", "x").await.ok()
+    })
+    .await;
+    // A second member with neither initial_members nor join: it waits to be added.
+    let addr2 = format!("127.0.0.1:{}", free_port());
+    let config2 = dir.path().join("node2.toml");
+    let text = format!(
+        "id = 2\nname = \"node2\"\nlisten = \"{addr2}\"\ndata_dir = \"{}\"\n",
+        dir.path().join("data2").display()
+    );
+    std::fs::write(&config2, text).expect("config");
+    let mut second = Member { id: 2, config: config2, log: dir.path().join("node2.log"), child: None };
+    second.start();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("--members")
+            .arg(&addrs[0])
+            .args(args)
+            .output()
+            .expect("run skiff")
+    };
+    let out = tokio::task::block_in_place(|| {
+        cli(&["cluster", "add-member", "--id", "2", "--name", "node2", "--addr", &addr2])
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Two members: one voter, one learner with a full replica.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("voters [1], learners [2]"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let only2 = Client::new(std::slice::from_ref(&addr2)).expect("client");
+    let got = eventually("the learner to have the data", Duration::from_secs(30), || async {
+        common::get(&only2, "before-add", true).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(got, "x");
+    // The same id again is refused, naming the member that has it.
+    let out = tokio::task::block_in_place(|| {
+        cli(&["cluster", "add-member", "--id", "2", "--name", "other", "--addr", "127.0.0.1:1"])
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("member id 2 is already in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tokio::task::block_in_place(|| cli(&["cluster", "remove-member", "2"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::block_in_place(|| cli(&["cluster", "status", "-o", "json"]));
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!status.contains("node2"), "{status}");
+}

@@ -13,6 +13,7 @@
 //! ]
 //! # ... or an existing member to join through:
 //! # join = "node1:7420"
+//! # With neither, the member waits until `skiff cluster add-member` adds it.
 //!
 //! [raft]                         # all optional
 //! heartbeat_ms = 50
@@ -187,9 +188,6 @@ impl NodeConfig {
         check_addr(&self.listen).map_err(|m| invalid("listen", m))?;
         if let Some(a) = &self.advertise {
             check_addr(a).map_err(|m| invalid("advertise", m))?;
-        }
-        if self.initial_members.is_empty() && self.join.is_none() {
-            return Err(invalid("initial_members", "give the members of a new cluster (this one among them), or set `join` to an existing member's address".into()));
         }
         if !self.initial_members.is_empty() && self.join.is_some() {
             return Err(invalid(
@@ -376,12 +374,12 @@ heartbeat_ms = 100
     }
 
     #[test]
-    fn join_and_initial_members_are_exclusive_and_one_is_needed() {
+    fn join_and_initial_members_are_exclusive() {
         let text = GOOD.replace("[raft]", "join = \"node1:7420\"\n[raft]");
         let msg = NodeConfig::parse("n.toml", &text).expect_err("both").to_string();
         assert!(msg.contains("`join`"), "{msg}");
-        let msg =
-            NodeConfig::parse("n.toml", "id = 1\nname = \"a\"\nlisten = \"x:1\"\n").expect_err("none").to_string();
-        assert!(msg.contains("`initial_members`"), "{msg}");
+        // Neither: the member waits to be added with `skiff cluster add-member`.
+        let c = NodeConfig::parse("n.toml", "id = 4\nname = \"node4\"\nlisten = \"x:1\"\n").expect("valid");
+        assert!(c.initial_members.is_empty() && c.join.is_none());
     }
 }

@@ -117,6 +117,15 @@ impl Node {
         if let Some(join) = &config.join {
             return join_through(join, config, connector, &self.store).await;
         }
+        if config.initial_members.is_empty() {
+            tracing::info!(
+                "not a member of any cluster yet: add it from any member with `skiff cluster add-member --id {} --name {} --addr {}`",
+                config.id,
+                config.name,
+                config.advertise_addr()
+            );
+            return Ok(());
+        }
         // The member with the lowest id creates the cluster; the others are brought in by it.
         let lowest = config.initial_members.iter().map(|m| m.id).min();
         if lowest == Some(config.id) {
