@@ -7,7 +7,7 @@ use anyhow::Context;
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{watch_event, DeleteRequest, GetRequest, KeyValue, ListRequest, PutRequest, WatchRequest};
 use skiff_server::client::CallKind;
-use skiff_server::limits::MAX_VALUE_BYTES;
+use skiff_server::limits::{MAX_RESPONSE_BYTES, MAX_VALUE_BYTES};
 
 use crate::members::MembersArgs;
 
@@ -105,7 +105,13 @@ pub async fn run(cmd: KvCommand, members: &MembersArgs) -> anyhow::Result<()> {
             let resp = client
                 .call(CallKind::Read, |ch| {
                     let req = req.clone();
-                    async move { KvClient::new(ch).get(req).await.map(|r| r.into_inner()) }
+                    async move {
+                        KvClient::new(ch)
+                            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                            .get(req)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
                 })
                 .await?;
             let kv = resp.kv.unwrap_or_default();
@@ -122,7 +128,13 @@ pub async fn run(cmd: KvCommand, members: &MembersArgs) -> anyhow::Result<()> {
             let resp = client
                 .call(CallKind::Read, |ch| {
                     let req = req.clone();
-                    async move { KvClient::new(ch).list(req).await.map(|r| r.into_inner()) }
+                    async move {
+                        KvClient::new(ch)
+                            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                            .list(req)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
                 })
                 .await?;
             match output {
@@ -153,7 +165,13 @@ pub async fn run(cmd: KvCommand, members: &MembersArgs) -> anyhow::Result<()> {
             let mut stream = client
                 .call(CallKind::Read, |ch| {
                     let req = req.clone();
-                    async move { KvClient::new(ch).watch(req).await.map(|r| r.into_inner()) }
+                    async move {
+                        KvClient::new(ch)
+                            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                            .watch(req)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
                 })
                 .await?;
             let mut seen = 0u64;

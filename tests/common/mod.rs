@@ -13,6 +13,7 @@ use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{GetRequest, ListRequest, PutRequest};
 use skiff_server::client::{CallKind, Client, ClientError};
 use skiff_server::config::{InitialMember, NodeConfig, RaftSettings};
+use skiff_server::limits::MAX_RESPONSE_BYTES;
 use skiff_server::Node;
 use skiff_store::network::TcpConnector;
 
@@ -217,7 +218,9 @@ pub async fn get(client: &Client, key: &str, stale: bool) -> Result<Option<Strin
     let res = client
         .call(CallKind::Read, |ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).get(req).await.map(|r| r.into_inner()) }
+            async move {
+                KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).get(req).await.map(|r| r.into_inner())
+            }
         })
         .await;
     match res {
@@ -233,7 +236,9 @@ pub async fn list(client: &Client, prefix: &str, stale: bool) -> Result<(Vec<(St
     let r = client
         .call(CallKind::Read, |ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).list(req).await.map(|r| r.into_inner()) }
+            async move {
+                KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).list(req).await.map(|r| r.into_inner())
+            }
         })
         .await?;
     let kvs = r.kvs.into_iter().map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned())).collect();

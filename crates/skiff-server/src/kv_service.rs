@@ -40,6 +40,13 @@ impl KvService {
     }
 }
 
+/// A client to another member, for forwarding, that accepts responses as large as we send.
+fn kv_client(ch: tonic::transport::Channel) -> KvClient<tonic::transport::Channel> {
+    KvClient::new(ch)
+        .max_decoding_message_size(limits::MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(limits::MAX_REQUEST_BYTES)
+}
+
 fn store_key(key: &str, field: &str) -> Result<String, Status> {
     limits::check_key(key, field)?;
     Ok(format!("{KV_PREFIX}{key}"))
@@ -112,7 +119,7 @@ impl Kv for KvService {
             Ok(r) => Ok(Response::new(PutResponse { revision: r.revision })),
             Err(e) => {
                 let (leader, ch) = self.forward_target(e, again)?;
-                KvClient::new(ch).put(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true))
+                kv_client(ch).put(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true))
             }
         }
     }
@@ -128,7 +135,7 @@ impl Kv for KvService {
             },
             Err(e) => {
                 let (leader, ch) = self.forward_target(e, again)?;
-                KvClient::new(ch).delete(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true))
+                kv_client(ch).delete(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true))
             }
         }
     }
@@ -162,7 +169,7 @@ impl Kv for KvService {
             Ok(r) => Ok(Response::new(TxnResponse { revision: r.revision })),
             Err(e) => {
                 let (leader, ch) = self.forward_target(e, again)?;
-                KvClient::new(ch).txn(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true))
+                kv_client(ch).txn(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true))
             }
         }
     }
@@ -176,7 +183,7 @@ impl Kv for KvService {
             Ok((None, _)) => Err(Status::not_found(format!("key {:?} does not exist", msg.key))),
             Err(e) => {
                 let (leader, ch) = self.forward_target(e, again)?;
-                KvClient::new(ch).get(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, false))
+                kv_client(ch).get(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, false))
             }
         }
     }
@@ -192,7 +199,7 @@ impl Kv for KvService {
             }
             Err(e) => {
                 let (leader, ch) = self.forward_target(e, again)?;
-                KvClient::new(ch).list(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, false))
+                kv_client(ch).list(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, false))
             }
         }
     }

@@ -13,6 +13,9 @@ pub const MAX_TXN_OPS: usize = 1024;
 pub const MAX_TXN_BYTES: usize = 3 << 20;
 /// gRPC decoding limit of the client API (a little above the largest valid request).
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// gRPC limit of a response (a list of many large objects). Clients raise their decoding limit to it.
+/// Paging long lists is future work.
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 pub fn check_key(key: &str, field: &str) -> Result<(), Status> {
     if key.is_empty() {

@@ -24,7 +24,7 @@ use crate::cluster_service::ClusterService;
 use crate::config::NodeConfig;
 use crate::forward::Forwarder;
 use crate::kv_service::KvService;
-use crate::limits::MAX_REQUEST_BYTES;
+use crate::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use crate::membership::Membership;
 
 /// Where the cluster id lives in the store. The first leader writes it once; every member has it.
@@ -84,7 +84,7 @@ impl Node {
             .add_service(
                 KvServer::new(KvService::new(store.clone(), forwarder.clone()))
                     .max_decoding_message_size(MAX_REQUEST_BYTES)
-                    .max_encoding_message_size(MAX_REQUEST_BYTES),
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
             .add_service(ClusterServer::new(ClusterService::new(store.clone(), membership.clone(), forwarder.clone())));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -14,29 +14,9 @@ pub fn is_transport_failure(status: &Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
-/// True when the request never left this side: connecting failed or timed out.
+/// True when the request never left this side: connecting failed.
 pub fn was_not_sent(status: &Status) -> bool {
-    if !is_transport_failure(status) {
-        return false;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(io.kind(), ConnectionRefused | AddrNotAvailable | NotFound | TimedOut) {
-                return true;
-            }
-        }
-        // hyper-util's connector errors, by their display (their types are private). Note that
-        // "connection reset" or "connection closed" must NOT match: those happen after sending.
-        let text = e.to_string().to_ascii_lowercase();
-        if text.contains("tcp connect error") || text.contains("dns error") || text.contains("failed to lookup address")
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    is_transport_failure(status) && skiff_store::network::is_connect_error(status)
 }
 
 /// The status for a store error, with a message that says what to do.

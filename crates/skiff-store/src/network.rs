@@ -27,9 +27,11 @@ use crate::types::{Member, TypeConfig};
 
 /// Largest Raft message a member accepts (the gRPC decoding limit of the Raft service).
 pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
-/// An append-entries request is split (openraft resends fewer entries) above this size, so batches
-/// always stay well under [`MAX_RAFT_MESSAGE`]. One object is at most 1 MiB, so one entry always fits.
-pub const SPLIT_APPEND_ABOVE: usize = 16 << 20;
+/// An append-entries request is split (openraft resends fewer entries) above this size. openraft 0.9
+/// gives an append-entries RPC one heartbeat interval to complete, so a batch must be small enough to
+/// encode, send, decode and flush well within it; a single entry larger than this still goes alone,
+/// and entries are bounded (4 MiB by the proposer), far under [`MAX_RAFT_MESSAGE`].
+pub const SPLIT_APPEND_ABOVE: usize = 2 << 20;
 
 /// Turns a member's address into a gRPC channel.
 pub trait Connector: Send + Sync + 'static {
@@ -103,14 +105,13 @@ impl Connection {
         Ok(client)
     }
 
-    /// Maps a transport failure: connection problems are `Unreachable` (back off), anything else is
-    /// a `NetworkError` (retry).
+    /// Maps a transport failure: a member that cannot be connected to is `Unreachable` (openraft
+    /// backs off), anything else is a `NetworkError` (openraft retries at once).
     fn transport_error<E: std::error::Error>(&self, status: tonic::Status) -> RPCError<u64, Member, RaftError<u64, E>> {
-        match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
-                RPCError::Unreachable(Unreachable::new(&status))
-            }
-            _ => RPCError::Network(NetworkError::new(&status)),
+        if is_connect_error(&status) {
+            RPCError::Unreachable(Unreachable::new(&status))
+        } else {
+            RPCError::Network(NetworkError::new(&status))
         }
     }
 
@@ -126,6 +127,28 @@ impl Connection {
         }
         codec::decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
+}
+
+/// True when `status` says the call never reached the other side: connecting failed. A call whose
+/// connection broke later ("connection reset", "connection closed") may have been delivered.
+pub fn is_connect_error(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable) {
+                return true;
+            }
+        }
+        // hyper-util's connector errors, recognised by their display (their types are private).
+        let text = e.to_string().to_ascii_lowercase();
+        if text.contains("tcp connect error") || text.contains("dns error") || text.contains("failed to lookup address")
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Encodes a request; a too-large one is left to the caller to judge.
@@ -146,8 +169,10 @@ impl RaftNetwork<TypeConfig> for Connection {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
         }
         let mut client = self.client()?;
-        let mut req = tonic::Request::new(RaftMessage { data, error: Vec::new() });
-        req.set_timeout(option.hard_ttl());
+        // openraft bounds this call by `option.hard_ttl()` itself and retries on timeout; a gRPC
+        // deadline as well would only turn a slow answer into an error.
+        let _ = option;
+        let req = tonic::Request::new(RaftMessage { data, error: Vec::new() });
         let reply = client.append_entries(req).await.map_err(|s| self.transport_error(s))?;
         self.decode_reply(reply.into_inner())
     }
