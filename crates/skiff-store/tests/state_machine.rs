@@ -29,6 +29,21 @@ fn sm_config(history: u64) -> StateMachineConfig {
     StateMachineConfig { history_revisions: history, watch_buffer: 64, cache_bytes: 8 << 20 }
 }
 
+/// Reopens a sled database; sled may hold its file lock for a moment after the last handle is dropped.
+fn reopen<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reopen: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopen failed: {e}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn log_keeps_order_past_256_entries_and_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -46,7 +61,7 @@ async fn log_keeps_order_past_256_entries_and_survives_reopen() {
         log.truncate(log_id(501)).await.expect("truncate");
     }
     // Reopen: what was flushed is there, purge and truncate held.
-    let mut log = LogStore::open(&dir.path().join("log"), 8 << 20).expect("reopen");
+    let mut log = reopen(|| LogStore::open(&dir.path().join("log"), 8 << 20));
     let state = log.get_log_state().await.expect("state");
     assert_eq!(state.last_purged_log_id, Some(log_id(300)));
     assert_eq!(state.last_log_id, Some(log_id(500)));
@@ -63,7 +78,7 @@ async fn state_machine_restarts_from_disk_with_objects_revisions_and_history() {
         let entries: Vec<_> = (1..=300).map(|i| put_entry(i, &format!("/kv/k{}", i % 50), &format!("v{i}"))).collect();
         sm.apply(entries).await.expect("apply");
     }
-    let mut sm = StateMachineStore::open(dir.path(), sm_config(1000)).expect("reopen");
+    let mut sm = reopen(|| StateMachineStore::open(dir.path(), sm_config(1000)));
     let (applied, _) = sm.applied_state().await.expect("applied");
     assert_eq!(applied, Some(log_id(300)));
     let shared = sm.shared();
@@ -116,7 +131,7 @@ async fn chunked_snapshot_installs_objects_membership_and_watch_history() {
     assert_eq!(current.meta, snapshot.meta);
     drop(shared);
     drop(b);
-    let mut b = StateMachineStore::open(b_dir.path(), sm_config(100)).expect("reopen b");
+    let mut b = reopen(|| StateMachineStore::open(b_dir.path(), sm_config(100)));
     assert_eq!(b.applied_state().await.expect("applied").0, Some(log_id(400)));
     assert_eq!(b.shared().history_after(399).expect("history").len(), 1);
 }
