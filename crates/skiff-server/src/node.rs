@@ -87,7 +87,16 @@ impl Node {
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
             .add_service(ClusterServer::new(ClusterService::new(store.clone(), membership.clone(), forwarder.clone())));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // The builder's `tcp_nodelay` only applies to listeners it binds itself: set it on every
+        // accepted connection, or Nagle's algorithm holds small responses for a delayed ACK (40 ms).
+        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+            if let Ok(stream) = &conn {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            }
+            conn
+        });
         let server = tokio::spawn(async move {
             let stopped = async {
                 let _ = stop_rx.await;
