@@ -43,6 +43,11 @@ enum Command {
     Completion { shell: clap_complete::Shell },
 }
 
+/// glibc's malloc spent a quarter of a loaded leader's CPU in contended allocation of gRPC request
+/// and response buffers (perf, 256 clients); mimalloc's thread-local heaps avoid that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a write whose outcome is unknown.
 const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 
