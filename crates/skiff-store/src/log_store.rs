@@ -47,7 +47,12 @@ fn index_key(index: u64) -> [u8; 8] {
 impl LogStore {
     /// Opens (or creates) the log database at `path`.
     pub fn open(path: &std::path::Path, cache_bytes: u64) -> Result<Self, sled::Error> {
-        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .segment_size(8 << 20)
+            .open()?;
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         Ok(Self { inner: Arc::new(Inner { db, log, meta }) })

@@ -1,16 +1,26 @@
 //! The state machine: objects with their revisions, the watch history and snapshots, in their own
 //! sled database (`<data_dir>/state`), plus the current snapshot in `<data_dir>/snapshot.bin`.
 //!
-//! Apply is deterministic: commands carry every value, compare-and-swap is decided here in log
-//! order, and one sled transaction covers all entries of an `apply` call, so a crash leaves either
-//! all of them or none (the log replays what is missing). The state machine is not flushed on apply:
-//! the flushed log is the source of truth, and a snapshot is written to its own file and fsynced
-//! before openraft purges the log behind it.
+//! Everything lives in one sled tree, under three key prefixes: `d` + key for objects, `h` +
+//! revision for the watch history (all events of one revision in one value), `m` + name for the
+//! applied log id and membership. One `apply` call becomes one `sled::Batch` on that tree, which
+//! sled applies atomically: a crash leaves all of the call's entries or none (the log replays what
+//! is missing). Reads inside a call see its earlier writes through an in-memory overlay.
 //!
-//! The watch history (`history` tree) is part of the replicated state: it is kept for the last
-//! `history_revisions` revisions, independent of when the Raft log is purged, and it travels in
-//! snapshots, so it survives a restart and a snapshot install.
+//! sled operations are what apply costs (a profile of a loaded three-member cluster put over half
+//! of a follower's CPU in sled), so apply does as few as it can: the revisions of every object are
+//! kept in an in-memory index (compare-and-swap and `create_revision` need no sled read; only a
+//! delete reads the value it removes), and the history is one insert per Raft entry.
+//!
+//! Apply is deterministic: commands carry every value and compare-and-swap is decided here, in log
+//! order. The state machine is not flushed on apply: the flushed log is the source of truth, and a
+//! snapshot is written to its own file and fsynced before openraft purges the log behind it.
+//!
+//! The watch history is part of the replicated state: it is kept for the last `history_revisions`
+//! revisions, independent of when the Raft log is purged, and it travels in snapshots, so it
+//! survives a restart and a snapshot install.
 
+use std::collections::HashMap;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +32,6 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
 use tokio::sync::broadcast;
 
 use crate::codec;
@@ -31,14 +39,43 @@ use crate::types::{Command, Conflict, EntryResult, Event, EventKind, KeyValue, M
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
-const APPLIED: &[u8] = b"applied";
-const MEMBERSHIP: &[u8] = b"membership";
-/// Present while a snapshot is being installed: if found at open, the install is redone from the
-/// snapshot file.
-const INSTALLING: &[u8] = b"installing";
+/// Key prefix of objects.
+const DATA: u8 = b'd';
+/// Key prefix of the watch history.
+const HISTORY: u8 = b'h';
+// Bookkeeping keys start with `m`.
+const APPLIED: &[u8] = b"mapplied";
+const MEMBERSHIP: &[u8] = b"mmembership";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
-/// How an object is stored: its key is the sled key.
+fn data_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(DATA);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// History keys sort by revision; one key holds all events of its revision, so the history costs
+/// one sled insert per Raft entry, not one per write.
+fn history_key(revision: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = HISTORY;
+    k[1..].copy_from_slice(&revision.to_be_bytes());
+    k
+}
+
+/// The revisions of a stored object, kept in memory for every key so that apply decides
+/// compare-and-swap and `create_revision` without reading sled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Revisions {
+    create: u64,
+    modified: u64,
+}
+
+/// The in-memory revision index: data key -> revisions.
+type RevisionIndex = HashMap<Vec<u8>, Revisions>;
+
+/// How an object is stored: its key is the tree key after the `d` prefix.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredValue {
     #[serde(with = "serde_bytes")]
@@ -69,10 +106,8 @@ pub struct Applied {
 struct SnapshotPayload {
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, Member>,
-    /// `(key, encoded StoredValue)` for every object.
-    data: Vec<(Vec<u8>, Vec<u8>)>,
-    /// `(revision, encoded Vec<Event>)` for the retained watch history.
-    history: Vec<(u64, Vec<u8>)>,
+    /// Every object and history key with its stored value, as in the tree.
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The snapshot file: its meta and the encoded payload.
@@ -103,17 +138,15 @@ impl Default for StateMachineConfig {
 /// State shared by the state machine, its snapshot builders, readers and watchers.
 pub struct Shared {
     db: sled::Db,
-    /// Objects: key -> encoded `StoredValue`.
-    data: sled::Tree,
-    /// Watch history: big-endian revision -> encoded `Vec<Event>`.
-    history: sled::Tree,
-    /// Applied log id, membership, install marker.
-    meta: sled::Tree,
+    /// Objects, history and bookkeeping, under their key prefixes.
+    tree: sled::Tree,
     dir: PathBuf,
     /// Apply takes it for writing; readers that need a consistent cut (list, snapshot) for reading.
     cut: RwLock<()>,
     /// The last applied revision, readable without the lock.
     applied: AtomicU64,
+    /// Revisions of every object; written only by apply and snapshot install (under `cut`).
+    index: std::sync::Mutex<RevisionIndex>,
     events: broadcast::Sender<Arc<Applied>>,
     config: StateMachineConfig,
     snapshot_seq: AtomicU64,
@@ -134,26 +167,25 @@ fn decode_value(bytes: &[u8]) -> Result<StoredValue, AnyError> {
 }
 
 impl StateMachineStore {
-    /// Opens (or creates) the state machine in `dir`, finishing an interrupted snapshot install.
+    /// Opens (or creates) the state machine in `dir`, restoring it from the snapshot file if its own
+    /// writes were lost behind it.
     pub fn open(dir: &Path, config: StateMachineConfig) -> StorageResult<Self> {
         let db = sled::Config::new()
             .path(dir.join("state"))
             .cache_capacity(config.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .segment_size(8 << 20)
             .open()
             .map_err(|e| StorageIOError::read_state_machine(&e))?;
-        let open = |name: &str| db.open_tree(name).map_err(|e| StorageIOError::read_state_machine(&e));
-        let data = open("data")?;
-        let history = open("history")?;
-        let meta = open("meta")?;
+        let tree = db.open_tree("state").map_err(|e| StorageIOError::read_state_machine(&e))?;
         let (events, _) = broadcast::channel(config.watch_buffer.max(1));
         let shared = Arc::new(Shared {
             db,
-            data,
-            history,
-            meta,
+            tree,
             dir: dir.to_path_buf(),
             cut: RwLock::new(()),
             applied: AtomicU64::new(0),
+            index: std::sync::Mutex::new(HashMap::new()),
             events,
             config,
             snapshot_seq: AtomicU64::new(0),
@@ -168,29 +200,22 @@ impl StateMachineStore {
         self.shared.clone()
     }
 
-    /// Brings the state machine to a consistent state after a crash: redo an interrupted snapshot
-    /// install, or install the snapshot file if the state machine's own writes were lost behind it.
+    /// Brings the state machine to a consistent state after a crash: if its own (unflushed) writes
+    /// were lost behind the snapshot that let openraft purge the log, install that snapshot again.
     fn recover(&self) -> StorageResult<()> {
         let s = &self.shared;
-        let installing = s.meta.get(INSTALLING).map_err(|e| StorageIOError::read_state_machine(&e))?.is_some();
         let applied = s.read_applied()?;
         if let Some(file) = s.read_snapshot_file()? {
-            let behind = applied.map(|a| a.index) < file.meta.last_log_id.map(|l| l.index);
-            if installing || behind {
-                tracing::warn!(installing, ?applied, snapshot = ?file.meta.last_log_id, "restoring state machine from snapshot file");
+            if applied.map(|a| a.index) < file.meta.last_log_id.map(|l| l.index) {
+                tracing::warn!(?applied, snapshot = ?file.meta.last_log_id, "restoring state machine from snapshot file");
                 let payload: SnapshotPayload =
                     codec::decode(&file.payload).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
                 s.load_payload(payload)?;
             }
-        } else if installing {
-            return Err(StorageIOError::read_snapshot(
-                None,
-                AnyError::error("interrupted snapshot install and no snapshot file"),
-            )
-            .into());
         }
         let applied = s.read_applied()?;
         s.applied.store(applied.map(|l| l.index).unwrap_or(0), Ordering::SeqCst);
+        s.rebuild_index()?;
         Ok(())
     }
 }
@@ -203,11 +228,7 @@ impl Shared {
 
     /// The oldest start revision a watch may use: changes after it are all in the history.
     pub fn history_floor(&self) -> u64 {
-        self.applied_revision().saturating_sub(self.shared_config().history_revisions)
-    }
-
-    fn shared_config(&self) -> &StateMachineConfig {
-        &self.config
+        self.applied_revision().saturating_sub(self.config.history_revisions)
     }
 
     /// Subscribes to applied changes. Subscribe before reading the history, so nothing falls between.
@@ -217,7 +238,7 @@ impl Shared {
 
     /// Reads one object from this replica.
     pub fn get(&self, key: &str) -> Result<Option<KeyValue>, AnyError> {
-        match self.data.get(key.as_bytes()).map_err(io_err)? {
+        match self.tree.get(data_key(key)).map_err(io_err)? {
             None => Ok(None),
             Some(bytes) => Ok(Some(decode_value(&bytes)?.into_kv(key.to_string()))),
         }
@@ -229,19 +250,19 @@ impl Shared {
         let _cut = self.cut.read().map_err(|_| AnyError::error("state machine lock poisoned"))?;
         let revision = self.applied_revision();
         let mut out = Vec::new();
-        for item in self.data.scan_prefix(prefix.as_bytes()) {
+        for item in self.tree.scan_prefix(data_key(prefix)) {
             let (key, bytes) = item.map_err(io_err)?;
-            let key = String::from_utf8_lossy(&key).into_owned();
+            let key = String::from_utf8_lossy(&key[1..]).into_owned();
             out.push(decode_value(&bytes)?.into_kv(key));
         }
         Ok((out, revision))
     }
 
-    /// The history entries with a revision strictly greater than `after`, in order.
+    /// The history events with a revision strictly greater than `after`, in order.
     pub fn history_after(&self, after: u64) -> Result<Vec<Event>, AnyError> {
         let mut out = Vec::new();
-        let start = after.saturating_add(1).to_be_bytes();
-        for item in self.history.range(start..) {
+        let start = history_key(after.saturating_add(1));
+        for item in self.tree.range(start.as_slice()..[HISTORY + 1].as_slice()) {
             let (_, bytes) = item.map_err(io_err)?;
             let events: Vec<Event> = codec::decode(&bytes).map_err(io_err)?;
             out.extend(events);
@@ -249,15 +270,31 @@ impl Shared {
         Ok(out)
     }
 
+    /// Rebuilds the revision index from the objects in sled.
+    fn rebuild_index(&self) -> StorageResult<()> {
+        let mut index = RevisionIndex::new();
+        for item in self.tree.scan_prefix([DATA]) {
+            let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let v = decode_value(&v).map_err(StorageIOError::read_state_machine)?;
+            index.insert(k.to_vec(), Revisions { create: v.create_revision, modified: v.mod_revision });
+        }
+        let mut current = self
+            .index
+            .lock()
+            .map_err(|_| StorageIOError::read_state_machine(AnyError::error("index lock poisoned")))?;
+        *current = index;
+        Ok(())
+    }
+
     fn read_applied(&self) -> StorageResult<Option<LogId<u64>>> {
-        match self.meta.get(APPLIED).map_err(|e| StorageIOError::read_state_machine(&e))? {
+        match self.tree.get(APPLIED).map_err(|e| StorageIOError::read_state_machine(&e))? {
             None => Ok(None),
             Some(b) => codec::decode(&b).map_err(|e| StorageIOError::read_state_machine(&e).into()),
         }
     }
 
     fn read_membership(&self) -> StorageResult<StoredMembership<u64, Member>> {
-        match self.meta.get(MEMBERSHIP).map_err(|e| StorageIOError::read_state_machine(&e))? {
+        match self.tree.get(MEMBERSHIP).map_err(|e| StorageIOError::read_state_machine(&e))? {
             None => Ok(StoredMembership::default()),
             Some(b) => codec::decode(&b).map_err(|e| StorageIOError::read_state_machine(&e).into()),
         }
@@ -295,116 +332,150 @@ impl Shared {
     /// Takes a consistent cut of the state machine.
     fn cut_payload(&self) -> StorageResult<SnapshotPayload> {
         let _cut = self.cut.read().map_err(|_| StorageIOError::read_state_machine(AnyError::error("lock poisoned")))?;
-        let mut data = Vec::new();
-        for item in self.data.iter() {
-            let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
-            data.push((k.to_vec(), v.to_vec()));
+        let mut entries = Vec::new();
+        for prefix in [DATA, HISTORY] {
+            for item in self.tree.scan_prefix([prefix]) {
+                let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
+                entries.push((k.to_vec(), v.to_vec()));
+            }
         }
-        let mut history = Vec::new();
-        for item in self.history.iter() {
-            let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
-            let rev = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-            history.push((rev, v.to_vec()));
-        }
-        Ok(SnapshotPayload { applied: self.read_applied()?, membership: self.read_membership()?, data, history })
+        Ok(SnapshotPayload { applied: self.read_applied()?, membership: self.read_membership()?, entries })
     }
 
-    /// Replaces the whole state machine with `payload`. The install marker makes it restartable.
+    /// Replaces the whole state machine with `payload`, in one atomic batch.
     fn load_payload(&self, payload: SnapshotPayload) -> StorageResult<()> {
         let werr = |e: &dyn std::error::Error| StorageIOError::write_state_machine(AnyError::error(e.to_string()));
         let _cut =
             self.cut.write().map_err(|_| StorageIOError::write_state_machine(AnyError::error("lock poisoned")))?;
-        self.meta.insert(INSTALLING, &[1u8][..]).map_err(|e| werr(&e))?;
-        self.db.flush().map_err(|e| werr(&e))?;
-        self.data.clear().map_err(|e| werr(&e))?;
-        self.history.clear().map_err(|e| werr(&e))?;
         let mut batch = sled::Batch::default();
-        for (k, v) in payload.data {
-            batch.insert(k, v);
+        for key in self.tree.iter().keys() {
+            batch.remove(key.map_err(|e| werr(&e))?);
         }
-        self.data.apply_batch(batch).map_err(|e| werr(&e))?;
-        let mut batch = sled::Batch::default();
-        for (rev, v) in payload.history {
-            batch.insert(&rev.to_be_bytes(), v);
+        for (k, v) in payload.entries {
+            if matches!(k.first(), Some(&DATA) | Some(&HISTORY)) {
+                batch.insert(k, v);
+            }
         }
-        self.history.apply_batch(batch).map_err(|e| werr(&e))?;
-        let applied = codec::encode(&payload.applied).map_err(|e| werr(&e))?;
-        let membership = codec::encode(&payload.membership).map_err(|e| werr(&e))?;
-        self.meta.insert(APPLIED, applied).map_err(|e| werr(&e))?;
-        self.meta.insert(MEMBERSHIP, membership).map_err(|e| werr(&e))?;
-        self.meta.remove(INSTALLING).map_err(|e| werr(&e))?;
+        batch.insert(APPLIED, codec::encode(&payload.applied).map_err(|e| werr(&e))?);
+        batch.insert(MEMBERSHIP, codec::encode(&payload.membership).map_err(|e| werr(&e))?);
+        self.tree.apply_batch(batch).map_err(|e| werr(&e))?;
         self.db.flush().map_err(|e| werr(&e))?;
+        self.rebuild_index()?;
         let revision = payload.applied.map(|l| l.index).unwrap_or(0);
         self.applied.store(revision, Ordering::SeqCst);
         // No receiver is fine: nobody is watching.
         let _ = self.events.send(Arc::new(Applied { revision, events: Vec::new(), reset: true }));
         Ok(())
     }
-
-    /// Removes history at or below the floor.
-    fn trim_history(&self, applied: u64) -> Result<(), sled::Error> {
-        let floor = applied.saturating_sub(self.config.history_revisions);
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for item in self.history.range(..=floor.to_be_bytes()) {
-            let (k, _) = item?;
-            batch.remove(k);
-            any = true;
-        }
-        if any {
-            self.history.apply_batch(batch)?;
-        }
-        Ok(())
-    }
 }
 
-/// Applies one batch of ops at `revision` inside the transaction.
-fn apply_batch(
-    data: &TransactionalTree,
-    ops: &[Op],
-    revision: u64,
-    events: &mut Vec<Event>,
-) -> Result<WriteResult, ConflictableTransactionError<AnyError>> {
-    let read = |key: &str| -> Result<Option<StoredValue>, ConflictableTransactionError<AnyError>> {
-        match data.get(key.as_bytes())? {
-            None => Ok(None),
-            Some(b) => decode_value(&b).map(Some).map_err(ConflictableTransactionError::Abort),
-        }
-    };
-    // Compare-and-swap: every expectation is checked against the state before the batch.
-    for op in ops {
-        if let Some(expected) = op.expect() {
-            let actual = read(op.key())?.map(|v| v.mod_revision).unwrap_or(0);
-            if actual != expected {
-                let conflict = Conflict { key: op.key().to_string(), expected, actual };
-                return Ok(WriteResult { revision, conflict: Some(conflict), prev: Vec::new() });
-            }
+/// The writes of one `apply` call: reads see earlier writes of the call, and everything goes to
+/// sled in one atomic batch at the end.
+struct ApplyBatch<'a> {
+    tree: &'a sled::Tree,
+    /// Revisions of the objects as of the start of the call.
+    index: &'a RevisionIndex,
+    /// Objects written or deleted (`None`) so far in this call, by data key.
+    overlay: HashMap<Vec<u8>, Option<StoredValue>>,
+    batch: sled::Batch,
+}
+
+impl ApplyBatch<'_> {
+    /// The revisions of an object, if it exists: from this call's writes, else from the index.
+    fn revisions(&self, key: &[u8]) -> Option<Revisions> {
+        match self.overlay.get(key) {
+            Some(v) => v.as_ref().map(|v| Revisions { create: v.create_revision, modified: v.mod_revision }),
+            None => self.index.get(key).copied(),
         }
     }
-    let mut prev_all = Vec::with_capacity(ops.len());
-    for op in ops {
-        let prev = read(op.key())?;
-        prev_all.push(prev.clone().map(|p| p.into_kv(op.key().to_string())));
-        match op {
-            Op::Put { key, value, .. } => {
-                let stored = StoredValue {
-                    value: value.clone(),
-                    create_revision: prev.map(|p| p.create_revision).unwrap_or(revision),
-                    mod_revision: revision,
-                };
-                let bytes = codec::encode(&stored).map_err(|e| ConflictableTransactionError::Abort(io_err(e)))?;
-                data.insert(key.as_bytes(), bytes)?;
-                events.push(Event { kind: EventKind::Put, revision, kv: stored.into_kv(key.clone()) });
-            }
-            Op::Delete { key, .. } => {
-                if let Some(prev) = prev {
-                    data.remove(key.as_bytes())?;
-                    events.push(Event { kind: EventKind::Delete, revision, kv: prev.into_kv(key.clone()) });
+
+    /// The whole stored object (only deletes need it: their event carries the last state).
+    fn read(&self, key: &[u8]) -> Result<Option<StoredValue>, AnyError> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        match self.tree.get(key).map_err(io_err)? {
+            None => Ok(None),
+            Some(b) => decode_value(&b).map(Some),
+        }
+    }
+
+    /// Applies one write (its ops all, or none if an expectation fails) at `revision`.
+    fn write(&mut self, ops: &[Op], revision: u64, events: &mut Vec<Event>) -> Result<WriteResult, AnyError> {
+        // Compare-and-swap: every expectation is checked against the state before the write.
+        for op in ops {
+            if let Some(expected) = op.expect() {
+                let actual = self.revisions(&data_key(op.key())).map(|r| r.modified).unwrap_or(0);
+                if actual != expected {
+                    let conflict = Conflict { key: op.key().to_string(), expected, actual };
+                    return Ok(WriteResult { revision, conflict: Some(conflict), prev: Vec::new() });
                 }
             }
         }
+        let mut prev_of_deletes = Vec::with_capacity(ops.len());
+        for op in ops {
+            let dkey = data_key(op.key());
+            match op {
+                Op::Put { key, value, .. } => {
+                    prev_of_deletes.push(None);
+                    let stored = StoredValue {
+                        value: value.clone(),
+                        create_revision: self.revisions(&dkey).map(|r| r.create).unwrap_or(revision),
+                        mod_revision: revision,
+                    };
+                    events.push(Event { kind: EventKind::Put, revision, kv: stored.clone().into_kv(key.clone()) });
+                    self.overlay.insert(dkey, Some(stored));
+                }
+                Op::Delete { key, .. } => {
+                    let prev_kv = match self.revisions(&dkey) {
+                        Some(_) => self.read(&dkey)?.map(|p| p.into_kv(key.clone())),
+                        None => None,
+                    };
+                    if let Some(kv) = &prev_kv {
+                        events.push(Event { kind: EventKind::Delete, revision, kv: kv.clone() });
+                        self.overlay.insert(dkey, None);
+                    }
+                    prev_of_deletes.push(prev_kv);
+                }
+            }
+        }
+        Ok(WriteResult { revision, conflict: None, prev: prev_of_deletes })
     }
-    Ok(WriteResult { revision, conflict: None, prev: prev_all })
+
+    /// Records the events of one revision in the history.
+    fn record(&mut self, revision: u64, events: &[Event]) -> Result<(), AnyError> {
+        if !events.is_empty() {
+            self.batch.insert(&history_key(revision), codec::encode(events).map_err(io_err)?);
+        }
+        Ok(())
+    }
+
+    /// Drops the history at or below `floor`.
+    fn trim_history(&mut self, floor: u64) -> Result<(), AnyError> {
+        for key in self.tree.range([HISTORY].as_slice()..history_key(floor.saturating_add(1)).as_slice()).keys() {
+            self.batch.remove(key.map_err(io_err)?);
+        }
+        Ok(())
+    }
+
+    /// Commits everything atomically, then returns how the revision index changes.
+    fn commit(mut self) -> Result<Vec<(Vec<u8>, Option<Revisions>)>, AnyError> {
+        let mut changes = Vec::with_capacity(self.overlay.len());
+        for (key, value) in self.overlay {
+            match value {
+                Some(v) => {
+                    self.batch.insert(key.as_slice(), codec::encode(&v).map_err(io_err)?);
+                    changes.push((key, Some(Revisions { create: v.create_revision, modified: v.mod_revision })));
+                }
+                None => {
+                    self.batch.remove(key.as_slice());
+                    changes.push((key, None));
+                }
+            }
+        }
+        self.tree.apply_batch(self.batch).map_err(io_err)?;
+        Ok(changes)
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -451,50 +522,46 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(Vec::new());
         };
         let s = &self.shared;
-        let _cut = s.cut.write().map_err(|_| StorageIOError::apply(last, AnyError::error("lock poisoned")))?;
-        let outcome = (&s.data, &s.history, &s.meta).transaction(|(data, history, meta)| {
-            let mut results = Vec::with_capacity(entries.len());
-            let mut all_events = Vec::new();
-            for entry in &entries {
-                let revision = entry.log_id.index;
-                match &entry.payload {
-                    EntryPayload::Blank => results.push(EntryResult::default()),
-                    EntryPayload::Normal(Command::Writes(writes)) => {
-                        let mut events = Vec::new();
-                        let mut entry_result = EntryResult { writes: Vec::with_capacity(writes.len()) };
-                        for ops in writes {
-                            entry_result.writes.push(apply_batch(data, ops, revision, &mut events)?);
-                        }
-                        results.push(entry_result);
-                        if !events.is_empty() {
-                            let bytes =
-                                codec::encode(&events).map_err(|e| ConflictableTransactionError::Abort(io_err(e)))?;
-                            history.insert(&revision.to_be_bytes(), bytes)?;
-                            all_events.extend(events);
-                        }
+        let fail = |e: AnyError| -> StorageError<u64> { StorageIOError::apply(last, e).into() };
+        let _cut = s.cut.write().map_err(|_| fail(AnyError::error("lock poisoned")))?;
+        let mut index = s.index.lock().map_err(|_| fail(AnyError::error("index lock poisoned")))?;
+        let mut batch =
+            ApplyBatch { tree: &s.tree, index: &index, overlay: HashMap::new(), batch: sled::Batch::default() };
+        let mut results = Vec::with_capacity(entries.len());
+        let mut all_events = Vec::new();
+        for entry in &entries {
+            let revision = entry.log_id.index;
+            match &entry.payload {
+                EntryPayload::Blank => results.push(EntryResult::default()),
+                EntryPayload::Normal(Command::Writes(writes)) => {
+                    let mut events = Vec::new();
+                    let mut entry_result = EntryResult { writes: Vec::with_capacity(writes.len()) };
+                    for ops in writes {
+                        entry_result.writes.push(batch.write(ops, revision, &mut events).map_err(fail)?);
                     }
-                    EntryPayload::Membership(m) => {
-                        let stored = StoredMembership::new(Some(entry.log_id), m.clone());
-                        let bytes =
-                            codec::encode(&stored).map_err(|e| ConflictableTransactionError::Abort(io_err(e)))?;
-                        meta.insert(MEMBERSHIP, bytes)?;
-                        results.push(EntryResult::default());
-                    }
+                    batch.record(revision, &events).map_err(fail)?;
+                    all_events.extend(events);
+                    results.push(entry_result);
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m.clone());
+                    batch.batch.insert(MEMBERSHIP, codec::encode(&stored).map_err(|e| fail(io_err(e)))?);
+                    results.push(EntryResult::default());
                 }
             }
-            let applied = codec::encode(&Some(last)).map_err(|e| ConflictableTransactionError::Abort(io_err(e)))?;
-            meta.insert(APPLIED, applied)?;
-            Ok((results, all_events))
-        });
-        let (results, events) = match outcome {
-            Ok(v) => v,
-            Err(TransactionError::Abort(e)) => return Err(StorageIOError::apply(last, e).into()),
-            Err(TransactionError::Storage(e)) => return Err(StorageIOError::apply(last, &e).into()),
-        };
-        s.trim_history(last.index).map_err(|e| StorageIOError::apply(last, &e))?;
+        }
+        batch.batch.insert(APPLIED, codec::encode(&Some(last)).map_err(|e| fail(io_err(e)))?);
+        batch.trim_history(last.index.saturating_sub(s.config.history_revisions)).map_err(fail)?;
+        for (key, revisions) in batch.commit().map_err(fail)? {
+            match revisions {
+                Some(r) => index.insert(key, r),
+                None => index.remove(&key),
+            };
+        }
+        drop(index);
         s.applied.store(last.index, Ordering::SeqCst);
         // Watchers that fell behind see `Lagged` and are dropped; apply never waits for them.
-        let _ = s.events.send(Arc::new(Applied { revision: last.index, events, reset: false }));
+        let _ = s.events.send(Arc::new(Applied { revision: last.index, events: all_events, reset: false }));
         Ok(results)
     }
 
