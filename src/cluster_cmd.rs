@@ -1,5 +1,7 @@
 //! `skiff cluster status | add-member | remove-member`.
 
+use std::io::Write;
+
 use comfy_table::{presets::NOTHING, Table};
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::{AddMemberRequest, ClusterStatus, RemoveMemberRequest, StatusRequest};
@@ -45,8 +47,10 @@ pub async fn run(cmd: ClusterCommand, members: &MembersArgs) -> anyhow::Result<(
                 })
                 .await?;
             match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&status_json(&status))?),
-                Format::Table => print_status(&status),
+                Format::Json => {
+                    writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&status_json(&status))?)?
+                }
+                Format::Table => print_status(&status)?,
             }
         }
         ClusterCommand::AddMember { id, name, addr } => {
@@ -57,7 +61,12 @@ pub async fn run(cmd: ClusterCommand, members: &MembersArgs) -> anyhow::Result<(
                     async move { ClusterClient::new(ch).add_member(req).await.map(|r| r.into_inner()) }
                 })
                 .await?;
-            println!("member {id} ({name}) added; voters {:?}, learners {:?}", resp.voters, resp.learners);
+            writeln!(
+                std::io::stdout(),
+                "member {id} ({name}) added; voters {:?}, learners {:?}",
+                resp.voters,
+                resp.learners
+            )?;
         }
         ClusterCommand::RemoveMember { id } => {
             let resp = client
@@ -65,14 +74,15 @@ pub async fn run(cmd: ClusterCommand, members: &MembersArgs) -> anyhow::Result<(
                     ClusterClient::new(ch).remove_member(RemoveMemberRequest { id }).await.map(|r| r.into_inner())
                 })
                 .await?;
-            println!("member {id} removed; voters {:?}, learners {:?}", resp.voters, resp.learners);
+            writeln!(std::io::stdout(), "member {id} removed; voters {:?}, learners {:?}", resp.voters, resp.learners)?;
         }
     }
     Ok(())
 }
 
-fn print_status(s: &ClusterStatus) {
-    println!("cluster {}  leader {}  term {}", or_dash(&s.cluster_id), s.leader_id, s.term);
+fn print_status(s: &ClusterStatus) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "cluster {}  leader {}  term {}", or_dash(&s.cluster_id), s.leader_id, s.term)?;
     let mut table = Table::new();
     table.load_preset(NOTHING);
     table.set_header(["ID", "NAME", "ADDRESS", "ROLE", "VOTER", "TERM", "LAST-LOG", "APPLIED"]);
@@ -89,7 +99,7 @@ fn print_status(s: &ClusterStatus) {
             m.applied_index.to_string(),
         ]);
     }
-    println!("{table}");
+    writeln!(out, "{table}")
 }
 
 fn or_dash(s: &str) -> &str {

@@ -157,6 +157,14 @@ fn encode_request<T: Serialize, E: std::error::Error>(req: &T) -> RpcResult<Vec<
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
+    /// How long openraft waits before it retries a member that could not be connected to. Shorter
+    /// than openraft's 500 ms default and than the election timeout (300 ms at the earliest): a
+    /// restarted member hears from the leader before its own election timer fires, instead of
+    /// starting an election that bumps the term and unseats the leader.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(std::time::Duration::from_millis(100)))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
