@@ -75,6 +75,9 @@ struct Revisions {
 /// The in-memory revision index: data key -> revisions.
 type RevisionIndex = HashMap<Vec<u8>, Revisions>;
 
+/// How one `apply` call changes the revision index: new revisions, or `None` for a removed key.
+type IndexChanges = Vec<(Vec<u8>, Option<Revisions>)>;
+
 /// How an object is stored: its key is the tree key after the `d` prefix.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredValue {
@@ -459,7 +462,7 @@ impl ApplyBatch<'_> {
     }
 
     /// Commits everything atomically, then returns how the revision index changes.
-    fn commit(mut self) -> Result<Vec<(Vec<u8>, Option<Revisions>)>, AnyError> {
+    fn commit(mut self) -> Result<IndexChanges, AnyError> {
         let mut changes = Vec::with_capacity(self.overlay.len());
         for (key, value) in self.overlay {
             match value {
