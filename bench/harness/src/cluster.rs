@@ -1,0 +1,173 @@
+//! Three-member clusters of Skiff and of etcd as local processes on loopback ports, killed on drop
+//! (also when a benchmark fails).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::system::System;
+
+pub struct Binaries {
+    pub skiff: PathBuf,
+    pub etcd: PathBuf,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One member process and how to start it again.
+struct Member {
+    command: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn start(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.command[0]))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running three-member cluster.
+pub struct Cluster {
+    pub system: System,
+    /// Client endpoints, `127.0.0.1:port`, by member index.
+    pub endpoints: Vec<String>,
+    members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            m.kill();
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts a three-member Skiff cluster with default settings.
+    pub async fn skiff(bins: &Binaries) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ports = [free_port()?, free_port()?, free_port()?];
+        let initial: String = (0..3)
+            .map(|i| format!("  {{ id = {}, name = \"node{}\", addr = \"127.0.0.1:{}\" }},\n", i + 1, i + 1, ports[i]))
+            .collect();
+        let mut members = Vec::new();
+        for i in 0..3 {
+            let config = dir.path().join(format!("node{}.toml", i + 1));
+            let text = format!(
+                "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n",
+                i + 1,
+                i + 1,
+                ports[i],
+                dir.path().join(format!("data{}", i + 1)).display()
+            );
+            std::fs::write(&config, text)?;
+            members.push(Member {
+                command: vec![
+                    bins.skiff.display().to_string(),
+                    "node".into(),
+                    "--config".into(),
+                    config.display().to_string(),
+                ],
+                log: dir.path().join(format!("node{}.log", i + 1)),
+                child: None,
+            });
+        }
+        let endpoints = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        Self::launch(System::Skiff, endpoints, members, dir).await
+    }
+
+    /// Starts a three-member etcd cluster with default settings.
+    pub async fn etcd(bins: &Binaries) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let client = [free_port()?, free_port()?, free_port()?];
+        let peer = [free_port()?, free_port()?, free_port()?];
+        let initial: Vec<String> = (0..3).map(|i| format!("e{}=http://127.0.0.1:{}", i + 1, peer[i])).collect();
+        let initial = initial.join(",");
+        let mut members = Vec::new();
+        for i in 0..3 {
+            let data = dir.path().join(format!("e{}", i + 1));
+            members.push(Member {
+                command: vec![
+                    bins.etcd.display().to_string(),
+                    format!("--name=e{}", i + 1),
+                    format!("--data-dir={}", data.display()),
+                    format!("--listen-client-urls=http://127.0.0.1:{}", client[i]),
+                    format!("--advertise-client-urls=http://127.0.0.1:{}", client[i]),
+                    format!("--listen-peer-urls=http://127.0.0.1:{}", peer[i]),
+                    format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", peer[i]),
+                    format!("--initial-cluster={initial}"),
+                    "--initial-cluster-state=new".into(),
+                ],
+                log: dir.path().join(format!("e{}.log", i + 1)),
+                child: None,
+            });
+        }
+        let endpoints = client.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        Self::launch(System::Etcd, endpoints, members, dir).await
+    }
+
+    async fn launch(
+        system: System,
+        endpoints: Vec<String>,
+        mut members: Vec<Member>,
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
+        for m in &mut members {
+            m.start()?;
+        }
+        let cluster = Cluster { system, endpoints, members, _dir: dir };
+        cluster.wait_leader(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    /// The index of the member that leads, once every running member agrees.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(leader)) = self.system.leader(&self.endpoints).await {
+                return Ok(leader);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("{:?}: no leader within {timeout:?}; logs in {}", self.system, self.log_dir().display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// `kill -9` of member `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].kill();
+    }
+
+    /// Starts member `i` again from its data.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.members[i].start()
+    }
+}

@@ -1,0 +1,61 @@
+//! `skiff-bench`: Skiff measured side by side with etcd, in the same run, on this machine.
+//!
+//! - `store`: writes/s and latency at several client counts (three members each, on loopback).
+//! - `failover`: time from `kill -9` of the leader to the first accepted write invoked after it.
+//!
+//! # Layout
+//!
+//! - `cluster`: starting, killing and restarting three-member Skiff and etcd clusters.
+//! - `system`: the one interface the benchmarks use for both: put, leader, term.
+//! - `store`, `failover`: the two benchmarks.
+
+mod cluster;
+mod failover;
+mod store;
+mod system;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "skiff-bench", about = "Skiff against etcd, side by side")]
+struct Cli {
+    /// The `skiff` binary to benchmark.
+    #[arg(long, default_value = "target/release/skiff")]
+    skiff: PathBuf,
+    /// The `etcd` binary to compare with.
+    #[arg(long, default_value = "etcd")]
+    etcd: PathBuf,
+    /// Short runs that only prove the benchmark works (CI).
+    #[arg(long)]
+    smoke: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes/s and p50/p99/max latency at 1, 16, 256 and 1000 concurrent clients.
+    Store {
+        /// Seconds per client count (default 10, smoke 1).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Kill -9 the leader repeatedly while 4 clients write; time to the first accepted write.
+    Failover {
+        /// Kills per system (default 20, smoke 2).
+        #[arg(long)]
+        kills: Option<usize>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let bins = cluster::Binaries { skiff: cli.skiff, etcd: cli.etcd };
+    match cli.command {
+        Command::Store { seconds } => store::run(&bins, cli.smoke, seconds).await,
+        Command::Failover { kills } => failover::run(&bins, cli.smoke, kills).await,
+    }
+}
