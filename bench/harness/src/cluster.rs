@@ -74,13 +74,13 @@ impl Cluster {
             .map(|i| format!("  {{ id = {}, name = \"node{}\", addr = \"127.0.0.1:{}\" }},\n", i + 1, i + 1, ports[i]))
             .collect();
         let mut members = Vec::new();
-        for i in 0..3 {
+        for (i, port) in ports.iter().enumerate() {
             let config = dir.path().join(format!("node{}.toml", i + 1));
             let text = format!(
                 "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n",
                 i + 1,
                 i + 1,
-                ports[i],
+                port,
                 dir.path().join(format!("data{}", i + 1)).display()
             );
             std::fs::write(&config, text)?;
