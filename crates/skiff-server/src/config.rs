@@ -312,7 +312,7 @@ initial_members = [
   { id = 3, name = "node3", addr = "node3:7420" },
 ]
 [raft]
-heartbeat_ms = 100
+heartbeat_ms = 40
 "#;
 
     #[test]
@@ -320,7 +320,7 @@ heartbeat_ms = 100
         let c = NodeConfig::parse("node2.toml", GOOD).expect("valid");
         assert_eq!(c.id, 2);
         assert_eq!(c.advertise_addr(), "node2:7420");
-        assert_eq!(c.raft.heartbeat_ms, 100);
+        assert_eq!(c.raft.heartbeat_ms, 40);
         assert_eq!(c.raft.election_timeout_min_ms, RaftSettings::default().election_timeout_min_ms);
         assert_eq!(c.initial_members.len(), 3);
     }
@@ -342,7 +342,7 @@ heartbeat_ms = 100
 
     #[test]
     fn unknown_field_is_refused_by_name() {
-        let text = GOOD.replace("heartbeat_ms = 100", "heartbeat = 100");
+        let text = GOOD.replace("heartbeat_ms = 40", "heartbeat = 40");
         let msg = NodeConfig::parse("n.toml", &text).expect_err("unknown").to_string();
         assert!(msg.contains("unknown field `heartbeat`"), "{msg}");
     }
@@ -373,7 +373,7 @@ heartbeat_ms = 100
         let msg =
             NodeConfig::parse("n.toml", &GOOD.replace("0.0.0.0:7420", "0.0.0.0:99999")).expect_err("port").to_string();
         assert!(msg.contains("`listen`"), "{msg}");
-        let msg = NodeConfig::parse("n.toml", &GOOD.replace("heartbeat_ms = 100", "heartbeat_ms = 500"))
+        let msg = NodeConfig::parse("n.toml", &GOOD.replace("heartbeat_ms = 40", "heartbeat_ms = 500"))
             .expect_err("timing")
             .to_string();
         assert!(msg.contains("raft.election_timeout_min_ms"), "{msg}");
