@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
-# Builds what it needs and starts the three-member docker-compose cluster, then waits for a leader.
+# Builds what it needs and starts the three-member docker-compose cluster, then waits until every member
+# answers and all agree on one leader. Env: SKIFF_PORT1..3 (host ports, default 7421..7423),
+# COMPOSE_PROJECT_NAME (default skiff), SKIFF_UP_TIMEOUT (seconds to wait, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-skiff}
+
+if ! command -v jq >/dev/null 2>&1; then
+  echo "error: jq is needed to read 'skiff cluster status -o json' (apt-get install jq)" >&2
+  exit 1
+fi
 
 bash scripts/build-node-image.sh
-echo "== starting the cluster"
+echo "== starting the cluster (compose project $COMPOSE_PROJECT_NAME)"
 docker-compose up -d
 
 members="127.0.0.1:${SKIFF_PORT1:-7421},127.0.0.1:${SKIFF_PORT2:-7422},127.0.0.1:${SKIFF_PORT3:-7423}"
 skiff=target/release/skiff
-deadline=$(( $(date +%s) + 60 ))
-until "$skiff" --members "$members" --timeout 2 cluster status -o json 2>/dev/null | grep -q '"leaderId": [1-9]'; do
+timeout=${SKIFF_UP_TIMEOUT:-60}
+deadline=$(($(date +%s) + timeout))
+
+# Ready: a leader, three members that all answer without error, and each of them names that leader.
+ready() {
+  "$skiff" --members "$members" --timeout 2 cluster status -o json 2>/dev/null |
+    jq -e '.leaderId > 0 and (.members | length == 3)
+           and all(.members[]; .error == "" and .leaderId > 0)
+           and ([.members[].leaderId] | unique | length == 1)' >/dev/null
+}
+
+echo "== waiting up to ${timeout} s for a leader and three members"
+until ready; do
   if [ "$(date +%s)" -ge "$deadline" ]; then
-    echo "error: no leader within 60 s; see 'docker-compose logs'" >&2
+    echo "error: the cluster was not ready within ${timeout} s; last status:" >&2
+    "$skiff" --members "$members" --timeout 2 cluster status >&2 || true
+    echo "see: docker-compose -p $COMPOSE_PROJECT_NAME logs" >&2
     exit 1
   fi
-  sleep 0.5
+  sleep 0.5 # poll interval; the deadline above bounds the wait
 done
 "$skiff" --members "$members" cluster status
 cat <<EOT

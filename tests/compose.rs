@@ -2,180 +2,349 @@
 //! up`, writes through the CLI, `docker kill` of the leader's container, writes go on, `docker-compose
 //! start` brings it back, and all three members converge on the same applied index and data.
 //!
-//! Runs in the `docker` nextest group (one at a time). It uses its own compose project name and free
-//! host ports, so a cluster left running on the engine does not collide, and it labels everything
-//! `skiff.test` (tests/compose.test.yml). The node image comes from scripts/build-node-image.sh
-//! (scripts/test.sh builds it first; this test builds it only if it is missing).
+//! Runs in the `docker` nextest group (one at a time, .config/nextest.toml). It uses its own compose
+//! project name and free host ports, so a cluster left running on the engine does not collide, and it
+//! labels every container, volume and network `skiff.test` (tests/compose.test.yml), so whatever a
+//! killed run leaves behind can be found (scripts/test.sh removes it). The node image comes from
+//! scripts/build-node-image.sh: scripts/test.sh builds it first; this test builds it only if it is
+//! missing. Every wait polls against a deadline, every command has a time limit, and the whole
+//! cluster part of the test is bounded by `BUDGET`.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+const IMAGE: &str = "skiff-node:dev";
+/// Everything from `docker-compose up` to the last check (the image build is not counted).
+const BUDGET: Duration = Duration::from_secs(180);
+/// Keys written before and after the kill.
+const KEYS: usize = 20;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// What a finished command printed; `code` is `None` if it was killed at its time limit.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+impl Ran {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
 }
 
-/// Polls `check` until it returns `Some`, failing with `what` after `timeout`.
-fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
+/// Runs `cmd` with no stdin, killing it after `limit`. `Err` only if it could not be started.
+fn run(cmd: &mut Command, limit: Duration) -> Result<Ran, String> {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let mut stderr = stderr.join().unwrap_or_default();
+    if code.is_none() {
+        stderr.push_str(&format!("\n(killed after {limit:?}: {what})"));
+    }
+    Ok(Ran { code, stdout, stderr })
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after `timeout` or at `end`.
+fn eventually<T>(what: &str, timeout: Duration, end: Instant, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = (Instant::now() + timeout).min(end);
     loop {
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Three distinct free ports: all three listeners are held until each has its port.
+fn free_ports() -> [u16; 3] {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
+    [ports[0], ports[1], ports[2]]
+}
+
+fn ensure_image() {
+    let inspect = run(Command::new("docker").args(["image", "inspect", IMAGE]), Duration::from_secs(30))
+        .expect("the docker CLI is needed for this test");
+    if inspect.ok() {
+        return;
+    }
+    eprintln!("{IMAGE} is missing: running scripts/build-node-image.sh");
+    let built = run(
+        Command::new("bash").arg(root().join("scripts/build-node-image.sh")).current_dir(root()),
+        Duration::from_secs(1800),
+    )
+    .expect("bash");
+    assert!(built.ok(), "building the node image failed:\n{}\n{}", built.stdout, built.stderr);
 }
 
 /// A compose project of this test; `down -v` runs when it is dropped, also when the test fails.
 struct Project {
     name: String,
     ports: [u16; 3],
+    down: bool,
 }
 
 impl Project {
-    fn compose(&self, args: &[&str]) -> Output {
-        Command::new("docker-compose")
-            .current_dir(root())
-            .args(["-p", &self.name, "-f", "docker-compose.yml", "-f", "tests/compose.test.yml"])
-            .args(args)
-            .env("SKIFF_PORT1", self.ports[0].to_string())
-            .env("SKIFF_PORT2", self.ports[1].to_string())
-            .env("SKIFF_PORT3", self.ports[2].to_string())
-            .output()
-            .expect("run docker-compose")
+    fn compose(&self, args: &[&str], limit: Duration) -> Result<Ran, String> {
+        run(
+            Command::new("docker-compose")
+                .current_dir(root())
+                .args(["-p", &self.name, "-f", "docker-compose.yml", "-f", "tests/compose.test.yml"])
+                .args(args)
+                .env("SKIFF_PORT1", self.ports[0].to_string())
+                .env("SKIFF_PORT2", self.ports[1].to_string())
+                .env("SKIFF_PORT3", self.ports[2].to_string()),
+            limit,
+        )
     }
 
-    fn compose_ok(&self, args: &[&str]) {
-        let out = self.compose(args);
-        assert!(out.status.success(), "docker-compose {args:?}: {}", text(&out.stderr));
+    fn compose_ok(&self, args: &[&str]) -> Ran {
+        let out = self.compose(args, Duration::from_secs(120)).expect("docker-compose is needed for this test");
+        assert!(out.ok(), "docker-compose {args:?} failed:\n{}", out.stderr);
+        out
     }
 
-    fn members(&self) -> String {
+    fn all_members(&self) -> String {
         self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
     }
 
-    /// Runs the CLI against `members`.
-    fn skiff(&self, members: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["--members", members, "--timeout", "5"])
-            .args(args)
-            .output()
-            .expect("run skiff")
+    /// The CLI against `members`, giving up on them after 3 s (so a poll never outlives its deadline).
+    fn skiff(&self, members: &str, args: &[&str]) -> Ran {
+        run(
+            Command::new(env!("CARGO_BIN_EXE_skiff")).args(["--members", members, "--timeout", "3"]).args(args),
+            Duration::from_secs(20),
+        )
+        .expect("the skiff binary")
     }
 
-    fn status(&self, members: &str) -> Option<serde_json::Value> {
-        let out = self.skiff(members, &["cluster", "status", "-o", "json"]);
-        if !out.status.success() {
+    fn status(&self) -> Option<serde_json::Value> {
+        let out = self.skiff(&self.all_members(), &["cluster", "status", "-o", "json"]);
+        if !out.ok() {
             return None;
         }
-        serde_json::from_slice(&out.stdout).ok()
+        serde_json::from_str(&out.stdout).ok()
+    }
+
+    /// The container id of a service (`None` if it has none).
+    fn container(&self, service: &str) -> Option<String> {
+        let out = self.compose_ok(&["ps", "-q", service]);
+        Some(out.stdout.trim().to_string()).filter(|id| !id.is_empty())
+    }
+
+    /// `docker-compose down -v --remove-orphans`; `false` if it failed.
+    fn down(&mut self) -> bool {
+        self.down = true;
+        match self.compose(&["down", "-v", "--remove-orphans", "-t", "5"], Duration::from_secs(120)) {
+            Ok(out) if out.ok() => true,
+            Ok(out) => {
+                eprintln!("docker-compose down failed:\n{}", out.stderr);
+                false
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                false
+            }
+        }
     }
 }
 
 impl Drop for Project {
     fn drop(&mut self) {
-        let out = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
-        if !out.status.success() {
-            eprintln!("docker-compose down failed: {}", text(&out.stderr));
+        if std::thread::panicking() {
+            if let Ok(logs) = self.compose(&["logs", "--no-color", "--tail", "60"], Duration::from_secs(30)) {
+                eprintln!("--- docker-compose logs of {}:\n{}", self.name, logs.stdout);
+            }
+        }
+        if !self.down {
+            self.down();
         }
     }
 }
 
-fn ensure_image() {
-    let present = Command::new("docker").args(["image", "inspect", "skiff-node:dev"]).output().expect("docker");
-    if !present.status.success() {
-        let out = Command::new("bash").arg(root().join("scripts/build-node-image.sh")).output().expect("build image");
-        assert!(out.status.success(), "building the node image: {}", text(&out.stderr));
-    }
+/// The leader all three members agree on, when every member answers.
+fn agreed_leader(status: &serde_json::Value) -> Option<u64> {
+    let leader = status["leaderId"].as_u64().filter(|l| *l > 0)?;
+    let members = status["members"].as_array()?;
+    let healthy = members.len() == 3
+        && members.iter().all(|m| m["error"].as_str() == Some("") && m["leaderId"].as_u64() == Some(leader));
+    healthy.then_some(leader)
 }
 
-/// Writes `key` through the CLI until it is acknowledged; `false` if its outcome stayed unknown.
-fn write(project: &Project, key: &str, value: &str) -> bool {
-    eventually(&format!("writing {key}"), Duration::from_secs(30), || {
-        let out = project.skiff(&project.members(), &["kv", "put", key, value]);
-        match out.status.code() {
-            Some(0) => Some(true),
-            Some(3) => Some(false), // outcome unknown: may or may not be there, never retried blindly
+/// The compose service of member `id`: its name in the cluster status (`node1`..`node3`).
+fn service_of(status: &serde_json::Value, id: u64) -> String {
+    let members = status["members"].as_array().expect("members in the cluster status");
+    let member = members.iter().find(|m| m["id"].as_u64() == Some(id)).expect("the leader among the members");
+    member["name"].as_str().expect("member name").to_string()
+}
+
+#[derive(Debug, PartialEq)]
+enum Write {
+    Acked,
+    /// The CLI exited 3: the write may or may not have been applied.
+    Unknown,
+}
+
+/// Writes `key` through the CLI, retrying failures (no leader yet, member down) until acknowledged or
+/// reported unknown. An unknown outcome is not retried: the key is "maybe written".
+fn write(project: &Project, key: &str, value: &str, end: Instant) -> Write {
+    eventually(&format!("a write of {key} to be acknowledged"), Duration::from_secs(30), end, || {
+        let out = project.skiff(&project.all_members(), &["kv", "put", key, value]);
+        match out.code {
+            Some(0) => Some(Write::Acked),
+            Some(3) => Some(Write::Unknown),
             _ => None,
         }
     })
 }
 
+/// Parses `kv list` output (`key<TAB>value` lines).
+fn parse_list(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(|line| {
+            let (k, v) = line.split_once('\t').unwrap_or_else(|| panic!("kv list line without a tab: {line:?}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 #[test]
 fn compose_cluster_survives_docker_kill_of_the_leader_and_converges() {
     ensure_image();
-    let project =
-        Project { name: format!("skiff-test-{}", std::process::id()), ports: [free_port(), free_port(), free_port()] };
+    let started = Instant::now();
+    let end = started + BUDGET;
+    let mut project = Project { name: format!("skiff-test-{}", std::process::id()), ports: free_ports(), down: false };
     project.compose_ok(&["up", "-d"]);
-    let all = project.members();
-    let leader = eventually("a leader", Duration::from_secs(60), || {
-        let s = project.status(&all)?;
-        let leader = s["leaderId"].as_u64().filter(|l| *l > 0)?;
-        (s["members"].as_array()?.len() == 3).then_some(leader)
-    });
 
+    let (leader, status) = eventually("a leader and three healthy members", Duration::from_secs(60), end, || {
+        let s = project.status()?;
+        Some((agreed_leader(&s)?, s))
+    });
+    eprintln!("leader {leader} after {:?}", started.elapsed());
+
+    // acked: acknowledged writes, which must all be there. maybe: writes of unknown outcome.
     let mut acked = BTreeMap::new();
-    for i in 0..20 {
+    let mut maybe = BTreeMap::new();
+    let mut record = |k: String, v: String, outcome: Write| match outcome {
+        Write::Acked => acked.insert(k, v),
+        Write::Unknown => maybe.insert(k, v),
+    };
+    for i in 0..KEYS {
         let (k, v) = (format!("before/{i:02}"), format!("v{i}"));
-        if write(&project, &k, &v) {
-            acked.insert(k, v);
-        }
+        let outcome = write(&project, &k, &v, end);
+        record(k, v, outcome);
     }
 
-    // docker kill the leader's container.
-    let service = format!("node{leader}");
-    let id = text(&project.compose(&["ps", "-q", &service]).stdout).trim().to_string();
-    assert!(!id.is_empty(), "container of {service}");
-    let out = Command::new("docker").args(["kill", &id]).output().expect("docker kill");
-    assert!(out.status.success(), "docker kill: {}", text(&out.stderr));
+    let service = service_of(&status, leader);
+    let id = project.container(&service).unwrap_or_else(|| panic!("no container for {service}"));
+    let killed = run(Command::new("docker").args(["kill", &id]), Duration::from_secs(30)).expect("docker");
+    assert!(killed.ok(), "docker kill {service}: {}", killed.stderr);
+    let killed_at = Instant::now();
+    eprintln!("killed the leader's container ({service})");
 
-    // Writes go on through the other members.
-    for i in 0..20 {
+    // Writes go on through the other members once a new leader is elected.
+    for i in 0..KEYS {
         let (k, v) = (format!("after/{i:02}"), format!("w{i}"));
-        if write(&project, &k, &v) {
-            acked.insert(k, v);
+        let outcome = write(&project, &k, &v, end);
+        if i == 0 {
+            eprintln!("first write after the kill: {outcome:?} after {:?}", killed_at.elapsed());
         }
+        record(k, v, outcome);
     }
-    let new_leader = eventually("a new leader", Duration::from_secs(30), || {
-        project.status(&all)?["leaderId"].as_u64().filter(|l| *l > 0 && *l != leader)
+    let new_leader = eventually("a new leader", Duration::from_secs(30), end, || {
+        project.status()?["leaderId"].as_u64().filter(|l| *l > 0 && *l != leader)
     });
-    assert_ne!(new_leader, leader);
+    eprintln!("new leader {new_leader}; {} writes acknowledged, {} unknown", acked.len(), maybe.len());
 
     // Bring it back: within 30 s every member reports the same applied index and the same data.
     project.compose_ok(&["start", &service]);
-    let expected: String = acked.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
-    eventually("all members to converge", Duration::from_secs(30), || {
-        let s = project.status(&all)?;
-        let applied: Vec<u64> =
-            s["members"].as_array()?.iter().map(|m| m["appliedIndex"].as_u64().unwrap_or(0)).collect();
+    let restarted_at = Instant::now();
+    let list = eventually("all members to converge", Duration::from_secs(30), end, || {
+        let s = project.status()?;
+        let members = s["members"].as_array()?;
+        let applied: Vec<u64> = members
+            .iter()
+            .filter(|m| m["error"].as_str() == Some(""))
+            .filter_map(|m| m["appliedIndex"].as_u64())
+            .collect();
         if applied.len() != 3 || applied.iter().any(|a| *a == 0 || *a != applied[0]) {
             return None;
         }
-        let lists: Vec<String> = project
-            .ports
-            .iter()
-            .map(|p| text(&project.skiff(&format!("127.0.0.1:{p}"), &["kv", "list", "--stale"]).stdout))
-            .collect();
-        (lists.iter().all(|l| *l == lists[0]) && lists[0] == expected).then_some(())
+        let mut lists = Vec::new();
+        for port in project.ports {
+            let out = project.skiff(&format!("127.0.0.1:{port}"), &["kv", "list", "--stale"]);
+            if !out.ok() {
+                return None;
+            }
+            lists.push(out.stdout);
+        }
+        lists.iter().all(|l| *l == lists[0]).then(|| lists.swap_remove(0))
     });
+    eprintln!("converged {:?} after the restart", restarted_at.elapsed());
+
+    let data = parse_list(&list);
+    for (k, v) in &acked {
+        assert_eq!(data.get(k), Some(v), "acknowledged key {k} is missing or wrong");
+    }
+    for (k, v) in &data {
+        let expected = acked.get(k).or_else(|| maybe.get(k));
+        assert_eq!(expected, Some(v), "key {k}={v} was never written");
+    }
 
     // Every container of the project carries the test label.
-    let ids = text(&project.compose(&["ps", "-q"]).stdout);
+    let ids = project.compose_ok(&["ps", "-q"]).stdout;
     for id in ids.split_whitespace() {
-        let label = Command::new("docker")
-            .args(["inspect", "-f", "{{index .Config.Labels \"skiff.test\"}}", id])
-            .output()
-            .expect("docker inspect");
-        assert_eq!(text(&label.stdout).trim(), "compose", "container {id} is labelled skiff.test");
+        let label = run(
+            Command::new("docker").args(["inspect", "-f", "{{index .Config.Labels \"skiff.test\"}}", id]),
+            Duration::from_secs(30),
+        )
+        .expect("docker");
+        assert_eq!(label.stdout.trim(), "compose", "container {id} is labelled skiff.test");
     }
+
+    // Clean-up leaves nothing of the project behind.
+    assert!(project.down(), "docker-compose down");
+    let project_label = format!("label=com.docker.compose.project={}", project.name);
+    for kind in [&["ps", "-aq"][..], &["volume", "ls", "-q"], &["network", "ls", "-q"]] {
+        let out = run(Command::new("docker").args(kind).args(["--filter", &project_label]), Duration::from_secs(30))
+            .expect("docker");
+        assert!(out.ok() && out.stdout.trim().is_empty(), "docker {kind:?} still lists: {}", out.stdout);
+    }
+    eprintln!("whole test {:?}", started.elapsed());
 }
