@@ -96,7 +96,8 @@ fn membership_status(e: MembershipError) -> Status {
 impl Cluster for ClusterService {
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<ClusterStatus>, Status> {
         let me = self.local_info();
-        let (_, nodes) = self.membership.current();
+        let (voters, nodes) = self.membership.current();
+        let voters = &voters;
         let asks = nodes.into_iter().map(|(id, member)| async move {
             if id == me.id {
                 return self.local_info();
@@ -107,10 +108,11 @@ impl Cluster for ClusterService {
                 req.set_timeout(Duration::from_secs(1));
                 ClusterClient::new(ch).member_status(req).await.map(|r| r.into_inner())
             };
+            let voter = voters.contains(&id);
             match tokio::time::timeout(Duration::from_millis(1500), ask).await {
                 Ok(Ok(info)) => info,
-                Ok(Err(s)) => unreachable_info(id, &member, s.message()),
-                Err(_) => unreachable_info(id, &member, "no answer within 1.5 s"),
+                Ok(Err(s)) => unreachable_info(id, &member, voter, &describe(&s)),
+                Err(_) => unreachable_info(id, &member, voter, "no answer within 1.5 s"),
             }
         });
         let members = futures::future::join_all(asks).await;
@@ -161,12 +163,29 @@ impl Cluster for ClusterService {
     }
 }
 
-fn unreachable_info(id: u64, member: &Member, why: &str) -> MemberInfo {
+/// Why a member did not answer, with the transport's cause (e.g. "dns error: failed to lookup
+/// address") rather than only its summary.
+fn describe(status: &Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// A member that did not answer: what this member knows of it (its membership), no live figures.
+fn unreachable_info(id: u64, member: &Member, voter: bool, why: &str) -> MemberInfo {
     MemberInfo {
         id,
         name: member.name.clone(),
         addr: member.addr.clone(),
         role: "unreachable".into(),
+        voter,
         error: why.to_string(),
         ..Default::default()
     }
