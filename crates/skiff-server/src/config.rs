@@ -68,6 +68,7 @@ impl Default for RaftSettings {
     ///   once, at start. With 50 ms heartbeats (75 ms ticks) two followers often fired on the same
     ///   tick, split the vote and needed another round (0.7-1.2 s); 30 ms heartbeats (45 ms ticks)
     ///   keep that rarer and shorter.
+    ///
     /// Eight heartbeats of silence pass before anyone campaigns, and no term changed under 1000
     /// concurrent writers in bench/store.
     fn default() -> Self {
