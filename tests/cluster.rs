@@ -105,7 +105,7 @@ async fn member_down_while_the_log_is_purged_catches_up_by_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_larger_than_the_grpc_message_limit_is_sent_as_a_chunked_snapshot() {
     let raft = RaftSettings { snapshot_every: 8, keep_logs_after_snapshot: 0, max_payload_entries: 2, ..test_raft() };
-    let (mut cluster, _, lagging) = cluster_with_a_stopped_follower(raft).await;
+    let (mut cluster, leader, lagging) = cluster_with_a_stopped_follower(raft).await;
     let client = cluster.client();
     // 10 objects of 900 KiB: about 9 MiB of state, more than twice tonic's 4 MiB default limit.
     let big = "b".repeat(900 * 1024);
@@ -116,6 +116,20 @@ async fn state_larger_than_the_grpc_message_limit_is_sent_as_a_chunked_snapshot(
     for i in 0..10 {
         last = put(&client, &format!("small/{i}"), "s").await.expect("write");
     }
+    // The big entries must be purged from the leader's log, so only a snapshot can bring them.
+    // openraft checks its snapshot policy when entries are applied, and ignores it while a
+    // snapshot is being built: ask (again) for one covering everything until the log is purged.
+    eventually("the leader to purge the big entries", T, || async {
+        let raft = cluster.nodes[&leader].store().raft();
+        let m = raft.metrics().borrow().clone();
+        if m.purged.is_some_and(|p| p.index >= last - 10) {
+            return Some(());
+        }
+        raft.trigger().snapshot().await.expect("trigger snapshot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        None
+    })
+    .await;
     cluster.restart(lagging).await;
     cluster.all_applied(last, Duration::from_secs(60)).await;
     assert!(cluster.nodes[&lagging].store().raft().metrics().borrow().snapshot.is_some());
@@ -163,13 +177,22 @@ async fn members_join_as_learners_are_promoted_to_odd_voter_counts_and_can_be_re
     assert_eq!(resp.voters.len(), 3, "{resp:?}");
     assert_eq!(resp.voters.len() + resp.learners.len(), 4, "{resp:?}");
     cluster.stop(5).await;
+    eventually("the cluster id on every member", T, || async {
+        let ids: Vec<_> = cluster
+            .nodes
+            .values()
+            .map(|n| n.store().get_local(skiff_server::node::CLUSTER_ID_KEY).ok().flatten())
+            .collect();
+        ids.iter().all(|id| id.is_some()).then_some(())
+    })
+    .await;
     let status = client
         .call(CallKind::Read, |ch| async move { ClusterClient::new(ch).status(StatusRequest {}).await })
         .await
         .expect("status")
         .into_inner();
     assert_eq!(status.members.len(), 4);
-    assert!(!status.cluster_id.is_empty(), "the cluster has an id");
+    assert!(!status.cluster_id.is_empty(), "the cluster has an id: {status:?}");
     assert!(
         status.members.iter().all(|m| m.cluster_id == status.cluster_id),
         "every member records the same cluster id: {status:?}"

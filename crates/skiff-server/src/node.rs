@@ -218,11 +218,11 @@ async fn join_through(
 }
 
 /// Makes sure the cluster has an id: the leader writes a new one if there is none. Compare-and-swap
-/// ("must not exist") makes racing writers harmless.
+/// ("must not exist") makes racing writers harmless. Wakes on every change of Raft's metrics (a new
+/// leader, applied entries), so the id is written as soon as the first leader is elected.
 async fn record_cluster_id(store: ObjectStore) {
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut metrics = store.raft().metrics();
     loop {
-        tick.tick().await;
         match store.get_local(CLUSTER_ID_KEY) {
             Ok(Some(kv)) => {
                 tracing::info!(cluster_id = %String::from_utf8_lossy(&kv.value), "cluster id");
@@ -231,15 +231,18 @@ async fn record_cluster_id(store: ObjectStore) {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "reading cluster id"),
         }
-        let leader = store.raft().metrics().borrow().current_leader;
-        if leader != Some(store.node_id()) {
-            continue;
+        let leader = metrics.borrow().current_leader;
+        if leader == Some(store.node_id()) {
+            let id = uuid::Uuid::new_v4().to_string();
+            let op = Op::Put { key: CLUSTER_ID_KEY.into(), value: id.into_bytes(), expect: Some(0) };
+            match store.write(vec![op]).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => continue,
+                Err(e) => tracing::debug!(error = %e, "writing cluster id"),
+            }
         }
-        let id = uuid::Uuid::new_v4().to_string();
-        let op = Op::Put { key: CLUSTER_ID_KEY.into(), value: id.into_bytes(), expect: Some(0) };
-        match store.write(vec![op]).await {
-            Ok(_) | Err(StoreError::Conflict(_)) => {}
-            Err(e) => tracing::debug!(error = %e, "writing cluster id"),
+        // Raft stopped: nothing more to do.
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }
