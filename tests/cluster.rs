@@ -63,6 +63,30 @@ async fn killing_the_leader_elects_another_and_the_old_one_catches_up_from_disk(
     cluster.shutdown().await;
 }
 
+/// Waits until every running member has purged its log up to `upto`, asking for snapshots: openraft
+/// checks its snapshot policy only when entries are applied, and ignores it while a snapshot is being
+/// built. With the log purged on all of them, whichever member leads when a stopped one returns must
+/// send it a snapshot.
+async fn purge_on_running_members(cluster: &TestCluster, upto: u64) {
+    eventually(&format!("the running members to purge their logs up to {upto}"), T, || async {
+        let mut all_purged = true;
+        for node in cluster.nodes.values() {
+            let raft = node.store().raft();
+            let purged = raft.metrics().borrow().purged;
+            if !purged.is_some_and(|p| p.index >= upto) {
+                all_purged = false;
+                raft.trigger().snapshot().await.expect("trigger snapshot");
+            }
+        }
+        if all_purged {
+            return Some(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        None
+    })
+    .await;
+}
+
 /// A three-member cluster with one write, and one of its followers stopped.
 async fn cluster_with_a_stopped_follower(raft: RaftSettings) -> (TestCluster, u64, u64) {
     let mut cluster = TestCluster::start(3, raft).await;
@@ -78,19 +102,16 @@ async fn member_down_while_the_log_is_purged_catches_up_by_snapshot() {
     // openraft does not purge log a replication to the stopped member has in flight; that range is
     // at most `max_payload_entries` long, so keep it short.
     let raft = RaftSettings { snapshot_every: 20, keep_logs_after_snapshot: 0, max_payload_entries: 4, ..test_raft() };
-    let (mut cluster, leader, lagging) = cluster_with_a_stopped_follower(raft).await;
+    let (mut cluster, _, lagging) = cluster_with_a_stopped_follower(raft).await;
     let client = cluster.client();
 
-    // Enough writes for several snapshots; the log behind them is purged on the leader.
+    // Enough writes for several snapshots; the log behind them is purged.
     let mut last = 0;
     for i in 0..120 {
         last = put(&client, &format!("during/{i:03}"), &"v".repeat(100)).await.expect("write");
     }
-    let purged = eventually("the leader to purge its log", T, || async {
-        let m = cluster.nodes[&leader].store().raft().metrics().borrow().clone();
-        m.purged.filter(|p| p.index > 20).map(|p| p.index)
-    })
-    .await;
+    let purged = last - 20;
+    purge_on_running_members(&cluster, purged).await;
 
     cluster.restart(lagging).await;
     cluster.all_applied(last, T).await;
@@ -105,7 +126,7 @@ async fn member_down_while_the_log_is_purged_catches_up_by_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_larger_than_the_grpc_message_limit_is_sent_as_a_chunked_snapshot() {
     let raft = RaftSettings { snapshot_every: 8, keep_logs_after_snapshot: 0, max_payload_entries: 2, ..test_raft() };
-    let (mut cluster, leader, lagging) = cluster_with_a_stopped_follower(raft).await;
+    let (mut cluster, _, lagging) = cluster_with_a_stopped_follower(raft).await;
     let client = cluster.client();
     // 10 objects of 900 KiB: about 9 MiB of state, more than twice tonic's 4 MiB default limit.
     let big = "b".repeat(900 * 1024);
@@ -117,19 +138,7 @@ async fn state_larger_than_the_grpc_message_limit_is_sent_as_a_chunked_snapshot(
         last = put(&client, &format!("small/{i}"), "s").await.expect("write");
     }
     // The big entries must be purged from the leader's log, so only a snapshot can bring them.
-    // openraft checks its snapshot policy when entries are applied, and ignores it while a
-    // snapshot is being built: ask (again) for one covering everything until the log is purged.
-    eventually("the leader to purge the big entries", T, || async {
-        let raft = cluster.nodes[&leader].store().raft();
-        let m = raft.metrics().borrow().clone();
-        if m.purged.is_some_and(|p| p.index >= last - 10) {
-            return Some(());
-        }
-        raft.trigger().snapshot().await.expect("trigger snapshot");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        None
-    })
-    .await;
+    purge_on_running_members(&cluster, last - 10).await;
     cluster.restart(lagging).await;
     cluster.all_applied(last, Duration::from_secs(60)).await;
     assert!(cluster.nodes[&lagging].store().raft().metrics().borrow().snapshot.is_some());
