@@ -73,7 +73,7 @@ async fn purge_on_running_members(cluster: &TestCluster, upto: u64) {
         for node in cluster.nodes.values() {
             let raft = node.store().raft();
             let purged = raft.metrics().borrow().purged;
-            if !purged.is_some_and(|p| p.index >= upto) {
+            if purged.is_none_or(|p| p.index < upto) {
                 all_purged = false;
                 raft.trigger().snapshot().await.expect("trigger snapshot");
             }
