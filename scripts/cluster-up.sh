@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-skiff}
 
-if ! command -v jq >/dev/null 2>&1; then
-  echo "error: jq is needed to read 'skiff cluster status -o json' (apt-get install jq)" >&2
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "error: python3 is needed to read 'skiff cluster status -o json'" >&2
   exit 1
 fi
 
@@ -22,10 +22,12 @@ deadline=$(($(date +%s) + timeout))
 
 # Ready: a leader, three members that all answer without error, and each of them names that leader.
 ready() {
-  "$skiff" --members "$members" --timeout 2 cluster status -o json 2>/dev/null |
-    jq -e '.leaderId > 0 and (.members | length == 3)
-           and all(.members[]; .error == "" and .leaderId > 0)
-           and ([.members[].leaderId] | unique | length == 1)' >/dev/null
+  "$skiff" --members "$members" --timeout 2 cluster status -o json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+m = s["members"]
+ok = s["leaderId"] > 0 and len(m) == 3 and all(x["error"] == "" and x["leaderId"] > 0 for x in m)
+sys.exit(0 if ok and len({x["leaderId"] for x in m}) == 1 else 1)'
 }
 
 echo "== waiting up to ${timeout} s for a leader and three members"
