@@ -17,7 +17,7 @@ if ! command -v etcd >/dev/null 2>&1; then
 fi
 
 echo "== building skiff and skiff-bench (release)"
-cargo build --release --bin skiff -p skiff -p skiff-bench
+cargo build --release -p skiff -p skiff-bench --bins
 
 echo "== machine: $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg); etcd $(etcd --version | head -1)"
 timeout 1800 target/release/skiff-bench "${smoke[@]}" failover "$@"
