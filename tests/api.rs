@@ -194,6 +194,35 @@ async fn cli_puts_gets_lists_and_deletes_through_any_member_and_skips_a_dead_one
         assert!(out.status.success(), "{}", text(&out.stderr));
         let status = text(&out.stdout);
         assert!(status.contains("leader") && status.contains("unreachable"), "{status}");
+
+        // The members can also come from the environment or a client config file.
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .env("SKIFF_MEMBERS", &members)
+            .args(["kv", "put", "from-env", "1"])
+            .output()
+            .expect("run skiff");
+        assert!(out.status.success(), "SKIFF_MEMBERS: {}", text(&out.stderr));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("client.toml");
+        let list: Vec<String> = members.split(',').map(|m| format!("\"{m}\"")).collect();
+        std::fs::write(&config, format!("members = [{}]\n", list.join(", "))).expect("write config");
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .env_remove("SKIFF_MEMBERS")
+            .arg("--client-config")
+            .arg(&config)
+            .args(["kv", "get", "from-env"])
+            .output()
+            .expect("run skiff");
+        assert_eq!(text(&out.stdout), "1\n", "client config: {}", text(&out.stderr));
+        std::fs::write(&config, "members = []\n").expect("write config");
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .env_remove("SKIFF_MEMBERS")
+            .arg("--client-config")
+            .arg(&config)
+            .args(["kv", "get", "from-env"])
+            .output()
+            .expect("run skiff");
+        assert!(text(&out.stderr).contains("client.toml: field `members`"), "{}", text(&out.stderr));
     });
     tasks.await.expect("cli checks");
     cluster.shutdown().await;
