@@ -1,23 +1,4 @@
 #!/usr/bin/env bash
-# The store benchmark: Skiff and a three-member etcd side by side in the same run (see bench/README.md).
-# Usage: bash bench/store/run.sh [--smoke] [extra skiff-bench store options]
+# The store benchmark (see bench/README.md). Usage: bash bench/store/run.sh [--smoke] [options]
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-
-smoke=()
-if [ "${1:-}" = "--smoke" ]; then
-  smoke=(--smoke)
-  shift
-fi
-
-if ! command -v etcd >/dev/null 2>&1; then
-  echo "== installing etcd-server (the reference)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
-fi
-
-echo "== building skiff and skiff-bench (release)"
-cargo build --release -p skiff -p skiff-bench --bins
-
-echo "== machine: $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg); etcd $(etcd --version | head -1)"
-timeout 1800 target/release/skiff-bench "${smoke[@]}" store "$@"
+exec bash "$(dirname "$0")/../run.sh" store "$@"

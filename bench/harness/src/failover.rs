@@ -56,6 +56,12 @@ fn start_writers(
     Ok(tasks)
 }
 
+/// When the first write invoked at or after `t` was accepted, if one was.
+fn first_accepted_after(accepted: &Accepted, t: Instant) -> anyhow::Result<Option<Instant>> {
+    let accepted = accepted.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok(accepted.iter().filter(|(invoked, _)| *invoked >= t).map(|(_, done)| *done).min())
+}
+
 async fn measure(system: System, bins: &Binaries, kills: usize) -> anyhow::Result<Vec<Duration>> {
     let mut cluster = match system {
         System::Skiff => Cluster::skiff(bins).await?,
@@ -73,25 +79,12 @@ async fn measure(system: System, bins: &Binaries, kills: usize) -> anyhow::Resul
         cluster.kill(leader);
         let deadline = killed_at + Duration::from_secs(30);
         let first = loop {
-            let first = accepted
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .iter()
-                .filter(|(invoked, _)| *invoked >= killed_at)
-                .map(|(_, done)| *done)
-                .min();
-            if let Some(done) = first {
+            if first_accepted_after(&accepted, killed_at)?.is_some() {
                 // Writes invoked later may still finish earlier: wait a moment for them.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let best = accepted
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .iter()
-                    .filter(|(invoked, _)| *invoked >= killed_at)
-                    .map(|(_, done)| *done)
-                    .min()
-                    .unwrap_or(done);
-                break best;
+                if let Some(done) = first_accepted_after(&accepted, killed_at)? {
+                    break done;
+                }
             }
             if Instant::now() >= deadline {
                 anyhow::bail!("{}: no write accepted within 30 s of killing the leader", system.name());
