@@ -206,22 +206,19 @@ async fn cli_puts_gets_lists_and_deletes_through_any_member_and_skips_a_dead_one
         let config = dir.path().join("client.toml");
         let list: Vec<String> = members.split(',').map(|m| format!("\"{m}\"")).collect();
         std::fs::write(&config, format!("members = [{}]\n", list.join(", "))).expect("write config");
-        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .env_remove("SKIFF_MEMBERS")
-            .arg("--client-config")
-            .arg(&config)
-            .args(["kv", "get", "from-env"])
-            .output()
-            .expect("run skiff");
+        let with_config = |config: &std::path::Path| {
+            Command::new(env!("CARGO_BIN_EXE_skiff"))
+                .env_remove("SKIFF_MEMBERS")
+                .arg("--client-config")
+                .arg(config)
+                .args(["kv", "get", "from-env"])
+                .output()
+                .expect("run skiff")
+        };
+        let out = with_config(&config);
         assert_eq!(text(&out.stdout), "1\n", "client config: {}", text(&out.stderr));
         std::fs::write(&config, "members = []\n").expect("write config");
-        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .env_remove("SKIFF_MEMBERS")
-            .arg("--client-config")
-            .arg(&config)
-            .args(["kv", "get", "from-env"])
-            .output()
-            .expect("run skiff");
+        let out = with_config(&config);
         assert!(text(&out.stderr).contains("client.toml: field `members`"), "{}", text(&out.stderr));
     });
     tasks.await.expect("cli checks");
