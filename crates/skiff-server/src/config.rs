@@ -271,16 +271,7 @@ impl NodeConfig {
 
 /// Member names follow DNS-1123 labels, as Kubernetes node names do.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{name:?} is not a valid name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"))
-    }
+    skiff_api::name::check_dns1123_label(name).map_err(|why| format!("not a valid member name: {why}"))
 }
 
 /// An address is `host:port` with a non-empty host and a port in 1..=65535.
