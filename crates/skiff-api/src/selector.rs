@@ -5,7 +5,67 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::name::{check_label_key, check_label_value};
+
+/// A label selector as objects hold it (`spec.selector` of a Deployment), in Kubernetes' JSON shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+impl LabelSelector {
+    /// The selector's requirements, checked. `field` (e.g. `spec.selector`) prefixes error paths.
+    pub fn to_selector(&self, field: &str) -> Result<Selector, String> {
+        let mut selector = Selector::default();
+        for (k, v) in &self.match_labels {
+            check_label_key(k).map_err(|e| format!("{field}.matchLabels: {e}"))?;
+            check_label_value(v).map_err(|e| format!("{field}.matchLabels.{k}: {e}"))?;
+            selector.requirements.push(Requirement { key: k.clone(), op: Operator::In(vec![v.clone()]) });
+        }
+        for (i, r) in self.match_expressions.iter().enumerate() {
+            let path = format!("{field}.matchExpressions[{i}]");
+            check_label_key(&r.key).map_err(|e| format!("{path}.key: {e}"))?;
+            for (j, v) in r.values.iter().enumerate() {
+                check_label_value(v).map_err(|e| format!("{path}.values[{j}]: {e}"))?;
+            }
+            let needs_values = matches!(r.operator.as_str(), "In" | "NotIn");
+            if needs_values && r.values.is_empty() {
+                return Err(format!("{path}.values: operator {} needs at least one value", r.operator));
+            }
+            if !needs_values && !r.values.is_empty() {
+                return Err(format!("{path}.values: operator {} takes no values", r.operator));
+            }
+            let op = match r.operator.as_str() {
+                "In" => Operator::In(r.values.clone()),
+                "NotIn" => Operator::NotIn(r.values.clone()),
+                "Exists" => Operator::Exists,
+                "DoesNotExist" => Operator::DoesNotExist,
+                other => {
+                    return Err(format!("{path}.operator: {other:?} is not one of In, NotIn, Exists, DoesNotExist"))
+                }
+            };
+            selector.requirements.push(Requirement { key: r.key.clone(), op });
+        }
+        Ok(selector)
+    }
+}
 
 /// How a requirement compares a label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +260,26 @@ mod tests {
         let s = Selector::from_match_labels(&labels(&[("app", "nginx")]));
         assert!(s.matches(&labels(&[("app", "nginx"), ("pod-template-hash", "x")])));
         assert!(!s.matches(&labels(&[("app", "other")])));
+    }
+
+    #[test]
+    fn match_expressions_in_kubernetes_json_shape() {
+        let json = r#"{"matchLabels":{"app":"web"},"matchExpressions":[{"key":"tier","operator":"NotIn","values":["db"]},{"key":"gpu","operator":"Exists"}]}"#;
+        let ls: LabelSelector = serde_json::from_str(json).expect("parse");
+        assert_eq!(serde_json::to_string(&ls).expect("serialize"), json, "round-trips in the same shape");
+        let s = ls.to_selector("spec.selector").expect("valid");
+        assert!(s.matches(&labels(&[("app", "web"), ("gpu", "1")])));
+        assert!(!s.matches(&labels(&[("app", "web"), ("gpu", "1"), ("tier", "db")])));
+        let bad = LabelSelector {
+            match_expressions: vec![LabelSelectorRequirement {
+                key: "x".into(),
+                operator: "Maybe".into(),
+                values: vec![],
+            }],
+            ..Default::default()
+        };
+        let err = bad.to_selector("spec.selector").expect_err("bad operator");
+        assert!(err.starts_with("spec.selector.matchExpressions[0].operator"), "{err}");
     }
 
     #[test]
