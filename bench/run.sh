@@ -1,25 +1,69 @@
 #!/usr/bin/env bash
 # Runs one benchmark of skiff-bench: Skiff and a three-member etcd side by side in the same run.
 # Usage: bash bench/run.sh store|failover [--smoke] [extra skiff-bench options]
+#
+# Bounded in time: the build and the run each have a limit. The harness kills every member process
+# it started when it ends, fails, panics or gets SIGINT/SIGTERM; `timeout` runs it in a process group
+# of its own and, past the limit, signals that whole group (the members included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bench=${1:?usage: bench/run.sh store|failover [--smoke] [options]}
 shift
+case "$bench" in
+  store | failover) ;;
+  *)
+    echo "unknown benchmark '$bench' (store or failover)" >&2
+    exit 2
+    ;;
+esac
 smoke=()
+limit=1500
 if [ "${1:-}" = "--smoke" ]; then
   smoke=(--smoke)
+  limit=150
   shift
 fi
 
 if ! command -v etcd >/dev/null 2>&1; then
   echo "== installing etcd-server (the reference)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq etcd-server >/dev/null
 fi
 
 echo "== building skiff and skiff-bench (release)"
-cargo build --release -p skiff -p skiff-bench --bins
+timeout 1800 cargo build --release -p skiff -p skiff-bench --bins
 
-echo "== machine: $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg); etcd $(etcd --version | head -1)"
-timeout 1800 target/release/skiff-bench "${smoke[@]}" "$bench" "$@"
+started=$(date +%s)
+echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC'); commit $(git rev-parse --short HEAD)"
+changed=$(git status --porcelain -- crates src Cargo.toml Cargo.lock | awk '{print $2}' | tr '\n' ' ')
+if [ -n "$changed" ]; then
+  echo "== uncommitted changes built into this run: $changed"
+fi
+echo "== machine: $(nproc) cores; $(etcd --version | head -1)"
+echo "== uptime: $(uptime)"
+cmd=(target/release/skiff-bench "${smoke[@]}" "$bench" "$@")
+echo "== running (at most ${limit} s): ${cmd[*]}"
+
+timeout --kill-after=20 "$limit" "${cmd[@]}" &
+pid=$!
+trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
+status=0
+wait "$pid" || status=$?
+# A trapped signal ends `wait` early: wait again until the harness has killed its members and exited.
+while kill -0 "$pid" 2>/dev/null; do
+  status=0
+  wait "$pid" || status=$?
+done
+trap - INT TERM
+
+echo "== uptime: $(uptime)"
+case "$status" in
+  0) outcome="finished" ;;
+  124) outcome="TIMED OUT after ${limit} s" ;;
+  *) outcome="FAILED (exit $status)" ;;
+esac
+echo "== $bench benchmark${smoke[*]:+ (smoke)}: $outcome in $(($(date +%s) - started)) s"
+exit "$status"

@@ -1,7 +1,7 @@
 //! Three-member clusters of Skiff and of etcd as local processes on loopback ports, killed on drop
 //! (also when a benchmark fails).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -54,6 +54,7 @@ pub struct Cluster {
     /// Client endpoints, `127.0.0.1:port`, by member index.
     pub endpoints: Vec<String>,
     members: Vec<Member>,
+    /// Configs, data and logs; removed on drop.
     _dir: tempfile::TempDir,
 }
 
@@ -151,14 +152,53 @@ impl Cluster {
                 return Ok(leader);
             }
             if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("{:?}: no leader within {timeout:?}; logs in {}", self.system, self.log_dir().display());
+                anyhow::bail!("{}: no leader within {timeout:?}\n{}", self.system.name(), self.log_tails());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    pub fn log_dir(&self) -> &Path {
-        self._dir.path()
+    /// Waits until every member answers, all agree on one leader, and every member has applied at
+    /// least what the leader had in its log when they first agreed (writes may go on meanwhile).
+    pub async fn wait_caught_up(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut target: Option<(u64, u64)> = None; // (leader id, its last log index then)
+        loop {
+            let states = self.system.members(&self.endpoints).await;
+            let all: Option<Vec<_>> = states.into_iter().collect();
+            if let Some(all) = all {
+                let leader = all.iter().find(|m| m.is_leader).map(|m| (m.leader, m.last_index));
+                if let Some((id, last)) = leader {
+                    if all.iter().all(|m| m.leader == id) {
+                        let (target_id, index) = *target.get_or_insert((id, last));
+                        if target_id != id {
+                            target = Some((id, last));
+                        } else if all.iter().all(|m| m.applied >= index) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("{}: members not caught up within {timeout:?}\n{}", self.system.name(), self.log_tails());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of every member's log (the directory is removed with the cluster).
+    fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- last lines of {}\n", m.log.display()));
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// `kill -9` of member `i`.

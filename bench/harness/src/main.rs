@@ -15,7 +15,9 @@ mod store;
 mod system;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -51,11 +53,40 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let bins = cluster::Binaries { skiff: cli.skiff, etcd: cli.etcd };
-    match cli.command {
-        Command::Store { seconds } => store::run(&bins, cli.smoke, seconds).await,
-        Command::Failover { kills } => failover::run(&bins, cli.smoke, kills).await,
+    let bench = async {
+        match cli.command {
+            Command::Store { seconds } => store::run(&bins, cli.smoke, seconds).await,
+            Command::Failover { kills } => failover::run(&bins, cli.smoke, kills).await,
+        }
+    };
+    // On SIGINT or SIGTERM (`timeout` in bench/run.sh sends it), the benchmark future is dropped, and
+    // with it every cluster: their Drop kills the member processes.
+    let result = tokio::select! {
+        result = bench => result,
+        signal = terminated() => match signal {
+            Ok(signal) => Err(anyhow::anyhow!("stopped by {signal}; every member process was killed")),
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff-bench: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM, naming which.
+async fn terminated() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }

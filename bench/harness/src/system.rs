@@ -4,12 +4,25 @@ use std::time::Duration;
 
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::kv_client::KvClient;
-use skiff_proto::api::StatusRequest;
+use skiff_proto::api::{MemberStatusRequest, StatusRequest};
 use tonic::transport::{Channel, Endpoint};
 
 #[allow(clippy::all)]
 mod etcdpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// How long a status question to one member may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One member's own view, as it answers for itself.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberState {
+    /// The leader's id as this member knows it (0: none).
+    pub leader: u64,
+    pub is_leader: bool,
+    pub last_index: u64,
+    pub applied: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +64,9 @@ impl System {
             System::Skiff => {
                 for e in endpoints {
                     let Ok(ch) = connect(e).await else { continue };
-                    let Ok(s) = ClusterClient::new(ch).status(StatusRequest {}).await else { continue };
+                    let mut client = ClusterClient::new(ch);
+                    let ask = client.status(StatusRequest {});
+                    let Ok(Ok(s)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else { continue };
                     let s = s.into_inner();
                     let leader = s.members.iter().find(|m| m.id == s.leader_id && m.role == "leader");
                     if let Some(m) = leader {
@@ -65,11 +80,9 @@ impl System {
             System::Etcd => {
                 for (i, e) in endpoints.iter().enumerate() {
                     let Ok(ch) = connect(e).await else { continue };
-                    let Ok(s) =
-                        etcdpb::maintenance_client::MaintenanceClient::new(ch).status(etcdpb::StatusRequest {}).await
-                    else {
-                        continue;
-                    };
+                    let mut client = etcdpb::maintenance_client::MaintenanceClient::new(ch);
+                    let ask = client.status(etcdpb::StatusRequest {});
+                    let Ok(Ok(s)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else { continue };
                     let s = s.into_inner();
                     let member = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
                     if member != 0 && s.leader == member {
@@ -79,6 +92,47 @@ impl System {
                 Ok(None)
             }
         }
+    }
+
+    /// Each member's own state, by index into `endpoints`; `None` for a member that did not answer.
+    pub async fn members(self, endpoints: &[String]) -> Vec<Option<MemberState>> {
+        let mut out = Vec::new();
+        for e in endpoints {
+            out.push(self.member(e).await);
+        }
+        out
+    }
+
+    async fn member(self, endpoint: &str) -> Option<MemberState> {
+        let ch = connect(endpoint).await.ok()?;
+        let ask = async {
+            match self {
+                System::Skiff => {
+                    let m = ClusterClient::new(ch).member_status(MemberStatusRequest {}).await.ok()?.into_inner();
+                    Some(MemberState {
+                        leader: m.leader_id,
+                        is_leader: m.role == "leader",
+                        last_index: m.last_log_index,
+                        applied: m.applied_index,
+                    })
+                }
+                System::Etcd => {
+                    let s = etcdpb::maintenance_client::MaintenanceClient::new(ch)
+                        .status(etcdpb::StatusRequest {})
+                        .await
+                        .ok()?
+                        .into_inner();
+                    let id = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
+                    Some(MemberState {
+                        leader: s.leader,
+                        is_leader: id != 0 && s.leader == id,
+                        last_index: s.raft_index,
+                        applied: s.raft_applied_index,
+                    })
+                }
+            }
+        };
+        tokio::time::timeout(ASK_TIMEOUT, ask).await.ok().flatten()
     }
 }
 
