@@ -201,6 +201,11 @@ impl Cluster {
         out
     }
 
+    /// Process ids of the running members.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().filter_map(|m| m.child.as_ref().map(|c| c.id())).collect()
+    }
+
     /// `kill -9` of member `i`.
     pub fn kill(&mut self, i: usize) {
         self.members[i].kill();

@@ -6,10 +6,12 @@
 //! # Layout
 //!
 //! - `cluster`: starting, killing and restarting three-member Skiff and etcd clusters.
+//! - `cpu`: how much of the machine the benchmark had.
 //! - `system`: the one interface the benchmarks use for both: put, leader, term.
 //! - `store`, `failover`: the two benchmarks.
 
 mod cluster;
+mod cpu;
 mod failover;
 mod store;
 mod system;

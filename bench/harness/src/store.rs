@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::{Binaries, Cluster};
+use crate::cpu::{self, Usage};
 use crate::system::{connect, System};
 
 const VALUE_BYTES: usize = 256;
@@ -20,6 +21,8 @@ pub struct LoadResult {
     pub errors: u64,
     pub term_before: u64,
     pub term_after: u64,
+    /// Cores used during the run (warm-up included) by the benchmark and by everything else.
+    pub cpu: Usage,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -96,7 +99,9 @@ async fn bench_system(
             .await?
             .ok_or_else(|| anyhow::anyhow!("{}: no leader", cluster.system.name()))?;
         let tag = format!("c{clients}");
+        let before = cpu::sample(&cluster.pids());
         let (lat, errors) = load(cluster.system, &cluster.endpoints[leader], clients, warmup, measure, &tag).await?;
+        let cpu = cpu::usage(&before, &cpu::sample(&cluster.pids()));
         let term_after = cluster.system.status(&cluster.endpoints).await?.map(|(_, t)| t).unwrap_or(0);
         let r = LoadResult {
             clients,
@@ -107,9 +112,10 @@ async fn bench_system(
             errors,
             term_before,
             term_after,
+            cpu,
         };
         eprintln!(
-            "  {:5} {:5} clients: {:9.0} writes/s  p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms  errors {}  term {} -> {}",
+            "  {:5} {:5} clients: {:9.0} writes/s  p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms  errors {}  term {} -> {}  cores: bench {:.2}, other {:.2}",
             cluster.system.name(),
             clients,
             r.writes_per_sec,
@@ -118,7 +124,9 @@ async fn bench_system(
             ms(r.max),
             r.errors,
             r.term_before,
-            r.term_after
+            r.term_after,
+            r.cpu.ours,
+            r.cpu.other
         );
         out.push(r);
     }
@@ -197,6 +205,13 @@ pub async fn run(bins: &Binaries, smoke: bool, seconds: Option<u64>) -> anyhow::
     }
     let errors = |rs: &[LoadResult]| rs.iter().map(|r| r.errors).sum::<u64>();
     let terms_changed = |rs: &[LoadResult]| rs.iter().filter(|r| r.term_before != r.term_after).count();
+    let other = |rs: &[LoadResult]| rs.iter().map(|r| r.cpu.other).fold(0.0, f64::max);
+    println!(
+        "machine: {} cores; outside the benchmark's processes, at most {:.2} cores busy during a skiff run, {:.2} during an etcd run",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        other(&skiff),
+        other(&etcd)
+    );
     println!(
         "summary: {} client counts per system, {} s each; failed writes: skiff {}, etcd {}; runs with a term change: skiff {}, etcd {}",
         counts.len(),
