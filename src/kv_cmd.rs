@@ -1,13 +1,15 @@
 //! `skiff kv`: the low-level key-value commands on the store's `kv` prefix. Used by the chaos tests
 //! and the benchmarks; the resource API never goes through here.
 
+use std::future::Future;
 use std::io::{Read, Write};
 
 use anyhow::Context;
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{watch_event, DeleteRequest, GetRequest, KeyValue, ListRequest, PutRequest, WatchRequest};
-use skiff_server::client::CallKind;
+use skiff_server::client::{CallKind, Client, ClientError};
 use skiff_server::limits::{MAX_RESPONSE_BYTES, MAX_VALUE_BYTES};
+use tonic::transport::Channel;
 
 use crate::members::MembersArgs;
 
@@ -76,6 +78,20 @@ fn kv_json(kv: &KeyValue) -> serde_json::Value {
     })
 }
 
+/// Calls one `Kv` RPC through the member list (see `Client::call`), accepting responses as large as
+/// a member may send.
+async fn kv_call<Req, Resp, F, Fut>(client: &Client, kind: CallKind, req: Req, rpc: F) -> Result<Resp, ClientError>
+where
+    Req: Clone,
+    F: Fn(KvClient<Channel>, Req) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    client
+        .call(kind, |ch| rpc(KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES), req.clone()))
+        .await
+        .map(|r| r.into_inner())
+}
+
 pub async fn run(cmd: KvCommand, members: &MembersArgs) -> anyhow::Result<()> {
     let client = members.client()?;
     let mut out = std::io::stdout().lock();
@@ -92,28 +108,12 @@ pub async fn run(cmd: KvCommand, members: &MembersArgs) -> anyhow::Result<()> {
                 anyhow::bail!("value of key {key:?} is {} bytes, over the limit of {MAX_VALUE_BYTES} bytes (1 MiB); nothing was written", value.len());
             }
             let req = PutRequest { key, value, expected_revision: expect_revision };
-            let resp = client
-                .call(CallKind::Write, |ch| {
-                    let req = req.clone();
-                    async move { KvClient::new(ch).put(req).await.map(|r| r.into_inner()) }
-                })
-                .await?;
+            let resp = kv_call(&client, CallKind::Write, req, |mut kv, req| async move { kv.put(req).await }).await?;
             writeln!(out, "revision {}", resp.revision)?;
         }
         KvCommand::Get { key, stale, output } => {
             let req = GetRequest { key, stale };
-            let resp = client
-                .call(CallKind::Read, |ch| {
-                    let req = req.clone();
-                    async move {
-                        KvClient::new(ch)
-                            .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                            .get(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
-                })
-                .await?;
+            let resp = kv_call(&client, CallKind::Read, req, |mut kv, req| async move { kv.get(req).await }).await?;
             let kv = resp.kv.unwrap_or_default();
             match output {
                 Format::Value => {
@@ -125,18 +125,7 @@ pub async fn run(cmd: KvCommand, members: &MembersArgs) -> anyhow::Result<()> {
         }
         KvCommand::List { prefix, stale, output } => {
             let req = ListRequest { prefix, stale };
-            let resp = client
-                .call(CallKind::Read, |ch| {
-                    let req = req.clone();
-                    async move {
-                        KvClient::new(ch)
-                            .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                            .list(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
-                })
-                .await?;
+            let resp = kv_call(&client, CallKind::Read, req, |mut kv, req| async move { kv.list(req).await }).await?;
             match output {
                 Format::Value => {
                     for kv in &resp.kvs {
@@ -152,28 +141,14 @@ pub async fn run(cmd: KvCommand, members: &MembersArgs) -> anyhow::Result<()> {
         }
         KvCommand::Del { key, expect_revision } => {
             let req = DeleteRequest { key: key.clone(), expected_revision: expect_revision };
-            let resp = client
-                .call(CallKind::Write, |ch| {
-                    let req = req.clone();
-                    async move { KvClient::new(ch).delete(req).await.map(|r| r.into_inner()) }
-                })
-                .await?;
+            let resp =
+                kv_call(&client, CallKind::Write, req, |mut kv, req| async move { kv.delete(req).await }).await?;
             writeln!(out, "deleted {key} (revision {})", resp.revision)?;
         }
         KvCommand::Watch { prefix, from, count, progress } => {
             let req = WatchRequest { prefix, start_revision: from, progress_interval_ms: 0 };
-            let mut stream = client
-                .call(CallKind::Read, |ch| {
-                    let req = req.clone();
-                    async move {
-                        KvClient::new(ch)
-                            .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                            .watch(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
-                })
-                .await?;
+            let mut stream =
+                kv_call(&client, CallKind::Read, req, |mut kv, req| async move { kv.watch(req).await }).await?;
             let mut seen = 0u64;
             while let Some(event) = stream.message().await? {
                 let kv = event.kv.unwrap_or_default();
