@@ -3,12 +3,27 @@
 //!
 //! # Layout
 //!
+//! - [`kinds`]: the object model (`Namespace`, `Node`, `Pod`, `Deployment`, `Service`, `ConfigMap`,
+//!   `Event`) and [`kinds::Object`], any one of them with `apiVersion` and `kind`.
+//! - [`meta`]: `metadata`, timestamps, `IntOrString`.
+//! - [`manifest`]: reading YAML and JSON files into objects, with file:line:column errors.
+//! - [`validate`]: what the API server checks before storing an object.
+//! - [`defaults`]: what it fills in.
+//! - [`fields`]: field selectors (`spec.nodeName=node1`).
+//! - [`path`]: field paths (`spec.containers[0].image`) as messages name them.
 //! - [`quantity`]: Kubernetes resource quantities (`250m`, `128Mi`, `1.5G`).
 //! - [`name`]: DNS-1123 names and label keys and values.
 //! - [`selector`]: label selectors (`kubectl -l` syntax, matchLabels, matchExpressions).
-//!
-//! The object model, parsing and selectors follow with issue 3.
 
+pub mod defaults;
+pub mod fields;
+pub mod kinds;
+pub mod manifest;
+pub mod meta;
 pub mod name;
+pub mod path;
 pub mod quantity;
 pub mod selector;
+pub mod validate;
+
+pub use kinds::{Kind, Object};

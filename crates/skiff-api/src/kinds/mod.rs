@@ -1,0 +1,279 @@
+//! The kinds Skiff serves, each in its own module, and [`Object`]: any one of them with its
+//! `apiVersion` and `kind`.
+
+pub mod config_map;
+pub mod deployment;
+pub mod event;
+pub mod namespace;
+pub mod node;
+pub mod pod;
+pub mod service;
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+pub use config_map::ConfigMap;
+pub use deployment::Deployment;
+pub use event::Event;
+pub use namespace::Namespace;
+pub use node::Node;
+pub use pod::Pod;
+pub use service::Service;
+
+use crate::meta::ObjectMeta;
+use crate::path::FieldPath;
+
+/// A kind Skiff knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Node,
+    Pod,
+    Deployment,
+    Service,
+    ConfigMap,
+    Event,
+}
+
+/// How a kind is named and where it lives: what `skiff api-resources` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    pub kind: &'static str,
+    pub api_version: &'static str,
+    /// Lower-case plural: the resource name in URLs, store keys and `skiff get pods`.
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub short_names: &'static [&'static str],
+    /// Namespaced kinds have a namespace in their key; cluster-scoped ones (Node, Namespace) do not.
+    pub namespaced: bool,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] =
+        [Kind::ConfigMap, Kind::Event, Kind::Namespace, Kind::Node, Kind::Pod, Kind::Service, Kind::Deployment];
+
+    pub fn info(self) -> KindInfo {
+        let (kind, api_version, plural, singular, short_names, namespaced): (_, _, _, _, &'static [&'static str], _) =
+            match self {
+                Kind::Namespace => ("Namespace", "v1", "namespaces", "namespace", &["ns"], false),
+                Kind::Node => ("Node", "v1", "nodes", "node", &["no"], false),
+                Kind::Pod => ("Pod", "v1", "pods", "pod", &["po"], true),
+                Kind::Deployment => ("Deployment", "apps/v1", "deployments", "deployment", &["deploy"], true),
+                Kind::Service => ("Service", "v1", "services", "service", &["svc"], true),
+                Kind::ConfigMap => ("ConfigMap", "v1", "configmaps", "configmap", &["cm"], true),
+                Kind::Event => ("Event", "v1", "events", "event", &["ev"], true),
+            };
+        KindInfo { kind, api_version, plural, singular, short_names, namespaced }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.info().kind
+    }
+
+    pub fn namespaced(self) -> bool {
+        self.info().namespaced
+    }
+
+    /// Finds a kind by what users type: `Pod`, `pod`, `pods`, `po`, or `deployments.apps`.
+    pub fn lookup(text: &str) -> Option<Kind> {
+        let lower = text.to_ascii_lowercase();
+        let bare = lower.strip_suffix(".apps").unwrap_or(&lower);
+        Kind::ALL.into_iter().find(|k| {
+            let i = k.info();
+            i.kind.eq_ignore_ascii_case(bare) || i.plural == bare || i.singular == bare || i.short_names.contains(&bare)
+        })
+    }
+
+    /// Finds a kind by `apiVersion` and `kind` as a manifest writes them.
+    pub fn from_manifest(api_version: &str, kind: &str) -> Result<Kind, String> {
+        let found = Kind::ALL.into_iter().find(|k| k.info().kind == kind).ok_or_else(|| {
+            format!("unknown kind {kind:?}: Skiff serves {}", Kind::ALL.map(|k| k.info().kind).join(", "))
+        })?;
+        let expected = found.info().api_version;
+        if api_version != expected {
+            return Err(format!("{kind} is served as apiVersion {expected:?}, not {api_version:?}"));
+        }
+        Ok(found)
+    }
+
+    /// The kinds a user can type, for error messages.
+    pub fn list_names() -> String {
+        Kind::ALL.map(|k| k.info().plural).join(", ")
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An object of any kind.
+// Variants differ in size (a Deployment is larger than a Namespace); objects are built once per
+// request and matched everywhere, so plain variants read better than boxes.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Namespace(Namespace),
+    Node(Node),
+    Pod(Pod),
+    Deployment(Deployment),
+    Service(Service),
+    ConfigMap(ConfigMap),
+    Event(Event),
+}
+
+macro_rules! each_kind {
+    ($obj:expr, $inner:ident => $body:expr) => {
+        match $obj {
+            Object::Namespace($inner) => $body,
+            Object::Node($inner) => $body,
+            Object::Pod($inner) => $body,
+            Object::Deployment($inner) => $body,
+            Object::Service($inner) => $body,
+            Object::ConfigMap($inner) => $body,
+            Object::Event($inner) => $body,
+        }
+    };
+}
+
+/// The wire shape: `apiVersion` and `kind` beside the object's own fields.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Typed<'a, T> {
+    api_version: &'static str,
+    kind: &'static str,
+    #[serde(flatten)]
+    inner: &'a T,
+}
+
+impl Serialize for Object {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let info = self.kind().info();
+        each_kind!(self, o => Typed { api_version: info.api_version, kind: info.kind, inner: o }.serialize(s))
+    }
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Node(_) => Kind::Node,
+            Object::Pod(_) => Kind::Pod,
+            Object::Deployment(_) => Kind::Deployment,
+            Object::Service(_) => Kind::Service,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Event(_) => Kind::Event,
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        each_kind!(self, o => &o.metadata)
+    }
+
+    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        each_kind!(self, o => &mut o.metadata)
+    }
+
+    /// `Pod "web"` or `Pod "web" in namespace "prod"`, for messages.
+    pub fn describe(&self) -> String {
+        let m = self.meta();
+        let name =
+            if m.name.is_empty() { format!("(generateName {:?})", m.generate_name) } else { format!("{:?}", m.name) };
+        if self.kind().namespaced() && !m.namespace.is_empty() && m.namespace != "default" {
+            format!("{} {name} in namespace {:?}", self.kind(), m.namespace)
+        } else {
+            format!("{} {name}", self.kind())
+        }
+    }
+
+    /// The object as Kubernetes' JSON.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes an object of a known kind from its JSON fields (`apiVersion` and `kind` may be
+    /// present or not). Fields the kind does not have are reported to `unknown` as paths
+    /// (`spec.containers[0].volumeMounts`) and skipped.
+    pub fn decode(kind: Kind, mut value: Value, unknown: &mut Vec<FieldPath>) -> Result<Object, DecodeError> {
+        if let Value::Object(map) = &mut value {
+            map.remove("apiVersion");
+            map.remove("kind");
+        }
+        fn typed<T: serde::de::DeserializeOwned>(value: Value, unknown: &mut Vec<FieldPath>) -> Result<T, DecodeError> {
+            let mut record = |path: serde_ignored::Path<'_>| unknown.push(crate::path::from_ignored(&path));
+            let ignoring = serde_ignored::Deserializer::new(value, &mut record);
+            serde_path_to_error::deserialize(ignoring).map_err(|e| DecodeError {
+                path: crate::path::from_path_to_error(e.path()),
+                message: e.inner().to_string(),
+            })
+        }
+        Ok(match kind {
+            Kind::Namespace => Object::Namespace(typed(value, unknown)?),
+            Kind::Node => Object::Node(typed(value, unknown)?),
+            Kind::Pod => Object::Pod(typed(value, unknown)?),
+            Kind::Deployment => Object::Deployment(typed(value, unknown)?),
+            Kind::Service => Object::Service(typed(value, unknown)?),
+            Kind::ConfigMap => Object::ConfigMap(typed(value, unknown)?),
+            Kind::Event => Object::Event(typed(value, unknown)?),
+        })
+    }
+
+    /// Decodes stored or sent JSON strictly: `apiVersion` and `kind` must name a known kind and
+    /// every field must be known.
+    pub fn from_json(bytes: &[u8]) -> Result<Object, String> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not a JSON object: {e}"))?;
+        let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+        let kind = Kind::from_manifest(&field("apiVersion"), &field("kind"))?;
+        let mut unknown = Vec::new();
+        let object = Object::decode(kind, value, &mut unknown).map_err(|e| e.to_string())?;
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(|p| p.to_string()).collect();
+            return Err(format!("{}: unknown field(s) {}", object.describe(), list.join(", ")));
+        }
+        Ok(object)
+    }
+
+    /// What the user declares: everything but `metadata` and `status` (the spec, or a ConfigMap's
+    /// data). A change here bumps `metadata.generation`.
+    pub fn desired_state(&self) -> Value {
+        let mut v = self.to_value();
+        if let Value::Object(map) = &mut v {
+            map.remove("metadata");
+            map.remove("status");
+        }
+        v
+    }
+
+    /// Whether the kind has a `status` written through the status call.
+    pub fn has_status(kind: Kind) -> bool {
+        !matches!(kind, Kind::ConfigMap | Kind::Event)
+    }
+
+    /// Replaces this object's status with `other`'s (same kind; otherwise nothing changes).
+    pub fn copy_status_from(&mut self, other: &Object) {
+        match (self, other) {
+            (Object::Namespace(a), Object::Namespace(b)) => a.status = b.status.clone(),
+            (Object::Node(a), Object::Node(b)) => a.status = b.status.clone(),
+            (Object::Pod(a), Object::Pod(b)) => a.status = b.status.clone(),
+            (Object::Deployment(a), Object::Deployment(b)) => a.status = b.status.clone(),
+            (Object::Service(a), Object::Service(b)) => a.status = b.status.clone(),
+            _ => {}
+        }
+    }
+}
+
+/// A field that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+pub struct DecodeError {
+    /// Where, as `spec.containers[0].ports[0].containerPort`; empty for the object itself.
+    pub path: FieldPath,
+    pub message: String,
+}
