@@ -5,14 +5,26 @@
 //! - `node_cmd`: `skiff node`, one cluster member.
 //! - `cluster_cmd`: `skiff cluster status | add-member | remove-member`.
 //! - `kv_cmd`: `skiff kv put | get | list | del | watch`, the low-level store commands.
+//! - `apply_cmd`, `get_cmd`, `describe_cmd`, `delete_cmd`: the kubectl-style resource commands
+//!   (`get_cmd` also has `api-resources`).
+//! - `api_client`: the resource API calls through the member list.
+//! - `manifest_files`: reading `-f` files, directories and stdin.
+//! - `printers`: tables, ages, and the yaml, json and name formats.
 //! - `members`: which member addresses the client talks to (flag, environment, config file).
 //!
 //! Exit codes: 0 success, 1 failure, 2 bad usage, 3 a write whose outcome is unknown.
 
+mod api_client;
+mod apply_cmd;
 mod cluster_cmd;
+mod delete_cmd;
+mod describe_cmd;
+mod get_cmd;
 mod kv_cmd;
+mod manifest_files;
 mod members;
 mod node_cmd;
+mod printers;
 
 use std::process::ExitCode;
 
@@ -36,6 +48,16 @@ enum Command {
     /// Inspect and change the cluster's membership.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
+    /// Create or update the objects of YAML or JSON files (kubectl apply).
+    Apply(apply_cmd::ApplyArgs),
+    /// List objects or get some by name, as a table or in yaml, json or name form.
+    Get(get_cmd::GetArgs),
+    /// Show an object in detail, with its recent events.
+    Describe(describe_cmd::DescribeArgs),
+    /// Delete objects by kind and name, by selector, or as files describe them.
+    Delete(delete_cmd::DeleteArgs),
+    /// List the kinds of objects Skiff serves, with their short names.
+    ApiResources,
     /// Low-level key-value access to the replicated store (its own key prefix).
     #[command(subcommand)]
     Kv(kv_cmd::KvCommand),
@@ -65,6 +87,11 @@ fn main() -> ExitCode {
             Command::Node(args) => node_cmd::run(args).await,
             Command::Cluster(cmd) => cluster_cmd::run(cmd, &cli.members).await,
             Command::Kv(cmd) => kv_cmd::run(cmd, &cli.members).await,
+            Command::Apply(args) => apply_cmd::run(args, &cli.members).await,
+            Command::Get(args) => get_cmd::run(args, &cli.members).await,
+            Command::Describe(args) => describe_cmd::run(args, &cli.members).await,
+            Command::Delete(args) => delete_cmd::run(args, &cli.members).await,
+            Command::ApiResources => get_cmd::api_resources(),
             Command::Completion { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "skiff", &mut std::io::stdout());
                 Ok(())

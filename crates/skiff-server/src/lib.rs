@@ -5,7 +5,7 @@
 //!
 //! - [`config`]: the node's TOML config and its validation.
 //! - [`node`]: [`node::Node`], a running member (store + listener + bootstrap/join + shutdown).
-//! - [`kv_service`], [`cluster_service`]: the client API (`proto/skiff.proto`).
+//! - [`kv_service`], [`cluster_service`], [`resource_service`]: the client API (`proto/skiff.proto`).
 //! - [`membership`]: voters and learners, adding and removing members.
 //! - [`forward`]: forwarding calls to the leader; [`rpc_error`]: what failures mean.
 //! - [`limits`]: size limits on requests.
@@ -19,6 +19,7 @@ pub mod kv_service;
 pub mod limits;
 pub mod membership;
 pub mod node;
+pub mod resource_service;
 pub mod rpc_error;
 
 pub use node::Node;

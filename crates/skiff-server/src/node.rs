@@ -6,12 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skiff_api::defaults::DEFAULT_NAMESPACE;
+use skiff_api::{Kind, Object};
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::cluster_server::ClusterServer;
 use skiff_proto::api::kv_server::KvServer;
+use skiff_proto::api::resources_server::ResourcesServer;
 use skiff_proto::api::AddMemberRequest;
 use skiff_store::network::Connector;
 use skiff_store::raft_service::RaftService;
+use skiff_store::registry::{Registry, RegistryError};
 use skiff_store::state_machine::StateMachineConfig;
 use skiff_store::{Member, ObjectStore, Op, StoreConfig, StoreError};
 use tokio::net::TcpListener;
@@ -26,6 +30,7 @@ use crate::forward::Forwarder;
 use crate::kv_service::KvService;
 use crate::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use crate::membership::Membership;
+use crate::resource_service::ResourceService;
 
 /// Where the cluster id lives in the store. The first leader writes it once; every member has it.
 pub const CLUSTER_ID_KEY: &str = "/skiff/cluster-id";
@@ -86,7 +91,12 @@ impl Node {
                     .max_decoding_message_size(MAX_REQUEST_BYTES)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
-            .add_service(ClusterServer::new(ClusterService::new(store.clone(), membership.clone(), forwarder.clone())));
+            .add_service(ClusterServer::new(ClusterService::new(store.clone(), membership.clone(), forwarder.clone())))
+            .add_service(
+                ResourcesServer::new(ResourceService::new(Registry::new(store.clone()), forwarder.clone()))
+                    .max_decoding_message_size(MAX_REQUEST_BYTES)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            );
         // The builder's `tcp_nodelay` only applies to listeners it binds itself: set it on every
         // accepted connection, or Nagle's algorithm holds small responses for a delayed ACK (40 ms).
         let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
@@ -111,7 +121,7 @@ impl Node {
             node.shutdown().await;
             return Err(e);
         }
-        node.background.push(tokio::spawn(record_cluster_id(store.clone())));
+        node.background.push(tokio::spawn(initialize_cluster_objects(store.clone())));
         tracing::info!(id = config.id, name = %config.name, %addr, "member started");
         Ok(node)
     }
@@ -220,24 +230,37 @@ async fn join_through(
 /// Makes sure the cluster has an id: the leader writes a new one if there is none. Compare-and-swap
 /// ("must not exist") makes racing writers harmless. Wakes on every change of Raft's metrics (a new
 /// leader, applied entries), so the id is written as soon as the first leader is elected.
-async fn record_cluster_id(store: ObjectStore) {
+async fn initialize_cluster_objects(store: ObjectStore) {
+    let registry = Registry::new(store.clone());
+    let default_ns = skiff_store::registry::object_key(Kind::Namespace, "", DEFAULT_NAMESPACE);
     let mut metrics = store.raft().metrics();
     loop {
-        match store.get_local(CLUSTER_ID_KEY) {
-            Ok(Some(kv)) => {
+        let id = store.get_local(CLUSTER_ID_KEY);
+        let ns = store.get_local(&default_ns);
+        match (&id, &ns) {
+            (Ok(Some(kv)), Ok(Some(_))) => {
                 tracing::info!(cluster_id = %String::from_utf8_lossy(&kv.value), "cluster id");
                 return;
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "reading cluster id"),
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "reading cluster id"),
+            _ => {}
         }
         let leader = metrics.borrow().current_leader;
         if leader == Some(store.node_id()) {
-            let id = uuid::Uuid::new_v4().to_string();
-            let op = Op::Put { key: CLUSTER_ID_KEY.into(), value: id.into_bytes(), expect: Some(0) };
-            match store.write(vec![op]).await {
-                Ok(_) | Err(StoreError::Conflict(_)) => continue,
-                Err(e) => tracing::debug!(error = %e, "writing cluster id"),
+            if matches!(id, Ok(None)) {
+                let id = uuid::Uuid::new_v4().to_string();
+                let op = Op::Put { key: CLUSTER_ID_KEY.into(), value: id.into_bytes(), expect: Some(0) };
+                match store.write(vec![op]).await {
+                    Ok(_) | Err(StoreError::Conflict(_)) => continue,
+                    Err(e) => tracing::debug!(error = %e, "writing cluster id"),
+                }
+            } else if matches!(ns, Ok(None)) {
+                let mut namespace = skiff_api::kinds::Namespace::default();
+                namespace.metadata.name = DEFAULT_NAMESPACE.to_string();
+                match registry.create(Object::Namespace(namespace)).await {
+                    Ok(_) | Err(RegistryError::AlreadyExists(_)) => continue,
+                    Err(e) => tracing::debug!(error = %e, "creating the default namespace"),
+                }
             }
         }
         // Raft stopped: nothing more to do.

@@ -15,12 +15,15 @@
 //! - [`network`]: the Raft network client over tonic; [`raft_service`]: its server side.
 //! - `proposer`: groups concurrent writes into one Raft entry (one flush for many writes).
 //! - [`store`]: [`store::ObjectStore`], the handle the API layer uses: writes, reads, watches.
+//! - [`registry`]: the typed resource API over the store (apply, graceful and cascading delete,
+//!   status, binding, selectors, watch).
 
 pub mod codec;
 pub mod log_store;
 pub mod network;
 mod proposer;
 pub mod raft_service;
+pub mod registry;
 pub mod state_machine;
 pub mod store;
 pub mod types;

@@ -1,0 +1,132 @@
+//! `skiff apply -f FILE|DIR|-`: create or update every object of the files. All files are parsed
+//! and validated first; one error anywhere and nothing is sent.
+
+use std::io::Write;
+
+use skiff_api::Kind;
+use skiff_proto::api::apply_response::Outcome;
+use skiff_server::client::ClientError;
+
+use crate::api_client::{self, resource_name};
+use crate::manifest_files;
+use crate::members::MembersArgs;
+use crate::printers::{format_one, Output};
+
+/// `--dry-run`, as kubectl has it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DryRun {
+    /// Send and store.
+    None,
+    /// Parse and validate here; send nothing.
+    Client,
+    /// Validate on the server and compute the result; store nothing.
+    Server,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// Files, directories (their .yaml, .yml and .json files) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<String>,
+    /// Descend into subdirectories of directories given with -f.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Namespace for objects that name none.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[arg(long, value_enum, default_value_t = DryRun::None, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
+    pub dry_run: DryRun,
+    /// Fields Skiff does not know: strict (an error), warn, or ignore.
+    #[arg(long, default_value = "strict", num_args = 0..=1, default_missing_value = "strict", require_equals = true)]
+    pub validate: String,
+    #[arg(short, long, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// Reads every manifest and settles namespaces; the objects in apply order (namespaces first).
+pub fn objects_of(
+    files: &[String],
+    recursive: bool,
+    validate: &str,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<skiff_api::Object>> {
+    let unknown = skiff_api::manifest::UnknownFields::parse(validate).map_err(anyhow::Error::msg)?;
+    let manifests = manifest_files::read_all(files, recursive, unknown)?;
+    let mut objects = Vec::with_capacity(manifests.len());
+    let mut errors = Vec::new();
+    for m in manifests {
+        let mut object = m.object;
+        if let (Some(ns), true) = (namespace, object.kind().namespaced()) {
+            let own = &object.meta().namespace;
+            if own.is_empty() {
+                object.meta_mut().namespace = ns.to_string();
+            } else if own != ns {
+                errors.push(format!(
+                    "{}:{}:{}: {}: the namespace in the file ({own:?}) does not match --namespace {ns:?}",
+                    m.file,
+                    m.location.line,
+                    m.location.column,
+                    object.describe()
+                ));
+            }
+        }
+        objects.push(object);
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}\nnothing was applied", errors.join("\n"));
+    }
+    objects.sort_by_key(|o| o.kind() != Kind::Namespace);
+    Ok(objects)
+}
+
+pub async fn run(args: ApplyArgs, members: &MembersArgs) -> anyhow::Result<()> {
+    let objects = objects_of(&args.files, args.recursive, &args.validate, args.namespace.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    if args.dry_run == DryRun::Client {
+        for object in &objects {
+            match args.output {
+                Some(o) => out.write_all(format_one(object, o)?.as_bytes())?,
+                None => writeln!(out, "{} valid (client dry run: nothing sent)", resource_name(object))?,
+            }
+        }
+        return Ok(());
+    }
+    let client = members.client()?;
+    let dry_run = args.dry_run == DryRun::Server;
+    let mut failed = 0;
+    let mut unknown: Option<ClientError> = None;
+    for object in &objects {
+        match api_client::apply(&client, object, dry_run).await {
+            Ok(resp) => {
+                let stored = api_client::decode(&resp.object)?;
+                match args.output {
+                    Some(o) => out.write_all(format_one(&stored, o)?.as_bytes())?,
+                    None => {
+                        let outcome = match Outcome::try_from(resp.outcome) {
+                            Ok(Outcome::Created) => "created",
+                            Ok(Outcome::Configured) => "configured",
+                            _ => "unchanged",
+                        };
+                        let suffix = if dry_run { " (server dry run)" } else { "" };
+                        writeln!(out, "{} {outcome}{suffix}", resource_name(&stored))?;
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e}", object.describe());
+                if matches!(e, ClientError::OutcomeUnknown { .. }) {
+                    unknown = Some(e);
+                }
+            }
+        }
+    }
+    out.flush()?;
+    if let Some(e) = unknown {
+        return Err(e.into());
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} object(s) could not be applied", objects.len());
+    }
+    Ok(())
+}
