@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn ages_read_like_kubectl() {
-        let at = |s| Time::from_unix(1_000_000 - s);
+        let at = |s: i64| Time::from_unix(1_000_000 - s);
         let now = 1_000_000;
         assert_eq!(age(at(45), now), "45s");
         assert_eq!(age(at(192), now), "3m12s");

@@ -1,0 +1,527 @@
+//! The resource API and the kubectl-style CLI end to end against an in-process three-member
+//! cluster: apply, get in every output format, watch resuming from a resourceVersion, conflicts on
+//! stale updates, graceful and cascading deletion, status and binding, and bad input refused
+//! without harm.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::{eventually, test_raft, TestCluster};
+use skiff_api::{Kind, Object};
+use skiff_proto::api::resources_client::ResourcesClient;
+use skiff_proto::api::{ApplyRequest, BindRequest, GetObjectRequest, ObjectRequest};
+use skiff_server::client::{CallKind, Client, ClientError};
+use skiff_store::registry::object_key;
+use tokio::io::AsyncBufReadExt;
+use tonic::Code;
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/k8s-examples")
+}
+
+fn members(cluster: &TestCluster) -> String {
+    cluster.nodes.keys().map(|id| cluster.addr(*id)).collect::<Vec<_>>().join(",")
+}
+
+async fn skiff(members: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--members", members, "--timeout", "10"])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run skiff")
+}
+
+async fn skiff_ok(members: &str, args: &[&str]) -> String {
+    let out = skiff(members, args).await;
+    assert!(
+        out.status.success(),
+        "skiff {args:?} failed ({:?}):\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn skiff_err(members: &str, args: &[&str]) -> String {
+    let out = skiff(members, args).await;
+    assert!(!out.status.success(), "skiff {args:?} should fail:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(1), "exit code of skiff {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write manifest");
+    path.display().to_string()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+async fn api<T, F, Fut>(client: &Client, kind: CallKind, f: F) -> Result<T, ClientError>
+where
+    F: Fn(ResourcesClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    client.call(kind, |ch| f(ResourcesClient::new(ch))).await.map(|r| r.into_inner())
+}
+
+const CONFIG_MAP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  labels: {app: web}
+data:
+  mode: fast
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documentation_examples_apply_and_get_in_every_output_format() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = examples().display().to_string();
+    let out = skiff_ok(&m, &["apply", "-f", &dir]).await;
+    for line in [
+        "deployment.apps/backend created",
+        "service/hello created",
+        "pod/liveness-exec created",
+        "pod/goproxy created",
+        "deployment.apps/my-nginx created",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    // Applying again changes nothing.
+    let again =
+        skiff_ok(&m, &["apply", "-f", &dir, "-f", &examples().join("nginx-deployment.yaml").display().to_string()])
+            .await;
+    assert!(again.contains("deployment.apps/backend unchanged"), "{again}");
+
+    // Tables with kubectl's columns.
+    let pods = skiff_ok(&m, &["get", "pods"]).await;
+    let header: Vec<&str> = pods.lines().next().expect("header").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert!(pods.lines().any(|l| l.starts_with("goproxy ") && l.contains("0/1") && l.contains("Pending")), "{pods}");
+    let wide = skiff_ok(&m, &["get", "po", "-o", "wide"]).await;
+    assert!(wide.lines().next().expect("header").ends_with("IP     NODE") || wide.contains("NODE"), "{wide}");
+    let deploy = skiff_ok(&m, &["get", "deploy"]).await;
+    assert!(deploy.starts_with("NAME"), "{deploy}");
+    assert!(
+        deploy.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["backend", "0/3", "0", "0", l.split_whitespace().last().unwrap_or("")]),
+        "{deploy}"
+    );
+    let all = skiff_ok(&m, &["get", "svc", "-A"]).await;
+    assert!(all.starts_with("NAMESPACE"), "{all}");
+
+    // json: the Kubernetes shape with the server-set fields.
+    let obj = json(&skiff_ok(&m, &["get", "deployment", "backend", "-o", "json"]).await);
+    assert_eq!(obj["apiVersion"], "apps/v1");
+    assert_eq!(obj["kind"], "Deployment");
+    assert_eq!(obj["metadata"]["generation"], 1);
+    assert!(obj["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(obj["metadata"]["resourceVersion"].as_str().is_some_and(|v| v.parse::<u64>().is_ok()));
+    assert!(obj["metadata"]["creationTimestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(obj["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], "25%");
+
+    // yaml parses back into the same object.
+    let yaml = skiff_ok(&m, &["get", "deploy/backend", "-o", "yaml"]).await;
+    let loaded = skiff_api::manifest::load("out.yaml", &yaml, skiff_api::manifest::UnknownFields::Strict)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(loaded.manifests[0].object.to_value(), obj);
+
+    // A list is a List with its resourceVersion.
+    let list = json(&skiff_ok(&m, &["get", "pods", "-o", "json"]).await);
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(3));
+    assert!(list["metadata"]["resourceVersion"].as_str().is_some_and(|v| v != "0"));
+
+    let names = skiff_ok(&m, &["get", "pods", "-l", "test=liveness", "-o", "name"]).await;
+    assert_eq!(names, "pod/liveness-exec\npod/liveness-http\n");
+    let names = skiff_ok(&m, &["get", "svc,deploy", "-o", "name", "--field-selector", "metadata.name=my-nginx"]).await;
+    assert_eq!(names, "service/my-nginx\ndeployment.apps/my-nginx\n");
+
+    let described = skiff_ok(&m, &["describe", "pod", "liveness-http"]).await;
+    assert!(described.contains("Liveness:") && described.contains("http-get http://:8080/healthz"), "{described}");
+    assert!(described.contains("Events:"), "{described}");
+
+    let kinds = skiff_ok(&m, &["api-resources"]).await;
+    assert!(kinds.contains("deployments   deploy       apps/v1      true         Deployment"), "{kinds}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_keep_server_fields_and_stale_updates_conflict() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "deploy.yaml",
+        &std::fs::read_to_string(examples().join("nginx-deployment.yaml")).expect("read"),
+    );
+    skiff_ok(&m, &["apply", "-f", &file]).await;
+    let first = json(&skiff_ok(&m, &["get", "deploy", "nginx-deployment", "-o", "json"]).await);
+
+    // A controller writes status through its own call.
+    let mut with_status = first.clone();
+    with_status["status"] = serde_json::json!({"observedGeneration": 1, "replicas": 3, "readyReplicas": 2});
+    with_status["spec"]["replicas"] = serde_json::json!(99); // ignored by the status call
+    let client = cluster.client();
+    let bytes = serde_json::to_vec(&with_status).expect("json");
+    api(&client, CallKind::Write, |mut c| {
+        let bytes = bytes.clone();
+        async move { c.update_status(ObjectRequest { object: bytes }).await }
+    })
+    .await
+    .expect("status update");
+
+    // The user changes the spec: generation moves, uid, creation time and status stay.
+    let changed = std::fs::read_to_string(&file).expect("read").replace("replicas: 3", "replicas: 5");
+    std::fs::write(&file, changed).expect("write");
+    assert!(skiff_ok(&m, &["apply", "-f", &file]).await.contains("configured"));
+    let second = json(&skiff_ok(&m, &["get", "deploy", "nginx-deployment", "-o", "json"]).await);
+    assert_eq!(second["spec"]["replicas"], 5);
+    assert_eq!(second["metadata"]["generation"], 2);
+    assert_eq!(second["metadata"]["uid"], first["metadata"]["uid"]);
+    assert_eq!(second["metadata"]["creationTimestamp"], first["metadata"]["creationTimestamp"]);
+    assert_eq!(second["status"]["readyReplicas"], 2);
+    assert_eq!(second["status"]["observedGeneration"], 1);
+
+    // An update based on the first read is stale now.
+    let mut stale = first.clone();
+    stale["spec"]["replicas"] = serde_json::json!(7);
+    let stale_file = write(dir.path(), "stale.json", &stale.to_string());
+    let err = skiff_err(&m, &["apply", "-f", &stale_file]).await;
+    assert!(err.contains("was modified") && err.contains("read it again"), "{err}");
+    let after = json(&skiff_ok(&m, &["get", "deploy", "nginx-deployment", "-o", "json"]).await);
+    assert_eq!(after["spec"]["replicas"], 5, "the stale update changed nothing");
+
+    // With the current resourceVersion it goes through.
+    let mut fresh = after.clone();
+    fresh["spec"]["replicas"] = serde_json::json!(7);
+    let fresh_file = write(dir.path(), "fresh.json", &fresh.to_string());
+    assert!(skiff_ok(&m, &["apply", "-f", &fresh_file]).await.contains("configured"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_from_a_resource_version_on_any_member() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cm = write(dir.path(), "cm.yaml", CONFIG_MAP);
+    skiff_ok(&m, &["apply", "-f", &cm]).await;
+    let list = json(&skiff_ok(&m, &["get", "cm", "-o", "json"]).await);
+    let rv = list["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
+
+    // Changes after the list.
+    std::fs::write(&cm, CONFIG_MAP.replace("fast", "slow")).expect("write");
+    skiff_ok(&m, &["apply", "-f", &cm]).await;
+    let other = write(dir.path(), "other.yaml", &CONFIG_MAP.replace("settings", "other"));
+    skiff_ok(&m, &["apply", "-f", &other]).await;
+    skiff_ok(&m, &["delete", "cm", "other"]).await;
+
+    // A watch from the list's resourceVersion on a follower sees exactly those, in order.
+    let follower = cluster.nodes.keys().copied().find(|id| *id != leader).expect("a follower");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--members", &cluster.addr(follower), "get", "configmaps", "--watch-only"])
+        .args(["--resource-version", &rv, "-o", "json", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn watch");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("watch event in time")
+            .expect("read")
+            .expect("a line");
+        let event = json(&line);
+        seen.push(format!(
+            "{} {} {}",
+            event["type"].as_str().unwrap_or(""),
+            event["object"]["metadata"]["name"].as_str().unwrap_or(""),
+            event["object"]["data"]["mode"].as_str().unwrap_or("")
+        ));
+    }
+    assert_eq!(seen, ["MODIFIED settings slow", "ADDED other fast", "DELETED other fast"]);
+    child.kill().await.expect("kill watch");
+
+    // A resourceVersion older than the retained history gets a clear error.
+    cluster.shutdown().await;
+    let mut raft = test_raft();
+    raft.watch_history_revisions = 5;
+    let cluster = TestCluster::start(1, raft).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    for i in 0..20 {
+        let file = write(dir.path(), &format!("cm{i}.yaml"), &CONFIG_MAP.replace("settings", &format!("cm{i}")));
+        skiff_ok(&m, &["apply", "-f", &file]).await;
+    }
+    let err = skiff_err(&m, &["get", "cm", "--watch-only", "--resource-version", "2"]).await;
+    assert!(err.contains("older than the retained watch history") && err.contains("list again"), "{err}");
+    cluster.shutdown().await;
+}
+
+fn pod_yaml(name: &str, node: Option<&str>, owner: Option<(&str, &str)>) -> String {
+    let mut text = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: web}}\n");
+    if let Some((owner, uid)) = owner {
+        text.push_str(&format!(
+            "  ownerReferences:\n  - {{apiVersion: apps/v1, kind: Deployment, name: {owner}, uid: {uid}, controller: true}}\n"
+        ));
+    }
+    text.push_str("spec:\n  terminationGracePeriodSeconds: 45\n");
+    if let Some(node) = node {
+        text.push_str(&format!("  nodeName: {node}\n"));
+    }
+    text.push_str("  containers:\n  - {name: web, image: 'nginx:1.14.2'}\n");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_owner_deletes_its_dependants_in_one_write_and_bound_pods_gracefully() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let deploy = examples().join("nginx-deployment.yaml").display().to_string();
+    skiff_ok(&m, &["apply", "-f", &deploy]).await;
+    let uid = json(&skiff_ok(&m, &["get", "deploy", "nginx-deployment", "-o", "json"]).await)["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let owner = Some(("nginx-deployment", uid.as_str()));
+    let mut all = pod_yaml("web-1", None, owner);
+    all.push_str("---\n");
+    all.push_str(&pod_yaml("web-2", Some("node1"), owner));
+    all.push_str("---\n");
+    all.push_str(&pod_yaml("standalone", None, None));
+    let pods = write(dir.path(), "pods.yaml", &all);
+    skiff_ok(&m, &["apply", "-f", &pods]).await;
+
+    let out = skiff_ok(&m, &["delete", "deployment", "nginx-deployment", "--wait=false"]).await;
+    assert!(out.contains("Pod \"web-1\" deleted with its owner"), "{out}");
+    assert!(out.contains("Pod \"web-2\" deleted with its owner"), "{out}");
+    assert!(out.contains("deployment.apps \"nginx-deployment\" deleted"), "{out}");
+
+    // The unbound dependant is gone; the bound one is terminating with the pod's grace period;
+    // the pod without an owner is untouched.
+    let names = skiff_ok(&m, &["get", "pods", "-o", "name"]).await;
+    assert_eq!(names, "pod/standalone\npod/web-2\n");
+    let web2 = json(&skiff_ok(&m, &["get", "pod", "web-2", "-o", "json"]).await);
+    assert_eq!(web2["metadata"]["deletionGracePeriodSeconds"], 45);
+    assert!(web2["metadata"]["deletionTimestamp"].as_str().is_some());
+    let table = skiff_ok(&m, &["get", "pods"]).await;
+    assert!(table.lines().any(|l| l.starts_with("web-2") && l.contains("Terminating")), "{table}");
+
+    // Everything went in one write: the deletion of web-1 and the marking of web-2 share a revision.
+    let store = cluster.nodes.values().next().expect("member").store();
+    let rv2: u64 = web2["metadata"]["resourceVersion"].as_str().expect("rv").parse().expect("number");
+    assert!(store.get_local(&object_key(Kind::Deployment, "default", "nginx-deployment")).expect("read").is_none());
+    let mut watch = store.watch("/pods/", rv2 - 1, Duration::from_secs(5)).expect("watch");
+    let mut revisions = Vec::new();
+    while revisions.len() < 2 {
+        if let Some(Ok(skiff_store::watch::WatchItem::Event(e))) = watch.recv().await {
+            revisions.push((e.kv.key.clone(), e.revision));
+        }
+    }
+    assert_eq!(revisions.iter().map(|(_, r)| *r).collect::<Vec<_>>(), [rv2, rv2], "{revisions:?}");
+
+    // A second delete does not restart the grace period; --grace-period=0 needs --force, then removes it.
+    let err = skiff_err(&m, &["delete", "pod", "web-2", "--grace-period=0"]).await;
+    assert!(err.contains("add --force"), "{err}");
+    skiff_ok(&m, &["delete", "pod", "web-2", "--grace-period=0", "--force"]).await;
+    assert_eq!(skiff_ok(&m, &["get", "pods", "-o", "name"]).await, "pod/standalone\n");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_happens_once_and_status_writes_leave_the_spec_alone() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = write(dir.path(), "pod.yaml", &pod_yaml("web", None, None));
+    skiff_ok(&m, &["apply", "-f", &pod]).await;
+    let client = cluster.client_of(3);
+    let bind = |node: &'static str| {
+        let client = client.clone();
+        async move {
+            api(&client, CallKind::Write, |mut c| async move {
+                c.bind(BindRequest { namespace: String::new(), name: "web".into(), node_name: node.into() }).await
+            })
+            .await
+        }
+    };
+    let bound = bind("node2").await.expect("first binding");
+    let Object::Pod(p) = Object::from_json(&bound.object).expect("pod") else { panic!("a pod") };
+    assert_eq!(p.spec.node_name.as_deref(), Some("node2"));
+    assert!(p.status.expect("status").conditions.iter().any(|c| c.type_ == "PodScheduled" && c.status == "True"));
+    let second = bind("node3").await.expect_err("second binding");
+    assert_eq!(second.code(), Code::FailedPrecondition);
+    assert!(second.to_string().contains("already bound to node \"node2\""), "{second}");
+
+    // A user's re-apply keeps the binding.
+    assert!(skiff_ok(&m, &["apply", "-f", &pod]).await.contains("pod/web unchanged"));
+    let got = api(&client, CallKind::Read, |mut c| async move {
+        c.get(GetObjectRequest { kind: "po".into(), namespace: "default".into(), name: "web".into(), stale: false })
+            .await
+    })
+    .await
+    .expect("get");
+    let Object::Pod(p) = Object::from_json(&got.object).expect("pod") else { panic!("a pod") };
+    assert_eq!(p.spec.node_name.as_deref(), Some("node2"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_its_place_and_nothing_is_applied() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let malformed = write(dir.path(), "malformed.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n");
+    let err = skiff_err(&m, &["apply", "-f", &malformed]).await;
+    assert!(err.contains(&format!("{malformed}:")) && err.contains("invalid YAML"), "{err}");
+    let loc = err.split(&format!("{malformed}:")).nth(1).expect("location");
+    let mut parts = loc.split(':');
+    assert!(
+        parts.next().is_some_and(|l| l.parse::<u32>().is_ok())
+            && parts.next().is_some_and(|c| c.parse::<u32>().is_ok()),
+        "{err}"
+    );
+
+    let secret = write(dir.path(), "secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n");
+    let err = skiff_err(&m, &["apply", "-f", &secret]).await;
+    assert!(err.contains("unknown kind \"Secret\": Skiff serves ConfigMap"), "{err}");
+
+    let unknown = write(dir.path(), "unknown.yaml", &CONFIG_MAP.replace("\ndata:", "\nimmutible: true\ndata:"));
+    let err = skiff_err(&m, &["apply", "-f", &unknown]).await;
+    assert!(err.contains(&format!("{unknown}:6:1: ConfigMap \"settings\": unknown field \"immutible\"")), "{err}");
+
+    // An invalid document in the middle: nothing from the file (or any other file) is applied.
+    let good = write(dir.path(), "good.yaml", CONFIG_MAP);
+    let middle = format!(
+        "{}---\n{}---\n{}",
+        CONFIG_MAP.replace("settings", "first"),
+        pod_yaml("Bad_Pod", None, None),
+        CONFIG_MAP.replace("settings", "last")
+    );
+    let multi = write(dir.path(), "multi.yaml", &middle);
+    let err = skiff_err(&m, &["apply", "-f", &good, "-f", &multi]).await;
+    assert!(err.contains("Pod \"Bad_Pod\": metadata.name") && err.contains("nothing was applied"), "{err}");
+    let out = skiff(&m, &["get", "cm", "-o", "name"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "nothing was applied");
+
+    let big = write(dir.path(), "big.yaml", &format!("{CONFIG_MAP}  blob: {}\n", "x".repeat(1024 * 1024)));
+    let err = skiff_err(&m, &["apply", "-f", &big]).await;
+    assert!(err.contains("more than the limit of 1048576 bytes"), "{err}");
+
+    // The server validates too: a bad object sent directly never reaches the Raft log.
+    let client = cluster.client();
+    let before = cluster.nodes.values().next().expect("member").store().applied_revision();
+    let bad = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": -2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "x"}]}}}});
+    let bytes = serde_json::to_vec(&bad).expect("json");
+    let status = api(&client, CallKind::Write, |mut c| {
+        let bytes = bytes.clone();
+        async move { c.apply(ApplyRequest { object: bytes, dry_run: false }).await }
+    })
+    .await
+    .expect_err("invalid");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.to_string().contains("Deployment \"web\" is invalid: spec.replicas: -2 must be >= 0"), "{status}");
+    let unknown_field =
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "extra": 1});
+    let bytes = serde_json::to_vec(&unknown_field).expect("json");
+    let status = api(&client, CallKind::Write, |mut c| {
+        let bytes = bytes.clone();
+        async move { c.apply(ApplyRequest { object: bytes, dry_run: false }).await }
+    })
+    .await
+    .expect_err("unknown field");
+    assert!(status.to_string().contains("unknown field(s) extra"), "{status}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = cluster.nodes.values().next().expect("member").store().applied_revision();
+    assert_eq!(before, after, "nothing reached the log");
+
+    // A namespace must exist.
+    let elsewhere = write(dir.path(), "elsewhere.yaml", CONFIG_MAP);
+    let err = skiff_err(&m, &["apply", "-f", &elsewhere, "-n", "prod"]).await;
+    assert!(err.contains("Namespace \"prod\" not found"), "{err}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_store_nothing_and_a_down_member_is_skipped() {
+    let mut cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cm = write(dir.path(), "cm.yaml", CONFIG_MAP);
+    // Client dry run needs no server at all.
+    let out = skiff_ok("127.0.0.1:1", &["apply", "-f", &cm, "--dry-run=client"]).await;
+    assert_eq!(out, "configmap/settings valid (client dry run: nothing sent)\n");
+    let out = skiff_ok(&m, &["apply", "-f", &cm, "--dry-run=server", "-o", "json"]).await;
+    assert_eq!(json(&out)["metadata"]["namespace"], "default", "server defaults applied");
+    assert_eq!(skiff_ok(&m, &["get", "cm", "-o", "name"]).await, "");
+
+    // Member 1 goes down; the CLI, given it first, moves on to the next.
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let down = if leader == 1 { 2 } else { 1 };
+    let order = format!("{},{},{}", cluster.addr(down), cluster.addr(leader), cluster.addr(6 - down - leader));
+    cluster.stop(down).await;
+    let out = skiff_ok(&order, &["apply", "-f", &cm]).await;
+    assert_eq!(out, "configmap/settings created\n");
+    let got = eventually("the object on the remaining members", Duration::from_secs(10), || async {
+        let out = skiff(&order, &["get", "cm", "settings", "-o", "name"]).await;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await;
+    assert_eq!(got, "configmap/settings\n");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_scope_objects_and_take_them_along_when_deleted() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = write(dir.path(), "ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n");
+    let cm = write(dir.path(), "cm.yaml", CONFIG_MAP);
+    skiff_ok(&m, &["apply", "-f", &ns]).await;
+    skiff_ok(&m, &["apply", "-f", &cm, "-n", "prod"]).await;
+    skiff_ok(&m, &["apply", "-f", &cm]).await;
+    let all = skiff_ok(&m, &["get", "cm", "-A", "--no-headers"]).await;
+    let rows: Vec<Vec<&str>> = all.lines().map(|l| l.split_whitespace().take(2).collect()).collect();
+    assert_eq!(rows, [["default", "settings"], ["prod", "settings"]]);
+    // Cluster-scoped kinds have no namespace in their key.
+    let store = cluster.nodes.values().next().expect("member").store();
+    eventually("namespace replicated", Duration::from_secs(5), || async {
+        store.get_local("/namespaces/prod").ok().flatten().map(|_| ())
+    })
+    .await;
+    assert!(store.get_local("/configmaps/prod/settings").expect("read").is_some());
+
+    let out = skiff_ok(&m, &["delete", "ns", "prod"]).await;
+    assert!(out.contains("ConfigMap \"settings\" in namespace \"prod\" deleted with its owner"), "{out}");
+    assert_eq!(skiff_ok(&m, &["get", "cm", "-A", "-o", "name"]).await, "configmap/settings\n");
+    let err = skiff_err(&m, &["delete", "ns", "default"]).await;
+    assert!(err.contains("cannot be deleted"), "{err}");
+    cluster.shutdown().await;
+}
