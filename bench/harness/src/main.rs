@@ -2,14 +2,16 @@
 //!
 //! - `store`: writes/s and latency at several client counts (three members each, on loopback).
 //! - `failover`: time from `kill -9` of the leader to the first accepted write invoked after it.
+//! - `api`: resource API latency (apply, get) at 100 clients and watch delivery latency.
 //!
 //! # Layout
 //!
 //! - `cluster`: starting, killing and restarting three-member Skiff and etcd clusters.
 //! - `cpu`: how much of the machine the benchmark had.
 //! - `system`: the one interface the benchmarks use for both: put, leader, term.
-//! - `store`, `failover`: the two benchmarks.
+//! - `store`, `failover`, `api`: the benchmarks.
 
+mod api;
 mod cluster;
 mod cpu;
 mod failover;
@@ -52,6 +54,15 @@ enum Command {
         #[arg(long)]
         kills: Option<usize>,
     },
+    /// Apply and get latency at 100 concurrent clients, and watch delivery latency.
+    Api {
+        /// Concurrent clients (default 100, smoke 10).
+        #[arg(long)]
+        clients: Option<usize>,
+        /// Seconds per phase (default 10, smoke 1).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
 }
 
 #[tokio::main]
@@ -62,6 +73,7 @@ async fn main() -> ExitCode {
         match cli.command {
             Command::Store { seconds } => store::run(&bins, cli.smoke, seconds).await,
             Command::Failover { kills } => failover::run(&bins, cli.smoke, kills).await,
+            Command::Api { clients, seconds } => api::run(&bins, cli.smoke, clients, seconds).await,
         }
     };
     // On SIGINT or SIGTERM (`timeout` in bench/run.sh sends it), the benchmark future is dropped, and

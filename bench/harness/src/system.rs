@@ -8,7 +8,7 @@ use skiff_proto::api::{MemberStatusRequest, StatusRequest};
 use tonic::transport::{Channel, Endpoint};
 
 #[allow(clippy::all)]
-mod etcdpb {
+pub mod etcdpb {
     tonic::include_proto!("etcdserverpb");
 }
 
