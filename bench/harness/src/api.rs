@@ -133,6 +133,7 @@ async fn phase(
         let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut i, mut round) = (Vec::new(), 0u64, 0u32, 0u32);
+            let mut messages: HashMap<String, u64> = HashMap::new();
             loop {
                 let started = Instant::now();
                 if started >= end {
@@ -151,20 +152,32 @@ async fn phase(
                 match call(system, channel.clone(), op, &name, round).await {
                     Ok(()) if started >= begin => lat.push(started.elapsed()),
                     Ok(()) => {}
-                    Err(_) => errors += 1,
+                    Err(status) => {
+                        errors += 1;
+                        *messages.entry(format!("{:?}: {}", status.code(), status.message())).or_default() += 1;
+                    }
                 }
                 i += 1;
             }
-            (lat, errors, i)
+            (lat, errors, i, messages)
         }));
     }
     let (mut all, mut errors, mut counts) = (Vec::new(), 0, Vec::new());
+    let mut messages: HashMap<String, u64> = HashMap::new();
     for t in tasks {
-        if let Ok((lat, e, i)) = t.await {
+        if let Ok((lat, e, i, m)) = t.await {
             all.extend(lat);
             errors += e;
             counts.push(i);
+            for (k, v) in m {
+                *messages.entry(k).or_default() += v;
+            }
         }
+    }
+    let mut messages: Vec<(String, u64)> = messages.into_iter().collect();
+    messages.sort_by(|a, b| b.1.cmp(&a.1));
+    for (message, n) in messages.iter().take(3) {
+        eprintln!("    {n} x {message}");
     }
     (figures(all, timing.measure.as_secs_f64(), errors), counts)
 }

@@ -39,6 +39,15 @@ impl ResourceService {
         Self { registry, forwarder, default_bookmark: Duration::from_secs(5) }
     }
 
+    /// For a write that reached a member which knows it is not the leader: where to send it at once
+    /// (the leader validates it; this member does no work on it).
+    fn forward_early(&self, again: bool) -> Option<(skiff_store::Member, Channel)> {
+        match self.registry.store().check_leader() {
+            Err(e @ StoreError::NotLeader { leader: Some(_) }) if !again => self.forwarder.target(e, again).ok(),
+            _ => None,
+        }
+    }
+
     /// Where to forward a call that failed with `e`, or the status to answer with.
     fn forward_target(&self, e: RegistryError, again: bool) -> Result<(skiff_store::Member, Channel), Status> {
         match e {
@@ -110,6 +119,10 @@ impl Resources for ResourceService {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let again = is_forwarded(&req);
         let msg = req.into_inner();
+        if let Some((leader, ch)) = self.forward_early(again) {
+            let is_write = !msg.dry_run;
+            return client(ch).apply(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, is_write));
+        }
         let object = object_of(&msg.object)?;
         let is_write = !msg.dry_run;
         match self.registry.apply(object, msg.dry_run).await {
@@ -131,6 +144,9 @@ impl Resources for ResourceService {
     async fn create(&self, req: Request<ObjectRequest>) -> Result<Response<ObjectResponse>, Status> {
         let again = is_forwarded(&req);
         let msg = req.into_inner();
+        if let Some((leader, ch)) = self.forward_early(again) {
+            return client(ch).create(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true));
+        }
         let object = object_of(&msg.object)?;
         match self.registry.create(object).await {
             Ok(object) => Ok(Response::new(ObjectResponse { object: object.to_json() })),
@@ -199,6 +215,9 @@ impl Resources for ResourceService {
     async fn delete(&self, req: Request<DeleteObjectRequest>) -> Result<Response<DeleteObjectResponse>, Status> {
         let again = is_forwarded(&req);
         let msg = req.into_inner();
+        if let Some((leader, ch)) = self.forward_early(again) {
+            return client(ch).delete(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true));
+        }
         let kind = kind_of(&msg.kind)?;
         let namespace = namespace_of(kind, &msg.namespace);
         if let Some(g) = msg.grace_period_seconds {
@@ -229,6 +248,9 @@ impl Resources for ResourceService {
     async fn update_status(&self, req: Request<ObjectRequest>) -> Result<Response<ObjectResponse>, Status> {
         let again = is_forwarded(&req);
         let msg = req.into_inner();
+        if let Some((leader, ch)) = self.forward_early(again) {
+            return client(ch).update_status(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true));
+        }
         let object = object_of(&msg.object)?;
         match self.registry.update_status(object).await {
             Ok(object) => Ok(Response::new(ObjectResponse { object: object.to_json() })),
@@ -242,6 +264,9 @@ impl Resources for ResourceService {
     async fn bind(&self, req: Request<BindRequest>) -> Result<Response<ObjectResponse>, Status> {
         let again = is_forwarded(&req);
         let msg = req.into_inner();
+        if let Some((leader, ch)) = self.forward_early(again) {
+            return client(ch).bind(forwarded(msg)).await.map_err(|s| forwarded_status(s, &leader.addr, true));
+        }
         let namespace = namespace_of(Kind::Pod, &msg.namespace);
         match self.registry.bind(&namespace, &msg.name, &msg.node_name).await {
             Ok(object) => Ok(Response::new(ObjectResponse { object: object.to_json() })),

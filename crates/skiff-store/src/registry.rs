@@ -3,8 +3,11 @@
 //! and binding calls, lists with selectors and watches from a resourceVersion.
 //!
 //! Writes run on the leader (a follower gets [`StoreError::NotLeader`] inside
-//! [`RegistryError::Store`] and forwards the call). Each decision reads the current object and
-//! writes with compare-and-swap on its revision, so two writers never silently overwrite each other.
+//! [`RegistryError::Store`] and forwards the call). Each decision reads the current object from the
+//! leader's own replica and writes with compare-and-swap on its revision, so two writers never
+//! silently overwrite each other: a read that missed a just-committed write only costs a retry. No
+//! quorum round is needed before a write; a caller's resourceVersion that looks stale is confirmed
+//! with one before it is reported as a conflict.
 
 use std::time::Duration;
 
@@ -211,8 +214,7 @@ impl Registry {
         if !object.kind().namespaced() || ns == DEFAULT_NAMESPACE {
             return Ok(());
         }
-        let (kv, _) = self.store.get(&object_key(Kind::Namespace, "", ns), ReadConsistency::Linearizable).await?;
-        match kv {
+        match self.store.get_local(&object_key(Kind::Namespace, "", ns))? {
             None => Err(RegistryError::NotFound { kind: Kind::Namespace, namespace: String::new(), name: ns.clone() }),
             Some(kv) if decode(&kv)?.meta().deletion_timestamp.is_some() => Err(RegistryError::Conflict(format!(
                 "namespace {ns:?} is being deleted: {} cannot be created in it",
@@ -229,9 +231,10 @@ impl Registry {
         let object = self.prepare(object)?;
         let expected = parse_rv(&object)?;
         let key = key_of(&object);
+        self.store.check_leader()?;
         self.check_namespace(&object).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let (current, _) = self.store.get(&key, ReadConsistency::Linearizable).await?;
+            let current = self.current(&key, expected).await?;
             let (next, expect, outcome) = match &current {
                 None => {
                     if expected.is_some() {
@@ -279,9 +282,24 @@ impl Registry {
         Err(RegistryError::Conflict(format!("{} is changing too fast to apply: try again", object.describe())))
     }
 
+    /// The key as this member (the leader) has applied it. When the caller expects a revision the
+    /// replica does not show, a quorum round first makes sure every committed write is applied, so
+    /// a conflict is only reported when it is real.
+    async fn current(&self, key: &str, expected: Option<u64>) -> Result<Option<KeyValue>, RegistryError> {
+        let kv = self.store.get_local(key)?;
+        match expected {
+            Some(rv) if kv.as_ref().map(|kv| kv.mod_revision) != Some(rv) => {
+                self.store.read_barrier(ReadConsistency::Linearizable).await?;
+                Ok(self.store.get_local(key)?)
+            }
+            _ => Ok(kv),
+        }
+    }
+
     /// Creates `object`; it must not exist yet.
     pub async fn create(&self, object: Object) -> Result<Object, RegistryError> {
         let object = self.for_create(self.prepare(object)?);
+        self.store.check_leader()?;
         self.check_namespace(&object).await?;
         let key = key_of(&object);
         let r = self.store.write(vec![Op::Put { key, value: encode(&object), expect: Some(0) }]).await;
@@ -412,9 +430,9 @@ impl Registry {
             return Err(RegistryError::BadRequest("namespace \"default\" cannot be deleted".into()));
         }
         let key = object_key(kind, namespace, name);
+        self.store.check_leader()?;
         for _ in 0..MAX_ATTEMPTS {
-            let (kv, _) = self.store.get(&key, ReadConsistency::Linearizable).await?;
-            let Some(kv) = kv else {
+            let Some(kv) = self.current(&key, options.resource_version).await? else {
                 return Err(RegistryError::NotFound { kind, namespace: namespace.to_string(), name: name.to_string() });
             };
             let object = decode(&kv)?;
@@ -473,7 +491,7 @@ impl Registry {
         if owner.kind() == Kind::Namespace {
             for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
                 let prefix = kind_prefix(kind, Some(&owner.meta().name));
-                let (kvs, _) = self.store.list(&prefix, ReadConsistency::Linearizable).await?;
+                let (kvs, _) = self.store.list(&prefix, ReadConsistency::Stale).await?;
                 for kv in kvs {
                     found.push((decode(&kv)?, kv.mod_revision));
                 }
@@ -564,9 +582,9 @@ impl Registry {
         change: impl Fn(&mut Object) -> Result<(), RegistryError>,
     ) -> Result<Object, RegistryError> {
         let key = object_key(kind, namespace, name);
+        self.store.check_leader()?;
         for _ in 0..MAX_ATTEMPTS {
-            let (kv, _) = self.store.get(&key, ReadConsistency::Linearizable).await?;
-            let Some(kv) = kv else {
+            let Some(kv) = self.current(&key, expected).await? else {
                 return Err(RegistryError::NotFound { kind, namespace: namespace.to_string(), name: name.to_string() });
             };
             let current = decode(&kv)?;

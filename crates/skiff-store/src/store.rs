@@ -17,6 +17,8 @@ use crate::proposer::Proposer;
 use crate::state_machine::{Shared, StateMachineConfig, StateMachineStore};
 use crate::types::{Conflict, KeyValue, Member, Op, WriteResult};
 use crate::watch::{self, WatchError, WatchReceiver};
+use tokio::sync::{mpsc, oneshot};
+
 use crate::Raft;
 
 /// How a read may be served.
@@ -62,6 +64,44 @@ pub enum StoreError {
     Storage(String),
 }
 
+/// Confirms leadership for batches of readers: everyone waiting when a round starts shares it. A
+/// round that misses a quorum only because heartbeats were slow (openraft gives them one heartbeat
+/// interval) is tried again a few times before readers see an error.
+fn start_read_barriers(raft: Raft) -> mpsc::UnboundedSender<oneshot::Sender<Result<(), StoreError>>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<(), StoreError>>>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut waiting = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                waiting.push(more);
+            }
+            let mut result = confirm_leadership(&raft).await;
+            for _ in 0..4 {
+                if !matches!(result, Err(StoreError::Unavailable(_))) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                result = confirm_leadership(&raft).await;
+            }
+            for w in waiting {
+                let _ = w.send(result.clone());
+            }
+        }
+    });
+    tx
+}
+
+async fn confirm_leadership(raft: &Raft) -> Result<(), StoreError> {
+    match raft.ensure_linearizable().await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(StoreError::NotLeader { leader: f.leader_id.zip(f.leader_node) })
+        }
+        Err(RaftError::APIError(e)) => Err(StoreError::Unavailable(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(StoreError::Unavailable(format!("raft stopped: {e}"))),
+    }
+}
+
 /// One member's replica of the store and its Raft instance.
 #[derive(Clone)]
 pub struct ObjectStore {
@@ -70,6 +110,8 @@ pub struct ObjectStore {
     shared: Arc<Shared>,
     proposer: Proposer,
     write_timeout: Duration,
+    /// Linearizable reads waiting for the next leadership confirmation (one for many readers).
+    barrier: mpsc::UnboundedSender<oneshot::Sender<Result<(), StoreError>>>,
 }
 
 impl ObjectStore {
@@ -90,7 +132,8 @@ impl ObjectStore {
             .await
             .map_err(|e| StoreError::Storage(format!("cannot start raft: {e}")))?;
         let proposer = Proposer::start(raft.clone(), config.max_in_flight_entries, config.write_timeout);
-        Ok(Self { node_id: config.node_id, raft, shared, proposer, write_timeout: config.write_timeout })
+        let barrier = start_read_barriers(raft.clone());
+        Ok(Self { node_id: config.node_id, raft, shared, proposer, write_timeout: config.write_timeout, barrier })
     }
 
     pub fn node_id(&self) -> u64 {
@@ -120,17 +163,30 @@ impl ObjectStore {
     }
 
     /// Waits until a read on this member would be linearizable, or says who the leader is.
+    ///
+    /// Readers share confirmations: a reader waits for the next round that starts after it asked
+    /// (openraft sends one heartbeat to every voter per round, so a round per reader would flood
+    /// the followers under load).
     pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), StoreError> {
         if consistency == ReadConsistency::Stale {
             return Ok(());
         }
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(StoreError::NotLeader { leader: f.leader_id.zip(f.leader_node) })
+        let (tx, rx) = oneshot::channel();
+        self.barrier.send(tx).map_err(|_| StoreError::Unavailable("the member is shutting down".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("the member is shutting down".into()))?
+    }
+
+    /// `Err(NotLeader)` when this member knows it is not the leader (from its Raft metrics, without
+    /// asking anyone): the caller forwards at once instead of working on a request it cannot serve.
+    pub fn check_leader(&self) -> Result<(), StoreError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(id) if id == self.node_id => Ok(()),
+            Some(id) => {
+                let member = metrics.membership_config.membership().get_node(&id).cloned();
+                Err(StoreError::NotLeader { leader: member.map(|m| (id, m)) })
             }
-            Err(RaftError::APIError(e)) => Err(StoreError::Unavailable(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(StoreError::Unavailable(format!("raft stopped: {e}"))),
+            None => Err(StoreError::NotLeader { leader: None }),
         }
     }
 
