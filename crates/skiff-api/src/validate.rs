@@ -72,11 +72,28 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
         }
         Object::Namespace(_) | Object::Node(_) | Object::Event(_) => {}
     }
-    let size = object.to_json().len();
+    let size = json_size(object);
     if size > MAX_OBJECT_BYTES {
         errs.add(root, format!("the object is {size} bytes, more than the limit of {MAX_OBJECT_BYTES} bytes (1 MiB)"));
     }
     errs.0
+}
+
+/// The length of the object's JSON, counted without building it.
+fn json_size(object: &Object) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, object);
+    count.0
 }
 
 fn meta(errs: &mut Errors, kind: Kind, m: &ObjectMeta) {

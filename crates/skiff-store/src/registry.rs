@@ -149,7 +149,7 @@ fn now() -> Time {
 }
 
 fn decode(kv: &KeyValue) -> Result<Object, RegistryError> {
-    let mut object = Object::from_json(&kv.value)
+    let mut object = Object::from_trusted_json(&kv.value)
         .map_err(|e| StoreError::Storage(format!("stored object {} cannot be read: {e}", kv.key)))?;
     object.meta_mut().resource_version = kv.mod_revision.to_string();
     Ok(object)
@@ -643,7 +643,7 @@ fn merge_update(current: &Object, mut next: Object) -> Result<Object, RegistryEr
             _ => {}
         }
     }
-    let spec_changed = current.desired_state() != next.desired_state();
+    let spec_changed = !current.same_desired_state(&next);
     let cur = current.meta();
     let m = next.meta_mut();
     m.uid = cur.uid.clone();

@@ -225,14 +225,35 @@ impl Object {
         })
     }
 
-    /// Decodes stored or sent JSON strictly: `apiVersion` and `kind` must name a known kind and
-    /// every field must be known.
+    /// Decodes sent JSON strictly: `apiVersion` and `kind` must name a known kind and every field
+    /// must be known. Reads the bytes directly (no intermediate JSON tree).
     pub fn from_json(bytes: &[u8]) -> Result<Object, String> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not a JSON object: {e}"))?;
-        let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-        let kind = Kind::from_manifest(&field("apiVersion"), &field("kind"))?;
+        let kind = peek_kind(bytes)?;
         let mut unknown = Vec::new();
-        let object = Object::decode(kind, value, &mut unknown).map_err(|e| e.to_string())?;
+        let mut record = |path: serde_ignored::Path<'_>| {
+            let path = crate::path::from_ignored(&path);
+            let at_root = |name: &str| path.0.len() == 1 && path.0[0] == crate::path::Segment::Key(name.into());
+            if !at_root("apiVersion") && !at_root("kind") {
+                unknown.push(path);
+            }
+        };
+        let object = {
+            let mut json = serde_json::Deserializer::from_slice(bytes);
+            let ignoring = serde_ignored::Deserializer::new(&mut json, &mut record);
+            let decoded = match kind {
+                Kind::Namespace => serde_path_to_error::deserialize(ignoring).map(Object::Namespace),
+                Kind::Node => serde_path_to_error::deserialize(ignoring).map(Object::Node),
+                Kind::Pod => serde_path_to_error::deserialize(ignoring).map(Object::Pod),
+                Kind::Deployment => serde_path_to_error::deserialize(ignoring).map(Object::Deployment),
+                Kind::Service => serde_path_to_error::deserialize(ignoring).map(Object::Service),
+                Kind::ConfigMap => serde_path_to_error::deserialize(ignoring).map(Object::ConfigMap),
+                Kind::Event => serde_path_to_error::deserialize(ignoring).map(Object::Event),
+            };
+            decoded.map_err(|e| {
+                DecodeError { path: crate::path::from_path_to_error(e.path()), message: e.inner().to_string() }
+                    .to_string()
+            })?
+        };
         if !unknown.is_empty() {
             let list: Vec<String> = unknown.iter().map(|p| p.to_string()).collect();
             return Err(format!("{}: unknown field(s) {}", object.describe(), list.join(", ")));
@@ -240,15 +261,42 @@ impl Object {
         Ok(object)
     }
 
-    /// What the user declares: everything but `metadata` and `status` (the spec, or a ConfigMap's
-    /// data). A change here bumps `metadata.generation`.
-    pub fn desired_state(&self) -> Value {
-        let mut v = self.to_value();
-        if let Value::Object(map) = &mut v {
-            map.remove("metadata");
-            map.remove("status");
+    /// Decodes JSON this server wrote itself (stored objects): the fast path, without tracking
+    /// paths or unknown fields.
+    pub fn from_trusted_json(bytes: &[u8]) -> Result<Object, String> {
+        let kind = peek_kind(bytes)?;
+        let decoded = match kind {
+            Kind::Namespace => serde_json::from_slice(bytes).map(Object::Namespace),
+            Kind::Node => serde_json::from_slice(bytes).map(Object::Node),
+            Kind::Pod => serde_json::from_slice(bytes).map(Object::Pod),
+            Kind::Deployment => serde_json::from_slice(bytes).map(Object::Deployment),
+            Kind::Service => serde_json::from_slice(bytes).map(Object::Service),
+            Kind::ConfigMap => serde_json::from_slice(bytes).map(Object::ConfigMap),
+            Kind::Event => serde_json::from_slice(bytes).map(Object::Event),
+        };
+        decoded.map_err(|e| format!("{kind}: {e}"))
+    }
+
+    /// Whether the user-declared parts (everything but `metadata` and `status`) are equal: a
+    /// change here bumps `metadata.generation`.
+    pub fn same_desired_state(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::Namespace(a), Object::Namespace(b)) => a.spec == b.spec,
+            (Object::Node(a), Object::Node(b)) => a.spec == b.spec,
+            (Object::Pod(a), Object::Pod(b)) => a.spec == b.spec,
+            (Object::Deployment(a), Object::Deployment(b)) => a.spec == b.spec,
+            (Object::Service(a), Object::Service(b)) => a.spec == b.spec,
+            (Object::ConfigMap(a), Object::ConfigMap(b)) => {
+                a.data == b.data && a.binary_data == b.binary_data && a.immutable == b.immutable
+            }
+            (Object::Event(a), Object::Event(b)) => {
+                let (mut a, mut b) = (a.clone(), b.clone());
+                a.metadata = Default::default();
+                b.metadata = Default::default();
+                a == b
+            }
+            _ => false,
         }
-        v
     }
 
     /// Whether the kind has a `status` written through the status call.
@@ -267,6 +315,20 @@ impl Object {
             _ => {}
         }
     }
+}
+
+/// `apiVersion` and `kind` of an object's JSON, read without decoding the rest.
+fn peek_kind(bytes: &[u8]) -> Result<Kind, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Peek {
+        #[serde(default)]
+        api_version: String,
+        #[serde(default)]
+        kind: String,
+    }
+    let peek: Peek = serde_json::from_slice(bytes).map_err(|e| format!("not a JSON object: {e}"))?;
+    Kind::from_manifest(&peek.api_version, &peek.kind)
 }
 
 /// A field that could not be decoded.
