@@ -525,3 +525,88 @@ async fn namespaces_scope_objects_and_take_them_along_when_deleted() {
     assert!(err.contains("cannot be deleted"), "{err}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_stdin_watch_and_describe_events() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("nested")).expect("mkdir");
+    write(dir.path(), "a.yaml", CONFIG_MAP);
+    write(&dir.path().join("nested"), "b.yml", &CONFIG_MAP.replace("settings", "nested"));
+    write(dir.path(), "notes.txt", "not a manifest");
+    let top = dir.path().display().to_string();
+    // Without -R only the directory's own files; with -R its subdirectories too (as kubectl does).
+    assert_eq!(skiff_ok(&m, &["apply", "-f", &top]).await, "configmap/settings created\n");
+    assert_eq!(
+        skiff_ok(&m, &["apply", "-f", &top, "-R"]).await,
+        "configmap/settings unchanged\nconfigmap/nested created\n"
+    );
+
+    // `-f -` reads stdin; --validate=warn applies and prints the unknown field.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--members", &m, "apply", "-f", "-", "--validate=warn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let input = CONFIG_MAP.replace("settings", "piped").replace("\ndata:", "\nextra: 1\ndata:");
+    tokio::io::AsyncWriteExt::write_all(&mut child.stdin.take().expect("stdin"), input.as_bytes())
+        .await
+        .expect("write");
+    let out = child.wait_with_output().await.expect("wait");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "configmap/piped created\n");
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("Warning: <stdin>:6:1: ConfigMap \"piped\": unknown field \"extra\""));
+
+    // `get -w` prints the table, then a row per change.
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--members", &m, "get", "cm", "-w", "-l", "app=web"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn watch");
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    assert!(next_line(&mut lines).await.starts_with("NAME"));
+    let mut names = vec![next_line(&mut lines).await, next_line(&mut lines).await, next_line(&mut lines).await];
+    names.sort();
+    assert!(
+        names[0].starts_with("nested ") && names[1].starts_with("piped ") && names[2].starts_with("settings "),
+        "{names:?}"
+    );
+    let late = write(dir.path(), "late.yaml", &CONFIG_MAP.replace("settings", "late"));
+    skiff_ok(&m, &["apply", "-f", &late]).await;
+    assert!(next_line(&mut lines).await.starts_with("late "));
+    watch.kill().await.expect("kill");
+
+    // describe lists the object's events.
+    let pod = write(dir.path(), "pod.yaml", &pod_yaml("web", None, None));
+    skiff_ok(&m, &["apply", "-f", &pod]).await;
+    let uid = json(&skiff_ok(&m, &["get", "pod", "web", "-o", "json"]).await)["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let event = format!(
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: web.1\ninvolvedObject: {{kind: Pod, name: web, namespace: default, uid: {uid}}}\nreason: Scheduled\nmessage: Successfully assigned default/web to node2\ntype: Normal\nsource: {{component: scheduler}}\nfirstTimestamp: \"2026-11-25T10:00:00Z\"\nlastTimestamp: \"2026-11-25T10:00:00Z\"\ncount: 1\n"
+    );
+    let event = write(dir.path(), "event.yaml", &event);
+    skiff_ok(&m, &["apply", "-f", &event]).await;
+    let described = skiff_ok(&m, &["describe", "po/web"]).await;
+    let events = described.split("Events:").nth(1).expect("an Events section");
+    assert!(events.contains("Normal") && events.contains("Scheduled") && events.contains("scheduler"), "{described}");
+    assert!(events.contains("Successfully assigned default/web to node2"), "{described}");
+    let table = skiff_ok(&m, &["get", "ev"]).await;
+    assert!(table.contains("pod/web") && table.contains("Scheduled"), "{table}");
+    cluster.shutdown().await;
+}
+
+async fn next_line(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("read")
+        .expect("a line")
+}
