@@ -114,7 +114,12 @@ pub async fn run(args: ApplyArgs, members: &MembersArgs) -> anyhow::Result<()> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {}: {e}", object.describe());
+                let (what, message) = (object.describe(), e.to_string());
+                if message.contains(&what) {
+                    eprintln!("error: {message}");
+                } else {
+                    eprintln!("error: {what}: {message}");
+                }
                 if matches!(e, ClientError::OutcomeUnknown { .. }) {
                     unknown = Some(e);
                 }

@@ -87,7 +87,22 @@ async fn documentation_examples_apply_and_get_in_every_output_format() {
     let cluster = TestCluster::start(3, test_raft()).await;
     cluster.leader(Duration::from_secs(10)).await;
     let m = members(&cluster);
-    let dir = examples().display().to_string();
+    // Two examples define a Deployment "nginx-deployment" with different selectors; a selector is
+    // immutable (in Kubernetes too), so the second goes to a namespace of its own.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(examples()).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n != "pod-with-graceful-termination.yaml") {
+            std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let graceful = examples().join("pod-with-graceful-termination.yaml").display().to_string();
+    let ns = write(dir.path(), "ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: graceful\n");
+    skiff_ok(&m, &["apply", "-f", &ns]).await;
+    let out = skiff_ok(&m, &["apply", "-f", &graceful, "-n", "graceful"]).await;
+    assert_eq!(out, "deployment.apps/nginx-deployment created\nservice/nginx-service created\n");
+    std::fs::remove_file(dir.path().join("ns.yaml")).expect("rm");
+    let dir = dir.path().display().to_string();
     let out = skiff_ok(&m, &["apply", "-f", &dir]).await;
     for line in [
         "deployment.apps/backend created",
@@ -210,6 +225,19 @@ async fn updates_keep_server_fields_and_stale_updates_conflict() {
     fresh["spec"]["replicas"] = serde_json::json!(7);
     let fresh_file = write(dir.path(), "fresh.json", &fresh.to_string());
     assert!(skiff_ok(&m, &["apply", "-f", &fresh_file]).await.contains("configured"));
+
+    // What Kubernetes does not let an update change.
+    let moved = std::fs::read_to_string(&file).expect("read").replace("app.kubernetes.io/name: nginx", "app: other");
+    std::fs::write(&file, moved).expect("write");
+    let err = skiff_err(&m, &["apply", "-f", &file]).await;
+    assert!(err.contains("spec.selector: field is immutable"), "{err}");
+    let pod = write(dir.path(), "pod.yaml", &pod_yaml("web", None, None));
+    skiff_ok(&m, &["apply", "-f", &pod]).await;
+    std::fs::write(&pod, pod_yaml("web", None, None).replace("nginx:1.14.2", "nginx:1.15")).expect("write");
+    assert!(skiff_ok(&m, &["apply", "-f", &pod]).await.contains("pod/web configured"), "a new image is allowed");
+    std::fs::write(&pod, pod_yaml("web", None, None).replace("45", "10")).expect("write");
+    let err = skiff_err(&m, &["apply", "-f", &pod]).await;
+    assert!(err.contains("a pod's spec cannot change after it is created"), "{err}");
     cluster.shutdown().await;
 }
 

@@ -643,6 +643,7 @@ fn merge_update(current: &Object, mut next: Object) -> Result<Object, RegistryEr
             _ => {}
         }
     }
+    immutable_fields(current, &next)?;
     let spec_changed = !current.same_desired_state(&next);
     let cur = current.meta();
     let m = next.meta_mut();
@@ -660,6 +661,41 @@ fn merge_update(current: &Object, mut next: Object) -> Result<Object, RegistryEr
     }
     next.copy_status_from(current);
     Ok(next)
+}
+
+/// What Kubernetes does not let an update change: a pod's spec beyond its containers' images (a
+/// running pod is replaced, not edited), a deployment's selector (its pods would be orphaned).
+fn immutable_fields(current: &Object, next: &Object) -> Result<(), RegistryError> {
+    match (current, next) {
+        (Object::Pod(cur), Object::Pod(new)) => {
+            let without_images = |spec: &skiff_api::kinds::pod::PodSpec| {
+                let mut spec = spec.clone();
+                spec.containers.iter_mut().for_each(|c| c.image.clear());
+                spec.node_name = None;
+                spec
+            };
+            if without_images(&cur.spec) != without_images(&new.spec) {
+                return Err(RegistryError::Invalid {
+                    object: current.describe(),
+                    errors: vec![FieldError {
+                        path: skiff_api::path::FieldPath::root().at("spec"),
+                        message: "a pod's spec cannot change after it is created, except spec.containers[*].image: delete and recreate the pod (or let a Deployment roll it)".into(),
+                    }],
+                });
+            }
+        }
+        (Object::Deployment(cur), Object::Deployment(new)) if cur.spec.selector != new.spec.selector => {
+            return Err(RegistryError::Invalid {
+                object: current.describe(),
+                errors: vec![FieldError {
+                    path: skiff_api::path::FieldPath::root().at("spec.selector"),
+                    message: "field is immutable: delete the deployment and create it with the new selector".into(),
+                }],
+            });
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The op that deletes `object` (at revision `rev`), or marks it for graceful deletion. Returns the
