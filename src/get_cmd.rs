@@ -197,7 +197,15 @@ async fn watch(
         };
         let mut stream = api_client::watch(client, req).await?;
         loop {
-            let event = match stream.message().await {
+            // The server sends a bookmark every second: silence means a dead connection.
+            let event = match tokio::time::timeout(std::time::Duration::from_secs(10), stream.message()).await {
+                Err(_) => {
+                    tracing::debug!("no bookmark for 10 s; resuming on the next member that answers");
+                    break;
+                }
+                Ok(r) => r,
+            };
+            let event = match event {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
                 Err(s) if matches!(s.code(), Code::OutOfRange | Code::InvalidArgument | Code::NotFound) => {

@@ -638,3 +638,30 @@ async fn next_line(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::proc
         .expect("read")
         .expect("a line")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_moves_to_another_member_when_its_member_goes_away() {
+    let mut cluster = TestCluster::start(3, test_raft()).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = cluster.nodes.keys().copied().find(|id| *id != leader).expect("a follower");
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = write(dir.path(), "first.yaml", CONFIG_MAP);
+    skiff_ok(&m, &["apply", "-f", &first]).await;
+    // The watch is served by the follower first (listed first), the leader next.
+    let order = format!("{},{}", cluster.addr(follower), cluster.addr(leader));
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--members", &order, "get", "cm", "-w", "--no-headers"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn watch");
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    assert!(next_line(&mut lines).await.starts_with("settings "));
+    cluster.stop(follower).await;
+    let second = write(dir.path(), "second.yaml", &CONFIG_MAP.replace("settings", "second"));
+    skiff_ok(&cluster.addr(leader), &["apply", "-f", &second]).await;
+    assert!(next_line(&mut lines).await.starts_with("second "), "the change after the member went away");
+    watch.kill().await.expect("kill");
+    cluster.shutdown().await;
+}

@@ -151,6 +151,9 @@ pub struct Shared {
     /// Revisions of every object; written only by apply and snapshot install (under `cut`).
     index: std::sync::Mutex<RevisionIndex>,
     events: broadcast::Sender<Arc<Applied>>,
+    /// Set when the member shuts down: every watch ends with `Closed` so that its client moves to
+    /// another member (the broadcast alone stays open while any handle of this store lives).
+    closing: tokio::sync::watch::Sender<bool>,
     config: StateMachineConfig,
     snapshot_seq: AtomicU64,
 }
@@ -190,6 +193,7 @@ impl StateMachineStore {
             applied: AtomicU64::new(0),
             index: std::sync::Mutex::new(HashMap::new()),
             events,
+            closing: tokio::sync::watch::Sender::new(false),
             config,
             snapshot_seq: AtomicU64::new(0),
         });
@@ -237,6 +241,16 @@ impl Shared {
     /// Subscribes to applied changes. Subscribe before reading the history, so nothing falls between.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Applied>> {
         self.events.subscribe()
+    }
+
+    /// Resolves once the member is shutting down (see [`Shared::close_watches`]).
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Ends every watch of this replica with `Closed`.
+    pub fn close_watches(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Reads one object from this replica.

@@ -221,6 +221,7 @@ impl ObjectStore {
 
     /// Stops Raft. The databases close when the last handle is dropped.
     pub async fn shutdown(&self) {
+        self.shared.close_watches();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -86,8 +86,17 @@ impl Watcher {
         let mut ticker = tokio::time::interval(progress_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        let mut closing = self.shared.closing();
+        if *closing.borrow_and_update() {
+            return Err(WatchError::Closed { last: self.seen });
+        }
         loop {
             tokio::select! {
+                changed = closing.changed() => {
+                    if changed.is_err() || *closing.borrow() {
+                        return Err(WatchError::Closed { last: self.seen });
+                    }
+                }
                 msg = live.recv() => match msg {
                     Ok(applied) => {
                         let sent = if applied.reset { self.catch_up().await } else { self.deliver(&applied).await };
