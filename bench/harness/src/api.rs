@@ -175,7 +175,7 @@ async fn phase(
         }
     }
     let mut messages: Vec<(String, u64)> = messages.into_iter().collect();
-    messages.sort_by(|a, b| b.1.cmp(&a.1));
+    messages.sort_by_key(|m| std::cmp::Reverse(m.1));
     for (message, n) in messages.iter().take(3) {
         eprintln!("    {n} x {message}");
     }

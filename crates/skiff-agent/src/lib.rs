@@ -1,0 +1,11 @@
+//! Skiff's node agent: turns the pods bound to this node into containers and reports what happens.
+//!
+//! # Layout
+//!
+//! - [`runtime`]: the [`runtime::ContainerRuntime`] trait, the one door to containers.
+//! - [`memory`]: an in-memory runtime for control-plane tests and simulated nodes.
+//! - [`backoff`]: the crash-loop back-off schedule (pure).
+
+pub mod backoff;
+pub mod memory;
+pub mod runtime;
