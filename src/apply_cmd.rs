@@ -10,7 +10,7 @@ use skiff_server::client::ClientError;
 use crate::api_client::{self, resource_name};
 use crate::manifest_files;
 use crate::members::MembersArgs;
-use crate::printers::{format_one, Output};
+use crate::printers::{format_list, format_one, Output};
 
 /// `--dry-run`, as kubectl has it.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,14 +44,20 @@ pub struct ApplyArgs {
 }
 
 /// Reads every manifest and settles namespaces; the objects in apply order (namespaces first).
+/// `validate: None` only names the objects (no validation), for `delete -f`.
 pub fn objects_of(
     files: &[String],
     recursive: bool,
-    validate: &str,
+    validate: Option<&str>,
     namespace: Option<&str>,
 ) -> anyhow::Result<Vec<skiff_api::Object>> {
-    let unknown = skiff_api::manifest::UnknownFields::parse(validate).map_err(anyhow::Error::msg)?;
-    let manifests = manifest_files::read_all(files, recursive, unknown)?;
+    let manifests = match validate {
+        Some(v) => {
+            let unknown = skiff_api::manifest::UnknownFields::parse(v).map_err(anyhow::Error::msg)?;
+            manifest_files::read_all(files, recursive, unknown)?
+        }
+        None => manifest_files::read_names(files, recursive)?,
+    };
     let mut objects = Vec::with_capacity(manifests.len());
     let mut errors = Vec::new();
     for m in manifests {
@@ -79,14 +85,24 @@ pub fn objects_of(
     Ok(objects)
 }
 
+/// One object as itself, several as a `List` (as kubectl prints them).
+fn format_objects(objects: &[skiff_api::Object], output: Output) -> anyhow::Result<String> {
+    match objects {
+        [one] => format_one(one, output),
+        many => format_list(many, 0, output),
+    }
+}
+
 pub async fn run(args: ApplyArgs, members: &MembersArgs) -> anyhow::Result<()> {
-    let objects = objects_of(&args.files, args.recursive, &args.validate, args.namespace.as_deref())?;
+    let objects = objects_of(&args.files, args.recursive, Some(&args.validate), args.namespace.as_deref())?;
     let mut out = std::io::stdout().lock();
     if args.dry_run == DryRun::Client {
-        for object in &objects {
-            match args.output {
-                Some(o) => out.write_all(format_one(object, o)?.as_bytes())?,
-                None => writeln!(out, "{} valid (client dry run: nothing sent)", resource_name(object))?,
+        match args.output {
+            Some(o) => out.write_all(format_objects(&objects, o)?.as_bytes())?,
+            None => {
+                for object in &objects {
+                    writeln!(out, "{} valid (client dry run: nothing sent)", resource_name(object))?;
+                }
             }
         }
         return Ok(());
@@ -95,12 +111,13 @@ pub async fn run(args: ApplyArgs, members: &MembersArgs) -> anyhow::Result<()> {
     let dry_run = args.dry_run == DryRun::Server;
     let mut failed = 0;
     let mut unknown: Option<ClientError> = None;
+    let mut results = Vec::new();
     for object in &objects {
         match api_client::apply(&client, object, dry_run).await {
             Ok(resp) => {
                 let stored = api_client::decode(&resp.object)?;
                 match args.output {
-                    Some(o) => out.write_all(format_one(&stored, o)?.as_bytes())?,
+                    Some(_) => results.push(stored),
                     None => {
                         let outcome = match Outcome::try_from(resp.outcome) {
                             Ok(Outcome::Created) => "created",
@@ -125,6 +142,9 @@ pub async fn run(args: ApplyArgs, members: &MembersArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    if let Some(o) = args.output {
+        out.write_all(format_objects(&results, o)?.as_bytes())?;
     }
     out.flush()?;
     if let Some(e) = unknown {

@@ -32,9 +32,9 @@ pub struct DeleteArgs {
     /// Delete every object of the kind in the namespace.
     #[arg(long)]
     pub all: bool,
-    /// Seconds the pod's containers get to stop (default: the pod's terminationGracePeriodSeconds).
-    /// 0 removes the object at once and needs --force.
-    #[arg(long)]
+    /// Seconds the pod's containers get to stop (-1, the default: the pod's
+    /// terminationGracePeriodSeconds). 0 with --force removes the object at once.
+    #[arg(long, allow_hyphen_values = true)]
     pub grace_period: Option<i64>,
     /// Remove at once, without waiting for containers to stop.
     #[arg(long)]
@@ -53,17 +53,20 @@ pub struct DeleteArgs {
 }
 
 pub async fn run(args: DeleteArgs, members: &MembersArgs) -> anyhow::Result<()> {
-    let mut grace = args.grace_period;
+    // As kubectl: -1 is the object's own grace period; 0 without --force means 1 (0 would skip the
+    // containers' stop, which needs --force).
+    let mut grace = args.grace_period.filter(|g| *g >= 0);
     if args.now {
         grace = Some(1);
     }
     if grace == Some(0) && !args.force {
-        anyhow::bail!(
-            "--grace-period=0 removes the object without waiting for its containers to stop: add --force to confirm"
+        eprintln!(
+            "warning: --grace-period=0 without --force waits 1 s for the containers (add --force to remove at once)"
         );
+        grace = Some(1);
     }
-    if grace.is_some_and(|g| g < 0) {
-        anyhow::bail!("--grace-period: must be >= 0");
+    if args.grace_period.is_some_and(|g| g < -1) {
+        anyhow::bail!("--grace-period: must be -1 (the object's own), 0 or more");
     }
     let client = members.client()?;
     let namespace = args.namespace.clone().unwrap_or_default();
@@ -72,7 +75,7 @@ pub async fn run(args: DeleteArgs, members: &MembersArgs) -> anyhow::Result<()> 
         if args.what.is_some() {
             anyhow::bail!("give either -f FILE or KIND NAME, not both");
         }
-        let objects = crate::apply_cmd::objects_of(&args.files, args.recursive, "ignore", args.namespace.as_deref())?;
+        let objects = crate::apply_cmd::objects_of(&args.files, args.recursive, None, args.namespace.as_deref())?;
         for o in objects.iter().rev() {
             targets.push((o.kind(), o.meta().namespace.clone(), o.meta().name.clone()));
         }

@@ -28,12 +28,23 @@ pub async fn run(args: DescribeArgs, members: &MembersArgs) -> anyhow::Result<()
     let namespace = args.namespace.clone().unwrap_or_default();
     let mut out = std::io::stdout().lock();
     for (kind, names) in parse_what(&args.what, &args.names)? {
-        if names.is_empty() {
-            anyhow::bail!("name the {} to describe", kind.info().singular);
-        }
+        // No name: every object of the kind, as kubectl does.
+        let names = if names.is_empty() {
+            let req =
+                ListObjectsRequest { kind: kind.name().into(), namespace: namespace.clone(), ..Default::default() };
+            api_client::list(&client, req).await?.0.iter().map(|o| o.meta().name.clone()).collect()
+        } else {
+            names
+        };
         for (i, name) in names.iter().enumerate() {
             let object = api_client::get(&client, kind, &namespace, name, false).await?;
-            let events = events_of(&client, &object).await.unwrap_or_default();
+            let events = match events_of(&client, &object).await {
+                Ok(events) => events,
+                Err(e) => {
+                    eprintln!("warning: the events of {} could not be read: {e:#}", object.describe());
+                    Vec::new()
+                }
+            };
             if i > 0 {
                 writeln!(out)?;
             }

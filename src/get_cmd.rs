@@ -86,6 +86,9 @@ pub fn kind_arg(text: &str) -> anyhow::Result<Kind> {
 pub async fn run(args: GetArgs, members: &MembersArgs) -> anyhow::Result<()> {
     let client = members.client()?;
     let targets = parse_what(&args.what, &args.names)?;
+    if args.all_namespaces && targets.iter().any(|(_, names)| !names.is_empty()) {
+        anyhow::bail!("an object cannot be retrieved by name across all namespaces: give -n NAMESPACE instead of -A");
+    }
     let namespace = args.namespace.clone().unwrap_or_default();
     let mut out = std::io::stdout().lock();
     let opts = TableOptions {
@@ -127,7 +130,11 @@ pub async fn run(args: GetArgs, members: &MembersArgs) -> anyhow::Result<()> {
             let mut found = Vec::new();
             for name in names {
                 match api_client::get(&client, *kind, &namespace, name, args.stale).await {
-                    Ok(o) => found.push(o),
+                    Ok(o) => {
+                        // A watch that follows starts after what was printed.
+                        last_rv = last_rv.max(o.meta().resource_version.parse().unwrap_or(0));
+                        found.push(o)
+                    }
                     Err(e) if is_not_found(&e) => missing.push(e.to_string()),
                     Err(e) => return Err(e),
                 }

@@ -12,6 +12,16 @@ const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 /// Every object of every file, in order. Any error anywhere fails the whole set: all errors are
 /// printed and nothing is returned. Warnings (`--validate=warn`) are printed to stderr.
 pub fn read_all(paths: &[String], recursive: bool, unknown: UnknownFields) -> anyhow::Result<Vec<Manifest>> {
+    read(paths, recursive, Some(unknown))
+}
+
+/// The objects the files name, without validating them (for `delete -f`).
+pub fn read_names(paths: &[String], recursive: bool) -> anyhow::Result<Vec<Manifest>> {
+    read(paths, recursive, None)
+}
+
+/// `unknown: None` reads names only (no validation).
+fn read(paths: &[String], recursive: bool, unknown: Option<UnknownFields>) -> anyhow::Result<Vec<Manifest>> {
     let mut files = Vec::new();
     for p in paths {
         if p == "-" {
@@ -48,7 +58,12 @@ pub fn read_all(paths: &[String], recursive: bool, unknown: UnknownFields) -> an
                 (name, text)
             }
         };
-        match load(&name, &text, unknown) {
+        let loaded = match unknown {
+            Some(unknown) => load(&name, &text, unknown),
+            None => skiff_api::manifest::load_names(&name, &text)
+                .map(|manifests| skiff_api::manifest::Loaded { manifests, warnings: Vec::new() }),
+        };
+        match loaded {
             Ok(loaded) => {
                 for w in loaded.warnings {
                     eprintln!("Warning: {w}");

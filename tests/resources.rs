@@ -235,6 +235,11 @@ async fn updates_keep_server_fields_and_stale_updates_conflict() {
     skiff_ok(&m, &["apply", "-f", &pod]).await;
     std::fs::write(&pod, pod_yaml("web", None, None).replace("nginx:1.14.2", "nginx:1.15")).expect("write");
     assert!(skiff_ok(&m, &["apply", "-f", &pod]).await.contains("pod/web configured"), "a new image is allowed");
+    std::fs::write(&pod, pod_yaml("web", None, None).replace("nginx:1.14.2", "nginx")).expect("write");
+    assert!(
+        skiff_ok(&m, &["apply", "-f", &pod]).await.contains("configured"),
+        "also one whose pull policy default differs"
+    );
     std::fs::write(&pod, pod_yaml("web", None, None).replace("45", "10")).expect("write");
     let err = skiff_err(&m, &["apply", "-f", &pod]).await;
     assert!(err.contains("a pod's spec cannot change after it is created"), "{err}");
@@ -368,8 +373,11 @@ async fn deleting_an_owner_deletes_its_dependants_in_one_write_and_bound_pods_gr
     assert_eq!(revisions.iter().map(|(_, r)| *r).collect::<Vec<_>>(), [rv2, rv2], "{revisions:?}");
 
     // A second delete does not restart the grace period; --grace-period=0 needs --force, then removes it.
-    let err = skiff_err(&m, &["delete", "pod", "web-2", "--grace-period=0"]).await;
-    assert!(err.contains("add --force"), "{err}");
+    // --grace-period=0 without --force is 1 s (as kubectl); with --force the object goes at once.
+    let out = skiff(&m, &["delete", "pod", "web-2", "--grace-period=0", "--wait=false"]).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add --force"), "{out:?}");
+    let web2 = json(&skiff_ok(&m, &["get", "pod", "web-2", "-o", "json"]).await);
+    assert_eq!(web2["metadata"]["deletionGracePeriodSeconds"], 1, "a shorter grace period applies");
     skiff_ok(&m, &["delete", "pod", "web-2", "--grace-period=0", "--force"]).await;
     assert_eq!(skiff_ok(&m, &["get", "pods", "-o", "name"]).await, "pod/standalone\n");
     cluster.shutdown().await;
@@ -663,5 +671,45 @@ async fn a_watch_moves_to_another_member_when_its_member_goes_away() {
     skiff_ok(&cluster.addr(leader), &["apply", "-f", &second]).await;
     assert!(next_line(&mut lines).await.starts_with("second "), "the change after the member went away");
     watch.kill().await.expect("kill");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_conventions_hold() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let two = write(dir.path(), "two.yaml", &format!("{CONFIG_MAP}---\n{}", CONFIG_MAP.replace("settings", "more")));
+    // Several objects printed by apply are one List.
+    let list = json(&skiff_ok(&m, &["apply", "-f", &two, "-o", "json"]).await);
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2));
+    let err = skiff_err(&m, &["get", "cm", "settings", "-A"]).await;
+    assert!(err.contains("across all namespaces"), "{err}");
+    // A namespace on a cluster-scoped object is dropped, as Kubernetes does.
+    let ns = write(
+        dir.path(),
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n  namespace: default\n",
+    );
+    skiff_ok(&m, &["apply", "-f", &ns]).await;
+    let got = json(&skiff_ok(&m, &["get", "ns", "team", "-o", "json"]).await);
+    assert!(got["metadata"].get("namespace").is_none(), "{got}");
+    // generateName does not go with apply.
+    let generated = write(dir.path(), "gen.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: job-\n");
+    let err = skiff_err(&m, &["apply", "-f", &generated]).await;
+    assert!(err.contains("apply needs metadata.name"), "{err}");
+    // describe without a name describes every object of the kind.
+    let described = skiff_ok(&m, &["describe", "cm"]).await;
+    assert!(
+        described.contains("Name:                   more") && described.contains("Name:                   settings"),
+        "{described}"
+    );
+    // delete -f only needs the names: a file that no longer validates still deletes its objects.
+    let broken =
+        write(dir.path(), "broken.yaml", &format!("{}  extra: field\n", CONFIG_MAP.replace("fast", "fast\nbogus:")));
+    let out = skiff_ok(&m, &["delete", "-f", &broken]).await;
+    assert_eq!(out, "configmap \"settings\" deleted\n");
     cluster.shutdown().await;
 }

@@ -14,6 +14,8 @@ pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 30;
 pub fn apply_defaults(object: &mut Object) {
     if object.kind().namespaced() && object.meta().namespace.is_empty() {
         object.meta_mut().namespace = DEFAULT_NAMESPACE.to_string();
+    } else if !object.kind().namespaced() {
+        object.meta_mut().namespace.clear();
     }
     match object {
         Object::Pod(p) => pod_spec(&mut p.spec),

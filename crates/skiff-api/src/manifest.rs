@@ -93,6 +93,16 @@ pub struct Loaded {
 /// Reads every document of `text` (named `file` in messages), decodes and validates each object.
 /// Any error in any document fails the whole file, with every error found.
 pub fn load(file: &str, text: &str, unknown_fields: UnknownFields) -> Result<Loaded, Vec<ManifestError>> {
+    load_with(file, text, unknown_fields, true)
+}
+
+/// Reads the objects of `text` without validating them or minding unknown fields: enough to name
+/// them (what `skiff delete -f` needs from a file that may no longer be valid).
+pub fn load_names(file: &str, text: &str) -> Result<Vec<Manifest>, Vec<ManifestError>> {
+    load_with(file, text, UnknownFields::Ignore, false).map(|l| l.manifests)
+}
+
+fn load_with(file: &str, text: &str, unknown_fields: UnknownFields, check: bool) -> Result<Loaded, Vec<ManifestError>> {
     let at = |location: Option<Location>, object: Option<String>, message: String| ManifestError {
         file: file.to_string(),
         location,
@@ -157,7 +167,7 @@ pub fn load(file: &str, text: &str, unknown_fields: UnknownFields) -> Result<Loa
                 UnknownFields::Ignore => {}
             }
         }
-        for e in validate::validate(&object) {
+        for e in if check { validate::validate(&object) } else { Vec::new() } {
             errors.push(at(locate(&tree, &e.path, false).or(Some(start)), what.clone(), e.to_string()));
         }
         loaded.manifests.push(Manifest { file: file.to_string(), location: start, object });

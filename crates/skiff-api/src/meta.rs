@@ -125,6 +125,7 @@ impl IntOrString {
                 let pct: i64 = s
                     .strip_suffix('%')
                     .and_then(|p| p.parse().ok())
+                    .filter(|p| (-1_000_000..=1_000_000).contains(p))
                     .ok_or_else(|| format!("{s:?} must be a number or a percentage such as 25%"))?;
                 let product = pct * i64::from(total);
                 let value = if round_up { (product + 99) / 100 } else { product / 100 };

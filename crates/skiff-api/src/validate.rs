@@ -72,11 +72,19 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
         }
         Object::Namespace(_) | Object::Node(_) | Object::Event(_) => {}
     }
-    let size = json_size(object);
-    if size > MAX_OBJECT_BYTES {
-        errs.add(root, format!("the object is {size} bytes, more than the limit of {MAX_OBJECT_BYTES} bytes (1 MiB)"));
+    if let Some(e) = check_size(object) {
+        errs.0.push(e);
     }
     errs.0
+}
+
+/// The size limit alone: for objects the server assembles (an update with the stored status).
+pub fn check_size(object: &Object) -> Option<FieldError> {
+    let size = json_size(object);
+    (size > MAX_OBJECT_BYTES).then(|| FieldError {
+        path: FieldPath::root(),
+        message: format!("the object is {size} bytes, more than the limit of {MAX_OBJECT_BYTES} bytes (1 MiB)"),
+    })
 }
 
 /// The length of the object's JSON, counted without building it.
@@ -111,10 +119,9 @@ fn meta(errs: &mut Errors, kind: Kind, m: &ObjectMeta) {
         errs.check(&path.at("name"), check);
     }
     if !m.namespace.is_empty() {
+        // A cluster-scoped kind's namespace is cleared by the defaults, as Kubernetes does.
         if kind.namespaced() {
             errs.check(&path.at("namespace"), check_dns1123_label(&m.namespace));
-        } else {
-            errs.add(path.at("namespace"), format!("{kind} is cluster-scoped: remove the namespace"));
         }
     }
     labels(errs, &path.at("labels"), &m.labels);
@@ -317,10 +324,13 @@ fn resources(errs: &mut Errors, p: &FieldPath, c: &Container) {
     for (field, map) in [("limits", &c.resources.limits), ("requests", &c.resources.requests)] {
         for (name, q) in map {
             let qp = p.at(field).key(name);
-            if !KNOWN.contains(&name.as_str()) {
+            // Extended resources (`example.com/gpu`) and huge pages are accepted as Kubernetes does;
+            // the scheduler only counts cpu and memory.
+            let extended = name.contains('/') || name.starts_with("hugepages-");
+            if !KNOWN.contains(&name.as_str()) && !extended {
                 errs.add(
                     qp.clone(),
-                    format!("{name:?} is not a resource Skiff knows: use cpu, memory or ephemeral-storage"),
+                    format!("{name:?} is not a resource name: use cpu, memory, ephemeral-storage, hugepages-<size> or a domain-prefixed extended resource"),
                 );
             }
             if q.millis() < 0 {

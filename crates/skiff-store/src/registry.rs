@@ -228,6 +228,12 @@ impl Registry {
     /// time, the status and the fields the server set (a pod's binding); `generation` moves when the
     /// spec changes. With `metadata.resourceVersion` set the update is conditional.
     pub async fn apply(&self, object: Object, dry_run: bool) -> Result<(Object, ApplyOutcome), RegistryError> {
+        if object.meta().name.is_empty() && !object.meta().generate_name.is_empty() {
+            return Err(RegistryError::BadRequest(format!(
+                "{}: apply needs metadata.name (generateName would create a new object on every apply); use create",
+                object.describe()
+            )));
+        }
         let object = self.prepare(object)?;
         let expected = parse_rv(&object)?;
         let key = key_of(&object);
@@ -254,6 +260,7 @@ impl Registry {
                         }
                     }
                     let next = merge_update(&current, object.clone())?;
+                    size_ok(&next)?;
                     if next == current {
                         return Ok((current, ApplyOutcome::Unchanged));
                     }
@@ -598,6 +605,7 @@ impl Registry {
             if next == current {
                 return Ok(current);
             }
+            size_ok(&next)?;
             match self
                 .store
                 .write(vec![Op::Put { key: key.clone(), value: encode(&next), expect: Some(kv.mod_revision) }])
@@ -616,6 +624,14 @@ impl Registry {
             }
         }
         Err(RegistryError::Conflict(format!("{kind} {name:?} is changing too fast to update: try again")))
+    }
+}
+
+/// An object the server assembled (the user's spec with the stored status) must still fit.
+fn size_ok(object: &Object) -> Result<(), RegistryError> {
+    match skiff_api::validate::check_size(object) {
+        Some(e) => Err(RegistryError::Invalid { object: object.describe(), errors: vec![e] }),
+        None => Ok(()),
     }
 }
 
@@ -670,7 +686,11 @@ fn immutable_fields(current: &Object, next: &Object) -> Result<(), RegistryError
         (Object::Pod(cur), Object::Pod(new)) => {
             let without_images = |spec: &skiff_api::kinds::pod::PodSpec| {
                 let mut spec = spec.clone();
-                spec.containers.iter_mut().for_each(|c| c.image.clear());
+                // The pull policy's default follows the image's tag, so it may move with the image.
+                spec.containers.iter_mut().for_each(|c| {
+                    c.image.clear();
+                    c.image_pull_policy = None;
+                });
                 spec.node_name = None;
                 spec
             };
@@ -719,7 +739,7 @@ fn delete_op(object: &Object, rev: u64, options: &DeleteOptions, ops: &mut Vec<O
         return (object.clone(), true);
     };
     let mut marked = object.clone();
-    let deadline = Time::from_unix(now().unix_seconds() + grace).unwrap_or_else(now);
+    let deadline = Time::from_unix(now().unix_seconds().saturating_add(grace)).unwrap_or_else(now);
     let m = marked.meta_mut();
     if let (Some(existing), Some(current_grace)) = (m.deletion_timestamp, m.deletion_grace_period_seconds) {
         if existing <= deadline && current_grace <= grace {

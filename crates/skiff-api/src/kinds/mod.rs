@@ -250,8 +250,10 @@ impl Object {
                 Kind::Event => serde_path_to_error::deserialize(ignoring).map(Object::Event),
             };
             decoded.map_err(|e| {
-                DecodeError { path: crate::path::from_path_to_error(e.path()), message: e.inner().to_string() }
-                    .to_string()
+                let name = peek(bytes).map(|p| p.metadata.name).unwrap_or_default();
+                let error =
+                    DecodeError { path: crate::path::from_path_to_error(e.path()), message: e.inner().to_string() };
+                format!("{kind} {name:?}: {error}")
             })?
         };
         if !unknown.is_empty() {
@@ -317,18 +319,31 @@ impl Object {
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Peek {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: PeekMeta,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PeekMeta {
+    #[serde(default)]
+    name: String,
+}
+
+fn peek(bytes: &[u8]) -> Result<Peek, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("not a JSON object: {e}"))
+}
+
 /// `apiVersion` and `kind` of an object's JSON, read without decoding the rest.
 fn peek_kind(bytes: &[u8]) -> Result<Kind, String> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Peek {
-        #[serde(default)]
-        api_version: String,
-        #[serde(default)]
-        kind: String,
-    }
-    let peek: Peek = serde_json::from_slice(bytes).map_err(|e| format!("not a JSON object: {e}"))?;
-    Kind::from_manifest(&peek.api_version, &peek.kind)
+    let p = peek(bytes)?;
+    Kind::from_manifest(&p.api_version, &p.kind)
 }
 
 /// A field that could not be decoded.
