@@ -28,6 +28,8 @@ if docker info >/dev/null 2>&1; then
   fi
   echo "== building the node image"
   bash scripts/build-node-image.sh
+  echo "== building the test images"
+  bash scripts/build-test-images.sh
 else
   echo "error: the Docker engine is not reachable; the Docker and compose tests need it" >&2
   exit 1

@@ -3,9 +3,11 @@
 //! # Layout
 //!
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] trait, the one door to containers.
+//! - [`docker`]: the runtime on a Docker engine (bollard).
 //! - [`memory`]: an in-memory runtime for control-plane tests and simulated nodes.
 //! - [`backoff`]: the crash-loop back-off schedule (pure).
 
 pub mod backoff;
+pub mod docker;
 pub mod memory;
 pub mod runtime;

@@ -1,0 +1,217 @@
+//! The container runtime on a Docker engine, through bollard. The API version is negotiated with
+//! the engine (20.10 here speaks 1.41); nothing newer is asked for. Images are never pulled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, LogOptions, RuntimeError, RuntimeInfo,
+};
+
+/// A Docker engine.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+fn engine(e: bollard::errors::Error) -> RuntimeError {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, message } => {
+            RuntimeError::NotFound(message)
+        }
+        other => RuntimeError::Engine(other.to_string()),
+    }
+}
+
+impl DockerRuntime {
+    /// Connects to the engine at `socket` (a unix socket path; `None`: `DOCKER_HOST` or the default
+    /// socket) and negotiates the API version.
+    pub async fn connect(socket: Option<&str>) -> Result<Self, RuntimeError> {
+        let docker = match socket {
+            Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|e| RuntimeError::Engine(format!("cannot reach the Docker engine: {e}")))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("cannot reach the Docker engine: {e}")))?;
+        Ok(Self { docker })
+    }
+}
+
+fn state_of(state: Option<&bollard::models::ContainerState>) -> ContainerState {
+    let Some(s) = state else { return ContainerState::Created };
+    let started_at = s.started_at.clone().filter(|t| !t.starts_with("0001-"));
+    if s.running == Some(true) {
+        return ContainerState::Running { started_at };
+    }
+    match s.status.map(|st| st.to_string()).as_deref() {
+        Some("created") => ContainerState::Created,
+        _ => ContainerState::Exited {
+            exit_code: s.exit_code.unwrap_or(0),
+            oom_killed: s.oom_killed.unwrap_or(false),
+            started_at,
+            finished_at: s.finished_at.clone().filter(|t| !t.starts_with("0001-")),
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
+        let info = self.docker.info().await.map_err(engine)?;
+        Ok(RuntimeInfo {
+            version: format!("docker://{}", info.server_version.unwrap_or_default()),
+            cpus: info.ncpu.unwrap_or(0),
+            memory_bytes: info.mem_total.unwrap_or(0),
+            kernel_version: info.kernel_version.unwrap_or_default(),
+            os_image: info.operating_system.unwrap_or_default(),
+            architecture: info.architecture.unwrap_or_default(),
+        })
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        if !self.image_present(&spec.image).await? {
+            return Err(RuntimeError::ImageNotPresent(spec.image.clone()));
+        }
+        let network_mode = match (&spec.network_of, &spec.network) {
+            (Some(sandbox), _) => Some(format!("container:{sandbox}")),
+            (None, Some(network)) => Some(network.clone()),
+            (None, None) => None,
+        };
+        let host_config = HostConfig {
+            network_mode,
+            nano_cpus: spec.cpu_millis.map(|m| m.saturating_mul(1_000_000)),
+            memory: spec.memory_bytes,
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.command.clone(),
+            cmd: spec.args.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: spec.working_dir.clone(),
+            labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let created = self.docker.create_container(Some(options), body).await.map_err(engine)?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker.start_container(id, None).await.map_err(engine)
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            other => other.map_err(engine),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        self.docker.remove_container(id, Some(options)).await.map_err(engine)
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        let c = self.docker.inspect_container(id, None).await.map_err(engine)?;
+        let config = c.config.unwrap_or_default();
+        let network = c.network_settings.unwrap_or_default();
+        let ip = network
+            .networks
+            .unwrap_or_default()
+            .values()
+            .filter_map(|n| n.ip_address.clone())
+            .find(|ip| !ip.is_empty())
+            .unwrap_or_default();
+        Ok(ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+            image: config.image.unwrap_or_default(),
+            image_id: c.image.unwrap_or_default(),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+            state: state_of(c.state.as_ref()),
+            ip,
+        })
+    }
+
+    async fn list(&self, labels: &BTreeMap<String, String>) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_string(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let summaries = self.docker.list_containers(Some(options)).await.map_err(engine)?;
+        let mut out = Vec::with_capacity(summaries.len());
+        for s in summaries {
+            let Some(id) = s.id else { continue };
+            match self.inspect(&id).await {
+                Ok(info) => out.push(info),
+                Err(RuntimeError::NotFound(_)) => {} // removed meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecOutput, RuntimeError> {
+        let options = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let run = async {
+            let exec = self.docker.create_exec(id, options).await.map_err(engine)?;
+            let mut output = Vec::new();
+            if let StartExecResults::Attached { output: mut stream, .. } =
+                self.docker.start_exec(&exec.id, None).await.map_err(engine)?
+            {
+                while let Some(chunk) = stream.next().await {
+                    output.extend_from_slice(&chunk.map_err(engine)?.into_bytes());
+                }
+            }
+            let inspected = self.docker.inspect_exec(&exec.id).await.map_err(engine)?;
+            Ok(ExecOutput { exit_code: inspected.exit_code.unwrap_or(-1), output })
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| RuntimeError::Engine(format!("command {command:?} did not finish within {timeout:?}")))?
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        options: &LogOptions,
+    ) -> Result<BoxStream<'static, Result<Vec<u8>, RuntimeError>>, RuntimeError> {
+        self.docker.inspect_container(id, None).await.map_err(engine)?;
+        let tail = options.tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+        let query = LogsOptionsBuilder::default().stdout(true).stderr(true).follow(options.follow).tail(&tail).build();
+        let stream =
+            self.docker.logs(id, Some(query)).map(|chunk| chunk.map(|c| c.into_bytes().to_vec()).map_err(engine));
+        Ok(Box::pin(stream))
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the images the Docker tests run (no registry is reachable, nothing is pulled):
+#   skiff-test/busybox:1   Debian's busybox-static (sh, sleep, httpd, nc, wget...)
+# Installs busybox-static when it is missing. Idempotent: Docker reuses the unchanged layers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x /bin/busybox ]; then
+  echo "== installing busybox-static"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq busybox-static >/dev/null
+fi
+if ! file -L /bin/busybox 2>/dev/null | grep -q "statically linked" && ! ldd /bin/busybox 2>&1 | grep -q "not a dynamic"; then
+  echo "error: /bin/busybox is not statically linked; install busybox-static" >&2
+  exit 1
+fi
+
+stage=target/test-images/busybox
+rm -rf "$stage"
+mkdir -p "$stage"
+cp docker/busybox/Dockerfile "$stage/"
+cp /bin/busybox "$stage/busybox"
+echo "== building skiff-test/busybox:1"
+# The legacy builder (no buildx here) prints a deprecation notice: show the output only on failure.
+if ! out=$(DOCKER_BUILDKIT=0 docker build -q -t skiff-test/busybox:1 "$stage" 2>&1); then
+  echo "$out" >&2
+  exit 1
+fi
