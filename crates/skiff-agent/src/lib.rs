@@ -5,9 +5,11 @@
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] trait, the one door to containers.
 //! - [`docker`]: the runtime on a Docker engine (bollard).
 //! - [`memory`]: an in-memory runtime for control-plane tests and simulated nodes.
+//! - [`pod_spec`]: what the runtime is asked to create for a pod (pure).
 //! - [`backoff`]: the crash-loop back-off schedule (pure).
 
 pub mod backoff;
 pub mod docker;
 pub mod memory;
+pub mod pod_spec;
 pub mod runtime;
