@@ -6,6 +6,7 @@
 //! - [`docker`]: the runtime on a Docker engine (bollard).
 //! - [`memory`]: an in-memory runtime for control-plane tests and simulated nodes.
 //! - [`pod_spec`]: what the runtime is asked to create for a pod (pure).
+//! - [`status`]: a pod's status from what was observed of its containers (pure).
 //! - [`backoff`]: the crash-loop back-off schedule (pure).
 
 pub mod backoff;
@@ -13,3 +14,4 @@ pub mod docker;
 pub mod memory;
 pub mod pod_spec;
 pub mod runtime;
+pub mod status;

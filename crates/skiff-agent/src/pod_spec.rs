@@ -56,7 +56,12 @@ fn base_labels(pod: &Pod, ctx: &PodContext<'_>, container: &str) -> BTreeMap<Str
 /// A runtime name that is unique per pod, container and attempt: `skiff_<ns>_<pod>_<container>_<uid8>_<n>`.
 fn runtime_name(pod: &Pod, container: &str, attempt: u32) -> String {
     let uid: String = pod.metadata.uid.chars().filter(|c| *c != '-').take(8).collect();
-    format!("skiff_{}_{}_{}_{uid}_{attempt}", pod.metadata.namespace, pod.metadata.name, container.trim_start_matches('_'))
+    format!(
+        "skiff_{}_{}_{}_{uid}_{attempt}",
+        pod.metadata.namespace,
+        pod.metadata.name,
+        container.trim_start_matches('_')
+    )
 }
 
 /// The pod's sandbox: it holds the network namespace (and so the pod IP) for the pod's lifetime.
