@@ -6,6 +6,7 @@
 //! - [`docker`]: the runtime on a Docker engine (bollard).
 //! - [`memory`]: an in-memory runtime for control-plane tests and simulated nodes.
 //! - [`pod_spec`]: what the runtime is asked to create for a pod (pure).
+//! - [`probe`]: when probes run and what their results mean (pure).
 //! - [`status`]: a pod's status from what was observed of its containers (pure).
 //! - [`backoff`]: the crash-loop back-off schedule (pure).
 
@@ -13,5 +14,6 @@ pub mod backoff;
 pub mod docker;
 pub mod memory;
 pub mod pod_spec;
+pub mod probe;
 pub mod runtime;
 pub mod status;

@@ -1,0 +1,161 @@
+//! When to probe a container and what the results mean, as the kubelet does it: nothing before
+//! `initialDelaySeconds`, then one probe every `periodSeconds`, each allowed `timeoutSeconds`; the
+//! verdict flips to success after `successThreshold` successes in a row and to failure after
+//! `failureThreshold` failures in a row. Pure: the worker runs the probe and says what time it is.
+
+use std::time::Duration;
+
+use skiff_api::kinds::pod::Probe;
+use tokio::time::Instant;
+
+/// The verdict of a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No verdict yet (before the first result).
+    Unknown,
+    Success,
+    Failure,
+}
+
+/// The timing of one probe of one container run.
+#[derive(Debug, Clone)]
+pub struct ProbeSchedule {
+    initial_delay: Duration,
+    period: Duration,
+    pub timeout: Duration,
+    success_threshold: u32,
+    failure_threshold: u32,
+    started: Instant,
+    next: Instant,
+    successes: u32,
+    failures: u32,
+    verdict: Verdict,
+}
+
+fn secs(v: Option<i32>, default: i32) -> Duration {
+    Duration::from_secs(u64::try_from(v.unwrap_or(default).max(0)).unwrap_or(0))
+}
+
+impl ProbeSchedule {
+    /// The schedule of `probe` for a container that started at `started`. `initial` is the verdict
+    /// before any result (readiness: failure, liveness: success, as in Kubernetes).
+    pub fn new(probe: &Probe, started: Instant, initial: Verdict) -> Self {
+        let initial_delay = secs(probe.initial_delay_seconds, 0);
+        Self {
+            initial_delay,
+            period: secs(probe.period_seconds, 10).max(Duration::from_secs(1)),
+            timeout: secs(probe.timeout_seconds, 1).max(Duration::from_secs(1)),
+            success_threshold: u32::try_from(probe.success_threshold.unwrap_or(1).max(1)).unwrap_or(1),
+            failure_threshold: u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3),
+            started,
+            next: started + initial_delay,
+            successes: 0,
+            failures: 0,
+            verdict: initial,
+        }
+    }
+
+    /// When the next probe is due.
+    pub fn next_due(&self) -> Instant {
+        self.next
+    }
+
+    /// Whether a probe should run at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// Records a probe's result at `now`; returns the verdict (which changes only at a threshold).
+    pub fn record(&mut self, ok: bool, now: Instant) -> Verdict {
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+            if self.successes >= self.success_threshold {
+                self.verdict = Verdict::Success;
+            }
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+            if self.failures >= self.failure_threshold {
+                self.verdict = Verdict::Failure;
+            }
+        }
+        // The next probe comes a period after this one was due (not after it finished), so a slow
+        // probe does not stretch the schedule; after a stall it comes at once, without a burst.
+        self.next = (self.next + self.period).max(now);
+        self.verdict
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+
+    /// How long the container has been running at `now`.
+    pub fn running_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    /// Still inside `initialDelaySeconds` at `now`.
+    pub fn in_initial_delay(&self, now: Instant) -> bool {
+        self.running_for(now) < self.initial_delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(delay: i32, period: i32, success: i32, failure: i32) -> Probe {
+        Probe {
+            initial_delay_seconds: Some(delay),
+            period_seconds: Some(period),
+            success_threshold: Some(success),
+            failure_threshold: Some(failure),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_runs_before_the_initial_delay_then_every_period() {
+        let start = Instant::now();
+        let mut s = ProbeSchedule::new(&probe(15, 10, 1, 3), start, Verdict::Failure);
+        assert!(!s.due(start + Duration::from_secs(14)));
+        assert!(s.due(start + Duration::from_secs(15)));
+        s.record(true, start + Duration::from_secs(15));
+        assert_eq!(s.next_due(), start + Duration::from_secs(25));
+        assert_eq!(s.verdict(), Verdict::Success);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_verdict_flips_only_at_the_thresholds() {
+        let start = Instant::now();
+        let mut s = ProbeSchedule::new(&probe(0, 5, 2, 3), start, Verdict::Success);
+        let at = |n: u64| start + Duration::from_secs(5 * n);
+        assert_eq!(s.record(false, at(0)), Verdict::Success);
+        assert_eq!(s.record(false, at(1)), Verdict::Success);
+        assert_eq!(s.record(true, at(2)), Verdict::Success, "a success resets the failure count");
+        assert_eq!(s.record(false, at(3)), Verdict::Success);
+        assert_eq!(s.record(false, at(4)), Verdict::Success);
+        assert_eq!(s.record(false, at(5)), Verdict::Failure, "three failures in a row");
+        assert_eq!(s.record(true, at(6)), Verdict::Failure, "one success is not enough with a threshold of 2");
+        assert_eq!(s.record(true, at(7)), Verdict::Success);
+    }
+
+    /// liveness-exec from the Kubernetes documentation: healthy for 30 s, probed every 5 s after
+    /// 5 s, failure threshold 3: the container is found dead between 35 s and 45 s.
+    #[tokio::test(start_paused = true)]
+    async fn the_documentation_liveness_exec_pod_fails_about_40_seconds_in() {
+        let start = Instant::now();
+        let mut s = ProbeSchedule::new(&probe(5, 5, 1, 3), start, Verdict::Success);
+        let mut failed_at = None;
+        for _ in 0..20 {
+            let now = s.next_due();
+            let healthy = now.duration_since(start) < Duration::from_secs(30);
+            if s.record(healthy, now) == Verdict::Failure {
+                failed_at = Some(now.duration_since(start));
+                break;
+            }
+        }
+        assert_eq!(failed_at, Some(Duration::from_secs(40)));
+    }
+}
