@@ -5,6 +5,7 @@
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] trait, the one door to containers.
 //! - [`docker`]: the runtime on a Docker engine (bollard).
 //! - [`memory`]: an in-memory runtime for control-plane tests and simulated nodes.
+//! - [`plan`]: what a pod worker does next (pure): start, restart with back-off, stop, finalize.
 //! - [`pod_spec`]: what the runtime is asked to create for a pod (pure).
 //! - [`probe`]: when probes run and what their results mean (pure).
 //! - [`status`]: a pod's status from what was observed of its containers (pure).
@@ -13,6 +14,7 @@
 pub mod backoff;
 pub mod docker;
 pub mod memory;
+pub mod plan;
 pub mod pod_spec;
 pub mod probe;
 pub mod runtime;
