@@ -9,6 +9,7 @@
 //! - [`pod_spec`]: what the runtime is asked to create for a pod (pure).
 //! - [`probe`]: when probes run and what their results mean (pure).
 //! - [`status`]: a pod's status from what was observed of its containers (pure).
+//! - [`worker`]: the pod worker: observes, acts on the plan, probes, reports status.
 //! - [`backoff`]: the crash-loop back-off schedule (pure).
 
 pub mod backoff;
@@ -19,3 +20,4 @@ pub mod pod_spec;
 pub mod probe;
 pub mod runtime;
 pub mod status;
+pub mod worker;
