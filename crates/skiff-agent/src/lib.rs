@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`agent`]: the node agent: registration, a worker per pod, orphan removal.
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] trait, the one door to containers.
 //! - [`docker`]: the runtime on a Docker engine (bollard).
 //! - [`memory`]: an in-memory runtime for control-plane tests and simulated nodes.
@@ -12,6 +13,7 @@
 //! - [`worker`]: the pod worker: observes, acts on the plan, probes, reports status.
 //! - [`backoff`]: the crash-loop back-off schedule (pure).
 
+pub mod agent;
 pub mod backoff;
 pub mod docker;
 pub mod memory;
