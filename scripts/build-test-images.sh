@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the images the Docker tests run (no registry is reachable, nothing is pulled):
 #   skiff-test/busybox:1   Debian's busybox-static (sh, sleep, httpd, nc, wget...)
+#   skiff-pause:1          the pod sandbox image (also what `skiff node` uses by default)
 # Installs busybox-static when it is missing. Idempotent: Docker reuses the unchanged layers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,14 +18,18 @@ if ! file -L /bin/busybox 2>/dev/null | grep -q "statically linked" && ! ldd /bi
   exit 1
 fi
 
-stage=target/test-images/busybox
-rm -rf "$stage"
-mkdir -p "$stage"
-cp docker/busybox/Dockerfile "$stage/"
-cp /bin/busybox "$stage/busybox"
-echo "== building skiff-test/busybox:1"
-# The legacy builder (no buildx here) prints a deprecation notice: show the output only on failure.
-if ! out=$(DOCKER_BUILDKIT=0 docker build -q -t skiff-test/busybox:1 "$stage" 2>&1); then
-  echo "$out" >&2
-  exit 1
-fi
+build() { # image, dockerfile dir
+  local image=$1 dir=$2 stage=target/test-images/$2
+  rm -rf "$stage"
+  mkdir -p "$stage"
+  cp "docker/$dir/Dockerfile" "$stage/"
+  cp /bin/busybox "$stage/busybox"
+  echo "== building $image"
+  # The legacy builder (no buildx here) prints a deprecation notice: show the output only on failure.
+  if ! out=$(DOCKER_BUILDKIT=0 docker build -q -t "$image" "$stage" 2>&1); then
+    echo "$out" >&2
+    exit 1
+  fi
+}
+build skiff-test/busybox:1 busybox
+build skiff-pause:1 pause

@@ -12,6 +12,7 @@ if ! command -v python3 >/dev/null 2>&1; then
 fi
 
 bash scripts/build-node-image.sh
+bash scripts/build-test-images.sh # the pod sandbox image skiff-pause:1 (and the test workload image)
 echo "== starting the cluster (compose project $COMPOSE_PROJECT_NAME)"
 docker-compose up -d
 

@@ -71,6 +71,18 @@ fn member_config(
     join: Option<String>,
     raft: RaftSettings,
 ) -> NodeConfig {
+    member_config_with(id, listener, data_dir, initial_members, join, raft, skiff_server::config::AgentSettings::none())
+}
+
+fn member_config_with(
+    id: u64,
+    listener: &tokio::net::TcpListener,
+    data_dir: std::path::PathBuf,
+    initial_members: Vec<InitialMember>,
+    join: Option<String>,
+    raft: RaftSettings,
+    agent: skiff_server::config::AgentSettings,
+) -> NodeConfig {
     let addr = listener.local_addr().expect("addr").to_string();
     let config = NodeConfig {
         id,
@@ -81,6 +93,7 @@ fn member_config(
         initial_members,
         join,
         raft,
+        agent,
     };
     config.validate("test").expect("valid config");
     config
@@ -95,6 +108,11 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `n` members that bootstrap a new cluster together.
     pub async fn start(n: u64, raft: RaftSettings) -> Self {
+        Self::start_with_agent(n, raft, skiff_server::config::AgentSettings::none()).await
+    }
+
+    /// Starts `n` members whose agents run with `agent` (e.g. on Docker, with test labels).
+    pub async fn start_with_agent(n: u64, raft: RaftSettings, agent: skiff_server::config::AgentSettings) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = BTreeMap::new();
@@ -112,7 +130,8 @@ impl TestCluster {
         let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new() };
         for (id, listener) in listeners {
             let data_dir = cluster.dir.path().join(format!("node{id}"));
-            let config = member_config(id, &listener, data_dir, members.clone(), None, raft.clone());
+            let config =
+                member_config_with(id, &listener, data_dir, members.clone(), None, raft.clone(), agent.clone());
             cluster.configs.insert(id, config.clone());
             let node = Node::start(config, listener, Arc::new(TcpConnector::default())).await.expect("start member");
             cluster.nodes.insert(id, node);

@@ -78,7 +78,7 @@ impl Cluster {
         for (i, port) in ports.iter().enumerate() {
             let config = dir.path().join(format!("node{}.toml", i + 1));
             let text = format!(
-                "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n",
+                "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n\n# The store is measured, not pods.\n[agent]\nruntime = \"none\"\n",
                 i + 1,
                 i + 1,
                 port,

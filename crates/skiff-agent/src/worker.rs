@@ -105,8 +105,7 @@ impl PodWorker {
                 }
                 return;
             };
-            let uid = current.metadata.uid.clone();
-            last_uid = Some(uid.clone());
+            last_uid = Some(current.metadata.uid.clone());
             self.start_time.get_or_insert_with(|| Time(jiff::Timestamp::now()));
             let wake = match self.step(&current).await {
                 Ok(Some(wake)) => wake,
@@ -119,7 +118,8 @@ impl PodWorker {
             tokio::select! {
                 changed = pod.changed() => {
                     if changed.is_err() {
-                        self.remove_all(&uid).await;
+                        // The agent stopped (the member shuts down): the containers keep running
+                        // and are adopted when it starts again.
                         return;
                     }
                 }

@@ -23,7 +23,7 @@
 //!
 //! Every error names the file and the field.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -127,6 +127,61 @@ pub struct NodeConfig {
     pub join: Option<String>,
     #[serde(default)]
     pub raft: RaftSettings,
+    #[serde(default)]
+    pub agent: AgentSettings,
+}
+
+/// `[agent]`: how this member runs the pods bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// `docker` (the default: the local engine) or `none` (a member that runs no pods).
+    pub runtime: String,
+    /// The engine's unix socket; default: `DOCKER_HOST` or /var/run/docker.sock.
+    pub docker_socket: Option<String>,
+    /// The image of pod sandboxes (built locally by scripts/build-pause-image.sh).
+    pub sandbox_image: String,
+    /// The engine network pod sandboxes join (default: the engine's bridge).
+    pub network: Option<String>,
+    /// Labels on every container this member creates (tests put `skiff.test` here).
+    pub container_labels: BTreeMap<String, String>,
+    /// Labels of this member's Node object.
+    pub node_labels: BTreeMap<String, String>,
+    /// CPU and memory this node offers (quantities, e.g. "2" and "4Gi"); default: the engine's.
+    /// Members of one compose cluster share one engine, so each says its share.
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    /// The node's address for status.hostIP; default: the host part of `advertise`.
+    pub host_ip: Option<String>,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    pub heartbeat_ms: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            runtime: "docker".into(),
+            docker_socket: None,
+            sandbox_image: "skiff-pause:1".into(),
+            network: None,
+            container_labels: BTreeMap::new(),
+            node_labels: BTreeMap::new(),
+            cpu: None,
+            memory: None,
+            host_ip: None,
+            backoff_base_ms: 10_000,
+            backoff_cap_ms: 300_000,
+            heartbeat_ms: 10_000,
+        }
+    }
+}
+
+impl AgentSettings {
+    /// A member that runs no pods (in-process test clusters).
+    pub fn none() -> Self {
+        Self { runtime: "none".into(), ..Self::default() }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -159,6 +214,7 @@ impl NodeConfig {
             initial_members: vec![InitialMember { id: 1, name: "node1".into(), addr: DEFAULT_ADDR.into() }],
             join: None,
             raft: RaftSettings::default(),
+            agent: AgentSettings::default(),
         }
     }
 
@@ -236,6 +292,25 @@ impl NodeConfig {
         }
         if !self.initial_members.is_empty() && !ids.contains(&self.id) {
             return Err(invalid("initial_members", format!("does not list this member (id {})", self.id)));
+        }
+        let a = &self.agent;
+        if !matches!(a.runtime.as_str(), "docker" | "none") {
+            return Err(invalid("agent.runtime", format!("{:?}: use \"docker\" or \"none\"", a.runtime)));
+        }
+        for (field, value) in [("agent.cpu", &a.cpu), ("agent.memory", &a.memory)] {
+            if let Some(v) = value {
+                skiff_api::quantity::Quantity::parse(v).map_err(|e| invalid(field, e.to_string()))?;
+            }
+        }
+        for (k, v) in a.container_labels.iter().chain(&a.node_labels) {
+            skiff_api::name::check_label_key(k).map_err(|e| invalid("agent labels", e))?;
+            skiff_api::name::check_label_value(v).map_err(|e| invalid("agent labels", e))?;
+        }
+        if a.backoff_base_ms == 0 || a.backoff_cap_ms < a.backoff_base_ms || a.heartbeat_ms == 0 {
+            return Err(invalid(
+                "agent.backoff_base_ms",
+                "backoff_base_ms and heartbeat_ms must be positive and backoff_cap_ms at least backoff_base_ms".into(),
+            ));
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0 {

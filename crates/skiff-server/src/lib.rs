@@ -9,8 +9,10 @@
 //! - [`membership`]: voters and learners, adding and removing members.
 //! - [`forward`]: forwarding calls to the leader; [`rpc_error`]: what failures mean.
 //! - [`limits`]: size limits on requests.
+//! - [`agent_api`]: the agent's view of the cluster on a member (local reads, forwarded writes).
 //! - [`client`]: a client that tries the next member when one is down (CLI, join, tests).
 
+pub mod agent_api;
 pub mod client;
 pub mod cluster_service;
 pub mod config;

@@ -122,6 +122,9 @@ impl Node {
             return Err(e);
         }
         node.background.push(tokio::spawn(initialize_cluster_objects(store.clone())));
+        if config.agent.runtime == "docker" {
+            node.background.push(tokio::spawn(crate::agent_api::run_agent(store.clone(), config.clone())));
+        }
         tracing::info!(id = config.id, name = %config.name, %addr, "member started");
         Ok(node)
     }

@@ -1,0 +1,138 @@
+//! The agent on the real Docker engine, in an in-process one-member cluster: the node registers, a
+//! pod bound to it reaches Running with a pod IP, its two containers reach each other on localhost
+//! (the second becomes Ready only after it fetched the first's page), and a deleted pod's containers
+//! are stopped and removed before the object goes. Every container carries `skiff.test` and a label
+//! of this run, and is removed when the test ends, even when it fails.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{eventually, test_raft, TestCluster};
+use skiff_server::config::AgentSettings;
+
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=skiff.test.run={}", self.0)])
+            .output();
+        if let Ok(out) = out {
+            let ids: Vec<String> =
+                String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            }
+        }
+    }
+}
+
+async fn skiff(members: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--members", members])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run skiff")
+}
+
+async fn pod_json(members: &str) -> Option<serde_json::Value> {
+    let out = skiff(members, &["get", "pod", "web", "-o", "json"]).await;
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
+const POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  nodeName: node1
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: server
+    image: skiff-test/busybox:1
+    command: [sh, -c, "echo pod-local > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"]
+    ports:
+    - {name: http, containerPort: 8080}
+  - name: client
+    image: skiff-test/busybox:1
+    command: [sh, -c, "until wget -qO /tmp/page http://127.0.0.1:8080/; do sleep 0.2; done; exec sleep 3600"]
+    readinessProbe:
+      exec: {command: [grep, -q, pod-local, /tmp/page]}
+      periodSeconds: 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_agent_runs_a_pod_whose_containers_share_localhost_and_removes_it_on_delete() {
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    );
+    let _cleanup = Cleanup(run.clone());
+    let agent = AgentSettings {
+        runtime: "docker".into(),
+        container_labels: BTreeMap::from([
+            ("skiff.test".to_string(), "1".to_string()),
+            ("skiff.test.run".to_string(), run.clone()),
+        ]),
+        heartbeat_ms: 1000,
+        ..AgentSettings::default()
+    };
+    let cluster = TestCluster::start_with_agent(1, test_raft(), agent).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = cluster.addr(1);
+
+    let nodes = eventually("the node registered and Ready", Duration::from_secs(20), || async {
+        let out = skiff(&m, &["get", "nodes", "--no-headers"]).await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("node1   Ready").then_some(text)
+    })
+    .await;
+    assert!(nodes.starts_with("node1"), "{nodes}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pod.yaml");
+    std::fs::write(&file, POD).expect("write");
+    let out = skiff(&m, &["apply", "-f", &file.display().to_string()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let pod = eventually("the pod Running and Ready", Duration::from_secs(60), || async {
+        let pod = pod_json(&m).await?;
+        let ready =
+            pod["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (pod["status"]["phase"] == "Running" && ready).then_some(pod)
+    })
+    .await;
+    let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
+    assert!(ip.split('.').count() == 4, "a pod IP: {pod}");
+    let statuses = pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses.iter().all(|c| c["ready"] == true && c["restartCount"] == 0), "{statuses:?}");
+    let table = String::from_utf8_lossy(&skiff(&m, &["get", "pods", "-o", "wide"]).await.stdout).into_owned();
+    assert!(
+        table.lines().any(|l| l.starts_with("web") && l.contains("2/2") && l.contains("Running") && l.contains(ip)),
+        "{table}"
+    );
+
+    // Every container carries the node's extra labels; the pod's containers are found by label.
+    let labelled = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=skiff.test.run={run}"), "--filter", "label=skiff.pod.name=web"])
+        .output()
+        .expect("docker ps");
+    assert_eq!(String::from_utf8_lossy(&labelled.stdout).lines().count(), 3, "sandbox + two containers");
+
+    // Delete: containers stopped and removed, then the object is gone (the CLI waits for it).
+    let out = skiff(&m, &["delete", "pod", "web"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pod \"web\" deleted"));
+    let left = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=skiff.test.run={run}"), "--filter", "label=skiff.pod.name=web"])
+        .output()
+        .expect("docker ps");
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "no container of the pod is left");
+    cluster.shutdown().await;
+}
