@@ -136,3 +136,181 @@ async fn docker_agent_runs_a_pod_whose_containers_share_localhost_and_removes_it
     assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "no container of the pod is left");
     cluster.shutdown().await;
 }
+
+const PODS: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  nodeName: node1
+  containers:
+  - {name: app, image: "skiff-test/busybox:1", command: [sh, -c, "exit 3"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unhealthy}
+spec:
+  nodeName: node1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: skiff-test/busybox:1
+    command: [sh, -c, "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 3600"]
+    livenessProbe:
+      exec: {command: [test, -f, /tmp/alive]}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  nodeName: node1
+  restartPolicy: OnFailure
+  containers:
+  - {name: app, image: "skiff-test/busybox:1", command: [sh, -c, "exit 0"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: missing}
+spec:
+  nodeName: node1
+  containers:
+  - {name: app, image: "skiff-test/none:1"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: steady}
+spec:
+  nodeName: node1
+  containers:
+  - {name: app, image: "skiff-test/busybox:1", command: [sleep, "3600"]}
+"#;
+
+async fn pod_of(members: &str, name: &str) -> Option<serde_json::Value> {
+    let out = skiff(members, &["get", "pod", name, "-o", "json"]).await;
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
+fn container_ids(run: &str, pod: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=skiff.test.run={run}"),
+            "--filter",
+            &format!("label=skiff.pod.name={pod}"),
+        ])
+        .output()
+        .expect("docker ps");
+    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_agent_restarts_with_back_off_kills_unhealthy_finishes_and_adopts_after_a_restart() {
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    );
+    let _cleanup = Cleanup(run.clone());
+    let agent = AgentSettings {
+        runtime: "docker".into(),
+        container_labels: BTreeMap::from([
+            ("skiff.test".to_string(), "1".to_string()),
+            ("skiff.test.run".to_string(), run.clone()),
+        ]),
+        backoff_base_ms: 500,
+        backoff_cap_ms: 2000,
+        heartbeat_ms: 1000,
+        ..AgentSettings::default()
+    };
+    let mut cluster = TestCluster::start_with_agent(1, test_raft(), agent).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = cluster.addr(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pods.yaml");
+    std::fs::write(&file, PODS).expect("write");
+    let out = skiff(&m, &["apply", "-f", &file.display().to_string()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A crashing container: restarted, then backing off, with its last exit code.
+    let crash = eventually("crash backing off after restarts", Duration::from_secs(60), || async {
+        let pod = pod_of(&m, "crash").await?;
+        let c = pod["status"]["containerStatuses"][0].clone();
+        let backing_off = c["state"]["waiting"]["reason"] == "CrashLoopBackOff";
+        (backing_off && c["restartCount"].as_i64()? >= 2).then_some(c)
+    })
+    .await;
+    assert_eq!(crash["lastState"]["terminated"]["exitCode"], 3, "{crash}");
+    let table = String::from_utf8_lossy(&skiff(&m, &["get", "pod", "crash"]).await.stdout).into_owned();
+    assert!(table.contains("CrashLoopBackOff"), "{table}");
+
+    // A failing liveness probe restarts the container.
+    eventually("unhealthy restarted", Duration::from_secs(40), || async {
+        let pod = pod_of(&m, "unhealthy").await?;
+        (pod["status"]["containerStatuses"][0]["restartCount"].as_i64()? >= 1).then_some(())
+    })
+    .await;
+
+    // OnFailure with exit 0 ends Succeeded and is not restarted.
+    let done = eventually("done Succeeded", Duration::from_secs(30), || async {
+        let pod = pod_of(&m, "done").await?;
+        (pod["status"]["phase"] == "Succeeded").then_some(pod)
+    })
+    .await;
+    assert_eq!(done["status"]["containerStatuses"][0]["restartCount"], 0);
+
+    // A missing image: a clear reason naming the image and the node.
+    let missing = eventually("missing image reason", Duration::from_secs(30), || async {
+        let pod = pod_of(&m, "missing").await?;
+        let w = pod["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "ErrImageNeverPull").then_some(w)
+    })
+    .await;
+    let message = missing["message"].as_str().unwrap_or_default();
+    assert!(message.contains("skiff-test/none:1") && message.contains("node1"), "{message}");
+
+    // A member restart adopts the running containers (same ids), and removes this node's orphans
+    // but not another node's containers.
+    eventually("steady running", Duration::from_secs(30), || async {
+        (pod_of(&m, "steady").await?["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    let before = container_ids(&run, "steady");
+    assert_eq!(before.len(), 2, "sandbox + app: {before:?}");
+    let status = skiff(&m, &["cluster", "status", "-o", "json"]).await;
+    let cluster_id = serde_json::from_slice::<serde_json::Value>(&status.stdout).expect("status json")["clusterId"]
+        .as_str()
+        .expect("cluster id")
+        .to_string();
+    for (name, node) in [("orphan", "node1"), ("elsewhere", "node9")] {
+        let out = std::process::Command::new("docker")
+            .args(["create", "--name", &format!("skiff-test-{run}-{name}")])
+            .args(["--label", "skiff.test=1", "--label", &format!("skiff.test.run={run}")])
+            .args(["--label", &format!("skiff.cluster={cluster_id}"), "--label", &format!("skiff.node={node}")])
+            .args(["--label", "skiff.pod.uid=gone", "--label", &format!("skiff.pod.name={name}")])
+            .args(["skiff-test/busybox:1", "sleep", "60"])
+            .output()
+            .expect("docker create");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    cluster.stop(1).await;
+    cluster.restart(1).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    eventually("the orphan removed", Duration::from_secs(30), || async {
+        container_ids(&run, "orphan").is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(container_ids(&run, "elsewhere").len(), 1, "another node's container is left alone");
+    eventually("steady still running after the restart", Duration::from_secs(30), || async {
+        (pod_of(&m, "steady").await?["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // a few worker rounds after adoption
+    assert_eq!(container_ids(&run, "steady"), before, "the same containers, adopted, not restarted");
+    cluster.shutdown().await;
+}
