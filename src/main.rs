@@ -7,6 +7,7 @@
 //! - `kv_cmd`: `skiff kv put | get | list | del | watch`, the low-level store commands.
 //! - `apply_cmd`, `get_cmd`, `describe_cmd`, `delete_cmd`: the kubectl-style resource commands
 //!   (`get_cmd` also has `api-resources`).
+//! - `container_cmd`: `skiff logs` and `skiff exec`.
 //! - `api_client`: the resource API calls through the member list.
 //! - `manifest_files`: reading `-f` files, directories and stdin.
 //! - `printers`: tables, ages, and the yaml, json and name formats.
@@ -17,6 +18,7 @@
 mod api_client;
 mod apply_cmd;
 mod cluster_cmd;
+mod container_cmd;
 mod delete_cmd;
 mod describe_cmd;
 mod get_cmd;
@@ -58,6 +60,10 @@ enum Command {
     Delete(delete_cmd::DeleteArgs),
     /// List the kinds of objects Skiff serves, with their short names.
     ApiResources,
+    /// Print a container's output (through any member, whichever node runs the pod).
+    Logs(container_cmd::LogsArgs),
+    /// Run a command in a container and print its output; exits with the command's exit code.
+    Exec(container_cmd::ExecArgs),
     /// Low-level key-value access to the replicated store (its own key prefix).
     #[command(subcommand)]
     Kv(kv_cmd::KvCommand),
@@ -92,6 +98,8 @@ fn main() -> ExitCode {
             Command::Describe(args) => describe_cmd::run(args, &cli.members).await,
             Command::Delete(args) => delete_cmd::run(args, &cli.members).await,
             Command::ApiResources => get_cmd::api_resources(),
+            Command::Logs(args) => container_cmd::logs(args, &cli.members).await,
+            Command::Exec(args) => container_cmd::exec(args, &cli.members).await,
             Command::Completion { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "skiff", &mut std::io::stdout());
                 Ok(())
@@ -103,6 +111,10 @@ fn main() -> ExitCode {
         // `skiff ... | head`: the reader went away; that is not a failure of ours.
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
             ExitCode::SUCCESS
+        }
+        Err(e) if e.downcast_ref::<container_cmd::CommandExit>().is_some() => {
+            let code = e.downcast_ref::<container_cmd::CommandExit>().map_or(1, |c| c.0);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
         Err(e) => {
             eprintln!("error: {e:#}");

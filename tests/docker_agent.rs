@@ -314,3 +314,49 @@ async fn docker_agent_restarts_with_back_off_kills_unhealthy_finishes_and_adopts
     assert_eq!(container_ids(&run, "steady"), before, "the same containers, adopted, not restarted");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_logs_and_exec_work_through_a_member_that_does_not_run_the_pod() {
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    );
+    let _cleanup = Cleanup(run.clone());
+    let agent = AgentSettings {
+        runtime: "docker".into(),
+        container_labels: BTreeMap::from([
+            ("skiff.test".to_string(), "1".to_string()),
+            ("skiff.test.run".to_string(), run.clone()),
+        ]),
+        heartbeat_ms: 1000,
+        ..AgentSettings::default()
+    };
+    let cluster = TestCluster::start_with_agent(2, test_raft(), agent).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    // The CLI talks to node1 only; the pod runs on node2.
+    let m = cluster.addr(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pod.yaml");
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: talker}\nspec:\n  nodeName: node2\n  containers:\n  - {name: app, image: \"skiff-test/busybox:1\", command: [sh, -c, \"echo hello from $(hostname); exec sleep 3600\"]}\n";
+    std::fs::write(&file, pod).expect("write");
+    let out = skiff(&m, &["apply", "-f", &file.display().to_string()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("talker running", Duration::from_secs(30), || async {
+        (pod_of(&m, "talker").await?["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    let logs = eventually("the container's output", Duration::from_secs(20), || async {
+        let out = skiff(&m, &["logs", "talker"]).await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && text.contains("hello from")).then_some(text)
+    })
+    .await;
+    assert!(logs.starts_with("hello from"), "{logs:?}");
+    let out = skiff(&m, &["exec", "pod/talker", "--", "sh", "-c", "echo from inside; exit 3"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from inside\n");
+    assert_eq!(out.status.code(), Some(3), "skiff exec exits with the command's code");
+    let out = skiff(&m, &["logs", "talker", "-c", "nope"]).await;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no container \"nope\""));
+    cluster.shutdown().await;
+}

@@ -5,7 +5,8 @@
 //!
 //! - [`config`]: the node's TOML config and its validation.
 //! - [`node`]: [`node::Node`], a running member (store + listener + bootstrap/join + shutdown).
-//! - [`kv_service`], [`cluster_service`], [`resource_service`]: the client API (`proto/skiff.proto`).
+//! - [`kv_service`], [`cluster_service`], [`resource_service`], [`container_service`]: the client API
+//!   (`proto/skiff.proto`).
 //! - [`membership`]: voters and learners, adding and removing members.
 //! - [`forward`]: forwarding calls to the leader; [`rpc_error`]: what failures mean.
 //! - [`limits`]: size limits on requests.
@@ -16,6 +17,7 @@ pub mod agent_api;
 pub mod client;
 pub mod cluster_service;
 pub mod config;
+pub mod container_service;
 pub mod forward;
 pub mod kv_service;
 pub mod limits;

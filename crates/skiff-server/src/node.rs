@@ -10,6 +10,7 @@ use skiff_api::defaults::DEFAULT_NAMESPACE;
 use skiff_api::{Kind, Object};
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::cluster_server::ClusterServer;
+use skiff_proto::api::containers_server::ContainersServer;
 use skiff_proto::api::kv_server::KvServer;
 use skiff_proto::api::resources_server::ResourcesServer;
 use skiff_proto::api::AddMemberRequest;
@@ -26,6 +27,7 @@ use tonic::Code;
 use crate::client::{CallKind, Client, ClientError};
 use crate::cluster_service::ClusterService;
 use crate::config::NodeConfig;
+use crate::container_service::ContainerService;
 use crate::forward::Forwarder;
 use crate::kv_service::KvService;
 use crate::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
@@ -92,6 +94,13 @@ impl Node {
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
             .add_service(ClusterServer::new(ClusterService::new(store.clone(), membership.clone(), forwarder.clone())))
+            .add_service(ContainersServer::new(ContainerService::new(
+                Registry::new(store.clone()),
+                forwarder.clone(),
+                config.name.clone(),
+                config.agent.docker_socket.clone(),
+                config.agent.runtime == "docker",
+            )))
             .add_service(
                 ResourcesServer::new(ResourceService::new(Registry::new(store.clone()), forwarder.clone()))
                     .max_decoding_message_size(MAX_REQUEST_BYTES)
