@@ -2,6 +2,10 @@
 # Builds the images the Docker tests run (no registry is reachable, nothing is pulled):
 #   skiff-test/busybox:1   Debian's busybox-static (sh, sleep, httpd, nc, wget...)
 #   skiff-pause:1          the pod sandbox image (also what `skiff node` uses by default)
+#   stand-ins with the names the Kubernetes documentation's examples use (docker/stand-ins/):
+#   registry.k8s.io/busybox:1.27.2, registry.k8s.io/e2e-test-images/agnhost:2.40 (liveness),
+#   registry.k8s.io/goproxy:0.1 (TCP 8080), nginx:1.14.2 and nginx:latest (HTTP 80),
+#   gcr.io/google-samples/hello-go-gke:1.0 (HTTP 80)
 # Installs busybox-static when it is missing. Idempotent: Docker reuses the unchanged layers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +37,24 @@ build() { # image, dockerfile dir
 }
 build skiff-test/busybox:1 busybox
 build skiff-pause:1 pause
+
+# Stand-ins: built FROM the local busybox image (present, so nothing is pulled).
+stand_ins=target/test-images/stand-ins
+rm -rf "$stand_ins"
+cp -r docker/stand-ins "$stand_ins"
+chmod +x "$stand_ins/agnhost"
+standin() { # image dockerfile [build args...]
+  local image=$1 file=$2
+  shift 2
+  echo "== building stand-in $image"
+  if ! out=$(DOCKER_BUILDKIT=0 docker build -q -t "$image" -f "$stand_ins/$file" "$@" "$stand_ins" 2>&1); then
+    echo "$out" >&2
+    exit 1
+  fi
+}
+docker tag skiff-test/busybox:1 registry.k8s.io/busybox:1.27.2
+standin registry.k8s.io/e2e-test-images/agnhost:2.40 Dockerfile.agnhost
+standin registry.k8s.io/goproxy:0.1 Dockerfile.http --build-arg PORT=8080
+standin nginx:1.14.2 Dockerfile.http --build-arg PORT=80
+docker tag nginx:1.14.2 nginx:latest
+docker tag nginx:1.14.2 gcr.io/google-samples/hello-go-gke:1.0
