@@ -360,3 +360,80 @@ async fn docker_logs_and_exec_work_through_a_member_that_does_not_run_the_pod() 
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no container \"nope\""));
     cluster.shutdown().await;
 }
+
+const GRACEFUL: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: polite}
+spec:
+  nodeName: node1
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: app
+    image: skiff-test/busybox:1
+    command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
+    lifecycle:
+      preStop:
+        exec: {command: [sh, -c, "sleep 3"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  nodeName: node1
+  terminationGracePeriodSeconds: 4
+  containers:
+  - {name: app, image: "skiff-test/busybox:1", command: [sleep, "3600"]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_graceful_deletion_runs_pre_stop_and_honours_the_grace_period() {
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    );
+    let _cleanup = Cleanup(run.clone());
+    let agent = AgentSettings {
+        runtime: "docker".into(),
+        container_labels: BTreeMap::from([
+            ("skiff.test".to_string(), "1".to_string()),
+            ("skiff.test.run".to_string(), run.clone()),
+        ]),
+        heartbeat_ms: 1000,
+        ..AgentSettings::default()
+    };
+    let cluster = TestCluster::start_with_agent(1, test_raft(), agent).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = cluster.addr(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pods.yaml");
+    std::fs::write(&file, GRACEFUL).expect("write");
+    let out = skiff(&m, &["apply", "-f", &file.display().to_string()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["polite", "stubborn"] {
+        eventually("running", Duration::from_secs(30), || async {
+            (pod_of(&m, name).await?["status"]["phase"] == "Running").then_some(())
+        })
+        .await;
+    }
+    // preStop (3 s) runs before SIGTERM, which the container honours at once.
+    let started = std::time::Instant::now();
+    let out = skiff(&m, &["delete", "pod", "polite"]).await;
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(15),
+        "preStop ran, no full grace wait: {took:?}"
+    );
+    // A container that ignores SIGTERM is killed when the 4 s grace period is over.
+    let started = std::time::Instant::now();
+    let out = skiff(&m, &["delete", "pod", "stubborn"]).await;
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(12),
+        "SIGKILL after the grace period: {took:?}"
+    );
+    assert!(container_ids(&run, "polite").is_empty() && container_ids(&run, "stubborn").is_empty());
+    cluster.shutdown().await;
+}

@@ -124,7 +124,8 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        // Whole seconds, rounded up: 3.99 s of grace left must not become 3.
+        let seconds = i32::try_from(grace.as_millis().div_ceil(1000)).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(seconds).build();
         match self.docker.stop_container(id, Some(options)).await {
             // 304: already stopped.

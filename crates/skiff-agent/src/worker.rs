@@ -182,12 +182,16 @@ impl PodWorker {
                     self.start_container(pod, container, &sandbox, attempt).await;
                 }
                 Action::Stop { id, name, grace, reason } => {
+                    // The grace period covers the preStop hook and the SIGTERM wait together, as in
+                    // Kubernetes (with at least 2 s left for SIGTERM).
+                    let started = Instant::now();
                     if reason != StopReason::SandboxLost {
                         if let Some(c) = pod.spec.containers.iter().find(|c| c.name == name) {
                             self.pre_stop(c, &id, grace).await;
                         }
                     }
-                    self.runtime.stop(&id, grace).await?;
+                    let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace));
+                    self.runtime.stop(&id, left).await?;
                 }
                 Action::Remove { id } => match self.runtime.remove(&id).await {
                     Ok(()) | Err(RuntimeError::NotFound(_)) => {}
