@@ -256,6 +256,20 @@ async fn docker_agent_restarts_with_back_off_kills_unhealthy_finishes_and_adopts
     })
     .await;
 
+    // What happened is recorded as events, shown by describe.
+    for (pod, reasons) in
+        [("crash", &["Created", "Started", "BackOff"][..]), ("unhealthy", &["Unhealthy", "Killing"][..])]
+    {
+        let described = eventually("the events", Duration::from_secs(20), || async {
+            let out = skiff(&m, &["describe", "pod", pod]).await;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let events = text.split("Events:").nth(1)?.to_string();
+            reasons.iter().all(|r| events.contains(r)).then_some(events)
+        })
+        .await;
+        assert!(described.contains("skiff-agent"), "{described}");
+    }
+
     // OnFailure with exit 0 ends Succeeded and is not restarted.
     let done = eventually("done Succeeded", Duration::from_secs(30), || async {
         let pod = pod_of(&m, "done").await?;

@@ -32,6 +32,8 @@ pub trait PodApi: Send + Sync + 'static {
     async fn finalize(&self, pod: &Pod) -> Result<(), String>;
     /// The config maps of a namespace.
     async fn config_maps(&self, namespace: &str) -> Result<BTreeMap<String, ConfigMap>, String>;
+    /// Records an event about the pod (`Normal` or `Warning`). Losing one is not an error.
+    async fn event(&self, _pod: &Pod, _type: &str, _reason: &str, _message: &str) {}
 }
 
 /// The node's settings every worker shares.
@@ -65,6 +67,8 @@ pub struct PodWorker {
     readiness: BTreeMap<String, (u32, ProbeSchedule)>,
     start_time: Option<Time>,
     written: Option<skiff_api::kinds::pod::PodStatus>,
+    /// The crash count of each container whose back-off was already reported.
+    backoff_reported: BTreeMap<String, u32>,
 }
 
 fn labels_of(config: &WorkerConfig, uid: &str) -> BTreeMap<String, String> {
@@ -91,6 +95,7 @@ impl PodWorker {
             readiness: BTreeMap::new(),
             start_time: None,
             written: None,
+            backoff_reported: BTreeMap::new(),
         }
     }
 
@@ -182,6 +187,14 @@ impl PodWorker {
                     self.start_container(pod, container, &sandbox, attempt).await;
                 }
                 Action::Stop { id, name, grace, reason } => {
+                    let message = match reason {
+                        StopReason::Unhealthy => {
+                            format!("Container {name} failed its liveness probe, will be restarted")
+                        }
+                        StopReason::Deleted => format!("Stopping container {name}"),
+                        StopReason::SandboxLost => "Pod sandbox changed, it will be killed and re-created".to_string(),
+                    };
+                    self.api.event(pod, "Normal", "Killing", &message).await;
                     // The grace period covers the preStop hook and the SIGTERM wait together, as in
                     // Kubernetes (with at least 2 s left for SIGTERM).
                     let started = Instant::now();
@@ -214,6 +227,14 @@ impl PodWorker {
             .and_then(|r| infos.get(&r.id))
             .map(|i| i.ip.clone())
             .filter(|ip| !ip.is_empty());
+        for (name, mem) in &self.memory {
+            let backing_off = mem.not_before.is_some_and(|t| t > now);
+            if backing_off && self.backoff_reported.get(name) != Some(&mem.backoff.crashes()) {
+                self.backoff_reported.insert(name.clone(), mem.backoff.crashes());
+                let message = format!("Back-off restarting failed container {name} in pod {}", pod.metadata.name);
+                self.api.event(pod, "Warning", "BackOff", &message).await;
+            }
+        }
         let mut wake = decided.wake_at.unwrap_or(now + self.config.resync).min(now + self.config.resync);
         if pod.metadata.deletion_timestamp.is_none() {
             wake = wake.min(self.probe(pod, &observed, sandbox_ip.as_deref()).await);
@@ -261,18 +282,31 @@ impl PodWorker {
             Ok(id) => self.runtime.start(&id).await,
             Err(e) => Err(e),
         };
+        let name = &container.name;
         match result {
             Ok(()) => {
-                self.waiting.remove(&container.name);
+                self.waiting.remove(name);
+                if container.image_pull_policy.as_deref() == Some("Always") {
+                    let message = format!(
+                        "imagePullPolicy is Always but no registry is reachable: running the local image {:?} as it is on node {:?}",
+                        container.image, self.config.node
+                    );
+                    self.api.event(pod, "Warning", "ImageNotPulled", &message).await;
+                }
+                self.api.event(pod, "Normal", "Created", &format!("Created container {name}")).await;
+                self.api.event(pod, "Normal", "Started", &format!("Started container {name}")).await;
             }
             Err(RuntimeError::ImageNotPresent(image)) => {
                 let message = format!(
                     "image {image:?} is not present on node {:?} and Skiff never pulls images: build or load it on that node's engine",
                     self.config.node
                 );
-                self.set_waiting(&container.name, "ErrImageNeverPull", message);
+                if self.waiting.get(name).map(|w| w.reason.as_str()) != Some("ErrImageNeverPull") {
+                    self.api.event(pod, "Warning", "Failed", &message).await;
+                }
+                self.set_waiting(name, "ErrImageNeverPull", message);
             }
-            Err(e) => self.set_waiting(&container.name, "RunContainerError", e.to_string()),
+            Err(e) => self.set_waiting(name, "RunContainerError", e.to_string()),
         }
     }
 
@@ -316,6 +350,16 @@ impl PodWorker {
                     let timeout = entry.1.timeout;
                     let ok = run_probe(self.runtime.as_ref(), probe, c, &run.id, pod_ip, timeout).await;
                     let verdict = entry.1.record(ok, Instant::now());
+                    if !readiness && !ok {
+                        self.api
+                            .event(
+                                pod,
+                                "Warning",
+                                "Unhealthy",
+                                &format!("Liveness probe failed for container {}", c.name),
+                            )
+                            .await;
+                    }
                     if !readiness && verdict == Verdict::Failure {
                         if let Some(m) = self.memory.get_mut(&c.name) {
                             m.liveness_failed = Some(run.attempt);

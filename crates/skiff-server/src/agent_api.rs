@@ -86,6 +86,42 @@ impl PodApi for MemberAgentApi {
         }
     }
 
+    async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
+        let now = skiff_api::meta::Time(jiff::Timestamp::now());
+        let mut event = skiff_api::kinds::Event::default();
+        let nanos = jiff::Timestamp::now().as_nanosecond();
+        event.metadata.name = format!("{}.{:x}", pod.metadata.name, nanos);
+        event.metadata.namespace = pod.metadata.namespace.clone();
+        event.involved_object = skiff_api::kinds::event::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(pod.metadata.namespace.clone()),
+            name: Some(pod.metadata.name.clone()),
+            uid: Some(pod.metadata.uid.clone()),
+            ..Default::default()
+        };
+        event.reason = Some(reason.into());
+        event.message = Some(message.into());
+        event.type_ = Some(type_.into());
+        event.count = Some(1);
+        event.first_timestamp = Some(now);
+        event.last_timestamp = Some(now);
+        event.source = Some(skiff_api::kinds::event::EventSource {
+            component: Some("skiff-agent".into()),
+            host: pod.spec.node_name.clone(),
+        });
+        let object = Object::Event(event).to_json();
+        let created = self
+            .write(|mut c| {
+                let object = object.clone();
+                async move { c.create(ObjectRequest { object }).await }
+            })
+            .await;
+        if let Err(e) = created {
+            tracing::debug!(pod = %pod.metadata.name, %reason, error = %e, "recording an event");
+        }
+    }
+
     async fn config_maps(&self, namespace: &str) -> Result<BTreeMap<String, ConfigMap>, String> {
         let filter = Filter { namespace: Some(namespace.to_string()), ..Default::default() };
         let (objects, _) =
