@@ -67,8 +67,13 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// Starts a three-member Skiff cluster with default settings.
+    /// Starts a three-member Skiff cluster with default settings (agents off: the store is measured).
     pub async fn skiff(bins: &Binaries) -> anyhow::Result<Self> {
+        Self::skiff_with(bins, "# The store is measured, not pods.\n[agent]\nruntime = \"none\"\n").await
+    }
+
+    /// Starts a three-member Skiff cluster with `agent` as each member's `[agent]` TOML section.
+    pub async fn skiff_with(bins: &Binaries, agent: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let ports = [free_port()?, free_port()?, free_port()?];
         let initial: String = (0..3)
@@ -78,7 +83,7 @@ impl Cluster {
         for (i, port) in ports.iter().enumerate() {
             let config = dir.path().join(format!("node{}.toml", i + 1));
             let text = format!(
-                "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n\n# The store is measured, not pods.\n[agent]\nruntime = \"none\"\n",
+                "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n\n{agent}",
                 i + 1,
                 i + 1,
                 port,

@@ -2,6 +2,7 @@
 //!
 //! - `store`: writes/s and latency at several client counts (three members each, on loopback).
 //! - `failover`: time from `kill -9` of the leader to the first accepted write invoked after it.
+//! - `podstart`: binding to Running for 50 pods against plain docker.
 //! - `api`: resource API latency (apply, get) at 100 clients and watch delivery latency.
 //!
 //! # Layout
@@ -15,6 +16,7 @@ mod api;
 mod cluster;
 mod cpu;
 mod failover;
+mod podstart;
 mod store;
 mod system;
 
@@ -54,6 +56,12 @@ enum Command {
         #[arg(long)]
         kills: Option<usize>,
     },
+    /// Time from binding to Running for 50 pods, against plain docker.
+    Podstart {
+        /// Pods (default 50, smoke 5).
+        #[arg(long)]
+        pods: Option<usize>,
+    },
     /// Apply and get latency at 100 concurrent clients, and watch delivery latency.
     Api {
         /// Concurrent clients (default 100, smoke 10).
@@ -74,6 +82,7 @@ async fn main() -> ExitCode {
             Command::Store { seconds } => store::run(&bins, cli.smoke, seconds).await,
             Command::Failover { kills } => failover::run(&bins, cli.smoke, kills).await,
             Command::Api { clients, seconds } => api::run(&bins, cli.smoke, clients, seconds).await,
+            Command::Podstart { pods } => podstart::run(&bins, cli.smoke, pods).await,
         }
     };
     // On SIGINT or SIGTERM (`timeout` in bench/run.sh sends it), the benchmark future is dropped, and
