@@ -141,7 +141,9 @@ impl ContainerRuntime for MemoryRuntime {
         if !matches!(info.state, ContainerState::Running { .. }) {
             return Err(RuntimeError::Engine(format!("container {id} is not running")));
         }
-        Ok(ExecOutput { exit_code: 0, output: command.join(" ").into_bytes() })
+        // `false` fails, like the real one; anything else succeeds and echoes itself.
+        let exit_code = i64::from(command.first().map(String::as_str) == Some("false"));
+        Ok(ExecOutput { exit_code, output: command.join(" ").into_bytes() })
     }
 
     async fn logs(

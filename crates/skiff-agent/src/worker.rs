@@ -65,6 +65,7 @@ pub struct PodWorker {
     waiting: BTreeMap<String, Waiting>,
     liveness: BTreeMap<String, (u32, ProbeSchedule)>,
     readiness: BTreeMap<String, (u32, ProbeSchedule)>,
+    startup: BTreeMap<String, (u32, ProbeSchedule)>,
     start_time: Option<Time>,
     written: Option<skiff_api::kinds::pod::PodStatus>,
     /// The crash count of each container whose back-off was already reported.
@@ -93,6 +94,7 @@ impl PodWorker {
             waiting: BTreeMap::new(),
             liveness: BTreeMap::new(),
             readiness: BTreeMap::new(),
+            startup: BTreeMap::new(),
             start_time: None,
             written: None,
             backoff_reported: BTreeMap::new(),
@@ -336,6 +338,43 @@ impl PodWorker {
             if !matches!(run.state, ContainerState::Running { .. }) {
                 continue;
             }
+            // A startup probe holds back liveness and readiness until it succeeds; failing, it
+            // restarts the container as a failed liveness probe does.
+            if let Some(probe) = &c.startup_probe {
+                let entry = self
+                    .startup
+                    .entry(c.name.clone())
+                    .or_insert_with(|| (run.attempt, ProbeSchedule::new(probe, now, Verdict::Unknown)));
+                if entry.0 != run.attempt {
+                    *entry = (run.attempt, ProbeSchedule::new(probe, now, Verdict::Unknown));
+                }
+                if entry.1.verdict() != Verdict::Success {
+                    if entry.1.due(now) {
+                        let timeout = entry.1.timeout;
+                        let ok = run_probe(self.runtime.as_ref(), probe, c, &run.id, pod_ip, timeout).await;
+                        if entry.1.record(ok, Instant::now()) == Verdict::Failure {
+                            self.api
+                                .event(
+                                    pod,
+                                    "Warning",
+                                    "Unhealthy",
+                                    &format!("Startup probe failed for container {}", c.name),
+                                )
+                                .await;
+                            if let Some(m) = self.memory.get_mut(&c.name) {
+                                m.liveness_failed = Some(run.attempt);
+                            }
+                            next = now;
+                        }
+                    }
+                    if let Some((_, s)) = self.startup.get(&c.name) {
+                        if s.verdict() != Verdict::Success {
+                            next = next.min(s.next_due());
+                            continue;
+                        }
+                    }
+                }
+            }
             for (probe, readiness) in [(&c.liveness_probe, false), (&c.readiness_probe, true)] {
                 let Some(probe) = probe else { continue };
                 let schedules = if readiness { &mut self.readiness } else { &mut self.liveness };
@@ -410,11 +449,19 @@ impl PodWorker {
                 (None, None) => Observation::Waiting { reason: "ContainerCreating".into(), message: None },
                 (Some(run), None) => match &run.state {
                     ContainerState::Running { started_at } => {
-                        let ready = match (&c.readiness_probe, self.readiness.get(&c.name)) {
+                        let started = match (&c.startup_probe, self.startup.get(&c.name)) {
                             (None, _) => true,
                             (Some(_), Some((attempt, s))) => *attempt == run.attempt && s.verdict() == Verdict::Success,
                             (Some(_), None) => false,
                         };
+                        let ready = started
+                            && match (&c.readiness_probe, self.readiness.get(&c.name)) {
+                                (None, _) => true,
+                                (Some(_), Some((attempt, s))) => {
+                                    *attempt == run.attempt && s.verdict() == Verdict::Success
+                                }
+                                (Some(_), None) => false,
+                            };
                         Observation::Running { started_at: time_of(started_at), ready }
                     }
                     ContainerState::Created => {

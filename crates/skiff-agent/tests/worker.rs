@@ -167,3 +167,30 @@ async fn a_missing_image_is_a_waiting_reason_naming_image_and_node() {
     assert!(message.contains("\"nginx:1.14.2\"") && message.contains("node \"node1\""), "{message}");
     assert_eq!(api.status().phase.as_deref(), Some("Pending"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_startup_probe_restarts_the_container_and_keeps_it_unready() {
+    use skiff_api::kinds::pod::{ExecAction, Probe};
+    let rt = Arc::new(MemoryRuntime::new());
+    let api = Arc::new(FakeApi::default());
+    let mut p = pod("web:1");
+    let never = Probe {
+        exec: Some(ExecAction { command: vec!["false".into()] }),
+        period_seconds: Some(1),
+        failure_threshold: Some(2),
+        ..Default::default()
+    };
+    p.spec.containers[0].startup_probe = Some(never);
+    // Liveness would pass; it must not run (nor count) before the startup probe succeeds.
+    p.spec.containers[0].liveness_probe =
+        Some(Probe { exec: Some(ExecAction { command: vec!["true".into()] }), ..Default::default() });
+    let (_tx, rx) = watch::channel(Some(p));
+    let _worker = tokio::spawn(PodWorker::new(rt.clone(), api.clone(), config()).run(rx));
+    let status = until("a restart after the startup probe failed", || {
+        let s = api.status();
+        (s.container_statuses.first()?.restart_count >= 1).then_some(s)
+    })
+    .await;
+    assert!(status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"), "{status:?}");
+    assert!(!status.container_statuses[0].ready);
+}
