@@ -242,8 +242,9 @@ fn container(errs: &mut Errors, p: &FieldPath, c: &Container) {
     for (j, port) in c.ports.iter().enumerate() {
         let pp = p.at("ports").index(j);
         errs.check(&pp.at("containerPort"), check_port(port.container_port));
-        if let Some(hp) = port.host_port {
-            errs.check(&pp.at("hostPort"), check_port(hp));
+        if port.host_port.is_some() {
+            // Refused rather than silently ignored: the agent does not publish ports on the node.
+            errs.add(pp.at("hostPort"), "Skiff does not publish host ports: remove hostPort (use a NodePort Service)");
         }
         errs.check(&pp.at("protocol"), check_protocol(&port.protocol));
         if let Some(name) = &port.name {

@@ -291,3 +291,12 @@ fn duplicate_keys_are_refused() {
     let errors = errors_of("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n");
     assert_eq!(errors, vec!["app.yaml:5:3: invalid YAML: duplicate mapping key: name"]);
 }
+
+#[test]
+fn host_ports_are_refused_rather_than_ignored() {
+    let errors = errors_of("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: web\n    image: web:1\n    ports:\n    - {containerPort: 80, hostPort: 8080}\n");
+    assert!(
+        errors[0].contains("spec.containers[0].ports[0].hostPort: Skiff does not publish host ports"),
+        "{errors:?}"
+    );
+}
