@@ -203,9 +203,17 @@ pub async fn run_agent(store: skiff_store::ObjectStore, config: crate::config::N
             return;
         }
     };
-    let host_ip = settings.host_ip.clone().or_else(|| {
-        config.advertise_addr().rsplit_once(':').map(|(host, _)| host.trim_matches(['[', ']']).to_string())
-    });
+    // status.hostIP is an address: a host name in `advertise` (compose: "node1") is resolved.
+    let host_ip = match settings.host_ip.clone() {
+        Some(ip) => Some(ip),
+        None => match tokio::net::lookup_host(config.advertise_addr()).await {
+            Ok(mut addrs) => addrs.next().map(|a| a.ip().to_string()),
+            Err(e) => {
+                tracing::warn!(addr = %config.advertise_addr(), error = %e, "cannot resolve this member's address for hostIP");
+                None
+            }
+        },
+    };
     let mut capacity = BTreeMap::new();
     for (name, value) in [("cpu", &settings.cpu), ("memory", &settings.memory)] {
         if let Some(q) = value.as_deref().and_then(|v| skiff_api::quantity::Quantity::parse(v).ok()) {
