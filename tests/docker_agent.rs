@@ -9,25 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{eventually, test_raft, TestCluster};
+use common::{eventually, test_raft, DockerCleanup, TestCluster};
 use skiff_server::config::AgentSettings;
-
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let out = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=skiff.test.run={}", self.0)])
-            .output();
-        if let Ok(out) = out {
-            let ids: Vec<String> =
-                String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
-            }
-        }
-    }
-}
 
 async fn skiff(members: &str, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -67,12 +50,8 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_agent_runs_a_pod_whose_containers_share_localhost_and_removes_it_on_delete() {
-    let run = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-    );
-    let _cleanup = Cleanup(run.clone());
+    let cleanup = DockerCleanup::new_run();
+    let run = cleanup.0.clone();
     let agent = AgentSettings {
         runtime: "docker".into(),
         container_labels: BTreeMap::from([
@@ -211,12 +190,8 @@ fn container_ids(run: &str, pod: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_agent_restarts_with_back_off_kills_unhealthy_finishes_and_adopts_after_a_restart() {
-    let run = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-    );
-    let _cleanup = Cleanup(run.clone());
+    let cleanup = DockerCleanup::new_run();
+    let run = cleanup.0.clone();
     let agent = AgentSettings {
         runtime: "docker".into(),
         container_labels: BTreeMap::from([
@@ -331,12 +306,8 @@ async fn docker_agent_restarts_with_back_off_kills_unhealthy_finishes_and_adopts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_logs_and_exec_work_through_a_member_that_does_not_run_the_pod() {
-    let run = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-    );
-    let _cleanup = Cleanup(run.clone());
+    let cleanup = DockerCleanup::new_run();
+    let run = cleanup.0.clone();
     let agent = AgentSettings {
         runtime: "docker".into(),
         container_labels: BTreeMap::from([
@@ -401,12 +372,8 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_graceful_deletion_runs_pre_stop_and_honours_the_grace_period() {
-    let run = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-    );
-    let _cleanup = Cleanup(run.clone());
+    let cleanup = DockerCleanup::new_run();
+    let run = cleanup.0.clone();
     let agent = AgentSettings {
         runtime: "docker".into(),
         container_labels: BTreeMap::from([

@@ -10,28 +10,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{test_raft, TestCluster};
+use common::{test_raft, DockerCleanup, TestCluster};
 use skiff_proto::api::resources_client::ResourcesClient;
 use skiff_proto::api::BindRequest;
 use skiff_server::client::CallKind;
 use skiff_server::config::AgentSettings;
-
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let out = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=skiff.test.run={}", self.0)])
-            .output();
-        if let Ok(out) = out {
-            let ids: Vec<String> =
-                String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
-            }
-        }
-    }
-}
 
 async fn pod(members: &str, name: &str) -> Option<serde_json::Value> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -54,12 +37,8 @@ fn ready(pod: &serde_json::Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_documentation_probe_pods_behave_as_documented() {
-    let run = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-    );
-    let _cleanup = Cleanup(run.clone());
+    let cleanup = DockerCleanup::new_run();
+    let run = cleanup.0.clone();
     let agent = AgentSettings {
         runtime: "docker".into(),
         container_labels: BTreeMap::from([

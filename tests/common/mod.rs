@@ -263,3 +263,30 @@ pub async fn list(client: &Client, prefix: &str, stale: bool) -> Result<(Vec<(St
     let kvs = r.kvs.into_iter().map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned())).collect();
     Ok((kvs, r.revision))
 }
+
+/// Removes every container labelled `skiff.test.run=<run>` when dropped (also when a test fails).
+pub struct DockerCleanup(pub String);
+
+impl DockerCleanup {
+    /// A label value unique to this test run.
+    pub fn new_run() -> Self {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        Self(format!("{}-{nanos}", std::process::id()))
+    }
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=skiff.test.run={}", self.0)])
+            .output();
+        if let Ok(out) = out {
+            let ids: Vec<String> =
+                String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            }
+        }
+    }
+}
