@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{eventually, test_raft, DockerCleanup, TestCluster};
+use common::{docker_agent, eventually, test_raft, DockerCleanup, TestCluster};
 use skiff_server::config::AgentSettings;
 
 async fn skiff(members: &str, args: &[&str]) -> std::process::Output {
@@ -52,15 +51,7 @@ spec:
 async fn docker_agent_runs_a_pod_whose_containers_share_localhost_and_removes_it_on_delete() {
     let cleanup = DockerCleanup::new_run();
     let run = cleanup.0.clone();
-    let agent = AgentSettings {
-        runtime: "docker".into(),
-        container_labels: BTreeMap::from([
-            ("skiff.test".to_string(), "1".to_string()),
-            ("skiff.test.run".to_string(), run.clone()),
-        ]),
-        heartbeat_ms: 1000,
-        ..AgentSettings::default()
-    };
+    let agent = docker_agent(&run);
     let cluster = TestCluster::start_with_agent(1, test_raft(), agent).await;
     cluster.leader(Duration::from_secs(10)).await;
     let m = cluster.addr(1);
@@ -192,17 +183,7 @@ fn container_ids(run: &str, pod: &str) -> Vec<String> {
 async fn docker_agent_restarts_with_back_off_kills_unhealthy_finishes_and_adopts_after_a_restart() {
     let cleanup = DockerCleanup::new_run();
     let run = cleanup.0.clone();
-    let agent = AgentSettings {
-        runtime: "docker".into(),
-        container_labels: BTreeMap::from([
-            ("skiff.test".to_string(), "1".to_string()),
-            ("skiff.test.run".to_string(), run.clone()),
-        ]),
-        backoff_base_ms: 500,
-        backoff_cap_ms: 2000,
-        heartbeat_ms: 1000,
-        ..AgentSettings::default()
-    };
+    let agent = AgentSettings { backoff_base_ms: 500, backoff_cap_ms: 2000, ..docker_agent(&run) };
     let mut cluster = TestCluster::start_with_agent(1, test_raft(), agent).await;
     cluster.leader(Duration::from_secs(10)).await;
     let m = cluster.addr(1);
@@ -308,15 +289,7 @@ async fn docker_agent_restarts_with_back_off_kills_unhealthy_finishes_and_adopts
 async fn docker_logs_and_exec_work_through_a_member_that_does_not_run_the_pod() {
     let cleanup = DockerCleanup::new_run();
     let run = cleanup.0.clone();
-    let agent = AgentSettings {
-        runtime: "docker".into(),
-        container_labels: BTreeMap::from([
-            ("skiff.test".to_string(), "1".to_string()),
-            ("skiff.test.run".to_string(), run.clone()),
-        ]),
-        heartbeat_ms: 1000,
-        ..AgentSettings::default()
-    };
+    let agent = docker_agent(&run);
     let cluster = TestCluster::start_with_agent(2, test_raft(), agent).await;
     cluster.leader(Duration::from_secs(10)).await;
     // The CLI talks to node1 only; the pod runs on node2.
@@ -374,15 +347,7 @@ spec:
 async fn docker_graceful_deletion_runs_pre_stop_and_honours_the_grace_period() {
     let cleanup = DockerCleanup::new_run();
     let run = cleanup.0.clone();
-    let agent = AgentSettings {
-        runtime: "docker".into(),
-        container_labels: BTreeMap::from([
-            ("skiff.test".to_string(), "1".to_string()),
-            ("skiff.test.run".to_string(), run.clone()),
-        ]),
-        heartbeat_ms: 1000,
-        ..AgentSettings::default()
-    };
+    let agent = docker_agent(&run);
     let cluster = TestCluster::start_with_agent(1, test_raft(), agent).await;
     cluster.leader(Duration::from_secs(10)).await;
     let m = cluster.addr(1);

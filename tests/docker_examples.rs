@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{test_raft, DockerCleanup, TestCluster};
+use common::{docker_agent, test_raft, DockerCleanup, TestCluster};
 use skiff_proto::api::resources_client::ResourcesClient;
 use skiff_proto::api::BindRequest;
 use skiff_server::client::CallKind;
-use skiff_server::config::AgentSettings;
 
 async fn pod(members: &str, name: &str) -> Option<serde_json::Value> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -39,14 +37,7 @@ fn ready(pod: &serde_json::Value) -> bool {
 async fn docker_documentation_probe_pods_behave_as_documented() {
     let cleanup = DockerCleanup::new_run();
     let run = cleanup.0.clone();
-    let agent = AgentSettings {
-        runtime: "docker".into(),
-        container_labels: BTreeMap::from([
-            ("skiff.test".to_string(), "1".to_string()),
-            ("skiff.test.run".to_string(), run.clone()),
-        ]),
-        ..AgentSettings::default()
-    };
+    let agent = docker_agent(&run);
     let cluster = TestCluster::start_with_agent(1, test_raft(), agent).await;
     cluster.leader(Duration::from_secs(10)).await;
     let m = cluster.addr(1);

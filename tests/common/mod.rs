@@ -290,3 +290,17 @@ impl Drop for DockerCleanup {
         }
     }
 }
+
+/// The agent settings of a Docker test: the local engine, every container labelled `skiff.test` and
+/// with the test run (so [`DockerCleanup`] finds it), a 1 s node heartbeat.
+pub fn docker_agent(run: &str) -> skiff_server::config::AgentSettings {
+    skiff_server::config::AgentSettings {
+        runtime: "docker".into(),
+        container_labels: BTreeMap::from([
+            ("skiff.test".to_string(), "1".to_string()),
+            ("skiff.test.run".to_string(), run.to_string()),
+        ]),
+        heartbeat_ms: 1000,
+        ..skiff_server::config::AgentSettings::default()
+    }
+}

@@ -164,7 +164,7 @@ impl PodWorker {
     /// One round: observe, act, probe, report. `Ok(None)` once the pod is finalized.
     async fn step(&mut self, pod: &Pod) -> Result<Option<Instant>, RuntimeError> {
         let uid = pod.metadata.uid.clone();
-        let (observed, _) = self.observe(&uid).await?;
+        let (observed, infos) = self.observe(&uid).await?;
         let now = Instant::now();
         let decided = plan(pod, &observed, &mut self.memory, self.config.backoff, now);
         let mut sandbox_id = observed
@@ -173,6 +173,7 @@ impl PodWorker {
             .filter(|r| matches!(r.state, ContainerState::Running { .. }))
             .max_by_key(|r| r.attempt)
             .map(|r| r.id.clone());
+        let acted = !decided.actions.is_empty();
         for action in decided.actions {
             match action {
                 Action::StartSandbox { attempt } => {
@@ -221,7 +222,8 @@ impl PodWorker {
                 }
             }
         }
-        let (observed, infos) = self.observe(&uid).await?;
+        // Look again only when something changed the containers.
+        let (observed, infos) = if acted { self.observe(&uid).await? } else { (observed, infos) };
         let sandbox_ip = observed
             .sandbox
             .iter()
