@@ -67,9 +67,13 @@ pub enum StoreError {
 /// Confirms leadership for batches of readers: everyone waiting when a round starts shares it. A
 /// round that misses a quorum only because heartbeats were slow (openraft gives them one heartbeat
 /// interval) is tried again a few times before readers see an error.
-fn start_read_barriers(raft: Raft) -> mpsc::UnboundedSender<oneshot::Sender<Result<(), StoreError>>> {
+fn start_read_barriers(
+    raft: Raft,
+    apply_timeout: Duration,
+) -> mpsc::UnboundedSender<oneshot::Sender<Result<(), StoreError>>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<(), StoreError>>>();
     tokio::spawn(async move {
+        let mut floor = TermFloor::default();
         while let Some(first) = rx.recv().await {
             let mut waiting = vec![first];
             while let Ok(more) = rx.try_recv() {
@@ -83,12 +87,59 @@ fn start_read_barriers(raft: Raft) -> mpsc::UnboundedSender<oneshot::Sender<Resu
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 result = confirm_leadership(&raft).await;
             }
+            if result.is_ok() {
+                result = floor.wait_applied(&raft, apply_timeout).await;
+            }
             for w in waiting {
                 let _ = w.send(result.clone());
             }
         }
     });
     tx
+}
+
+/// The last log index this member held when it was first seen leading in its current term.
+///
+/// openraft's read index is the larger of the leader's first entry in its term and its committed
+/// index. A member that led before a restart leads again at once, in the same term, with the
+/// committed index it read back from disk, and that can be older than writes it acknowledged before
+/// the crash (openraft issue 1511): a read at that index would miss them. Every entry in a leader's
+/// log is committed by it in the end, so a read that also waits for the log it held at the start of
+/// its term sees every write acknowledged before, by this leader or an earlier one.
+#[derive(Debug, Default)]
+struct TermFloor {
+    /// `(term, last log index when first seen leading in it)`.
+    seen: Option<(u64, u64)>,
+}
+
+impl TermFloor {
+    /// Waits until this member has applied its floor for the term it leads now.
+    async fn wait_applied(&mut self, raft: &Raft, timeout: Duration) -> Result<(), StoreError> {
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(metrics.id) {
+            return Ok(()); // not leading: the read fails or is forwarded elsewhere
+        }
+        let floor = match self.seen {
+            Some((term, index)) if term == metrics.current_term => index,
+            _ => {
+                let index = metrics.last_log_index.unwrap_or(0);
+                self.seen = Some((metrics.current_term, index));
+                index
+            }
+        };
+        if metrics.last_applied.map(|l| l.index).unwrap_or(0) >= floor {
+            return Ok(());
+        }
+        raft.wait(Some(timeout))
+            .applied_index_at_least(Some(floor), "the leader's log at the start of its term")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "the leader has not yet applied its log up to index {floor} (restarted?): {e}; retry"
+                ))
+            })
+    }
 }
 
 async fn confirm_leadership(raft: &Raft) -> Result<(), StoreError> {
@@ -132,7 +183,7 @@ impl ObjectStore {
             .await
             .map_err(|e| StoreError::Storage(format!("cannot start raft: {e}")))?;
         let proposer = Proposer::start(raft.clone(), config.max_in_flight_entries, config.write_timeout);
-        let barrier = start_read_barriers(raft.clone());
+        let barrier = start_read_barriers(raft.clone(), config.write_timeout);
         Ok(Self { node_id: config.node_id, raft, shared, proposer, write_timeout: config.write_timeout, barrier })
     }
 
