@@ -33,6 +33,20 @@ if ! command -v etcd >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq etcd-server >/dev/null
 fi
 
+# A full run keeps everything it prints (each run's table and the summary) in bench/results/.
+if [ ${#smoke[@]} -eq 0 ]; then
+  mkdir -p bench/results
+  base="bench/results/$bench-$(date -u +%Y-%m-%d)-$(git rev-parse --short HEAD)"
+  out="$base.txt"
+  n=2
+  while [ -e "$out" ]; do
+    out="$base-$n.txt"
+    n=$((n + 1))
+  done
+  echo "== the output is kept in $out"
+  exec > >(tee "$out") 2>&1
+fi
+
 echo "== building skiff and skiff-bench (release)"
 timeout 1800 cargo build --release -p skiff -p skiff-bench --bins
 

@@ -107,6 +107,11 @@ impl Cluster {
 
     /// Starts a three-member etcd cluster with default settings.
     pub async fn etcd(bins: &Binaries) -> anyhow::Result<Self> {
+        Self::etcd_with(bins, &[]).await
+    }
+
+    /// Starts a three-member etcd cluster with `flags` added to each member's command line.
+    pub async fn etcd_with(bins: &Binaries, flags: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let client = [free_port()?, free_port()?, free_port()?];
         let peer = [free_port()?, free_port()?, free_port()?];
@@ -126,7 +131,10 @@ impl Cluster {
                     format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", peer[i]),
                     format!("--initial-cluster={initial}"),
                     "--initial-cluster-state=new".into(),
-                ],
+                ]
+                .into_iter()
+                .chain(flags.iter().map(|f| f.to_string()))
+                .collect(),
                 log: dir.path().join(format!("e{}.log", i + 1)),
                 child: None,
             });

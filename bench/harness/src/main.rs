@@ -9,14 +9,16 @@
 //!
 //! - `cluster`: starting, killing and restarting three-member Skiff and etcd clusters.
 //! - `cpu`: how much of the machine the benchmark had.
-//! - `system`: the one interface the benchmarks use for both: put, leader, term.
-//! - `store`, `failover`, `api`: the benchmarks.
+//! - `system`: the one interface the benchmarks use for both: put, get, leader, term.
+//! - `report`: several runs summed up (median and range), targets, failure checks.
+//! - `store`, `failover`, `api`, `podstart`: the benchmarks, each one run at a time (`run_once`).
 
 mod api;
 mod cluster;
 mod cpu;
 mod failover;
 mod podstart;
+mod report;
 mod store;
 mod system;
 
@@ -38,6 +40,10 @@ struct Cli {
     /// Short runs that only prove the benchmark works (CI).
     #[arg(long)]
     smoke: bool,
+    /// How many times to run the whole benchmark (default 3, smoke 1; podstart 4, smoke 2);
+    /// figures are the median.
+    #[arg(long)]
+    runs: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,13 +83,48 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let bins = cluster::Binaries { skiff: cli.skiff, etcd: cli.etcd };
-    let bench = async {
-        match cli.command {
-            Command::Store { seconds } => store::run(&bins, cli.smoke, seconds).await,
-            Command::Failover { kills } => failover::run(&bins, cli.smoke, kills).await,
-            Command::Api { clients, seconds } => api::run(&bins, cli.smoke, clients, seconds).await,
-            Command::Podstart { pods } => podstart::run(&bins, cli.smoke, pods).await,
+    // podstart alternates which side goes first, so it runs an even number of times.
+    let runs = match (&cli.command, cli.smoke) {
+        (Command::Podstart { .. }, true) => cli.runs.unwrap_or(2),
+        (Command::Podstart { .. }, false) => cli.runs.unwrap_or(4),
+        (_, true) => cli.runs.unwrap_or(1),
+        (_, false) => cli.runs.unwrap_or(3),
+    }
+    .max(1);
+    let smoke = cli.smoke;
+    let command = cli.command;
+    let bench = async move {
+        match &command {
+            Command::Store { seconds } => store::describe(smoke, *seconds),
+            Command::Failover { kills } => failover::describe(smoke, *kills),
+            Command::Api { clients, seconds } => api::describe(smoke, *clients, *seconds),
+            Command::Podstart { pods } => podstart::describe(smoke, *pods),
         }
+        let mut all = Vec::new();
+        for run in 1..=runs {
+            println!();
+            println!("## run {run} of {runs}");
+            let figures = match &command {
+                Command::Store { seconds } => store::run_once(&bins, smoke, *seconds).await,
+                Command::Failover { kills } => failover::run_once(&bins, smoke, *kills).await,
+                Command::Api { clients, seconds } => api::run_once(&bins, smoke, *clients, *seconds).await,
+                Command::Podstart { pods } => podstart::run_once(&bins, smoke, *pods, run).await,
+            }
+            .with_context(|| format!("run {run} of {runs}"))?;
+            all.push(figures);
+        }
+        let summary = report::summarize(&all);
+        let targets = match &command {
+            Command::Store { .. } => store::targets(&summary),
+            Command::Failover { .. } => failover::targets(&summary),
+            Command::Api { clients, .. } => api::targets(&summary, *clients, smoke),
+            Command::Podstart { .. } => podstart::targets(&summary),
+        };
+        report::print_targets(&targets);
+        println!(
+            "summary: {runs} run(s), every call and check of Skiff and of the reference within the failure budget"
+        );
+        anyhow::Ok(())
     };
     // On SIGINT or SIGTERM (`timeout` in bench/run.sh sends it), the benchmark future is dropped, and
     // with it every cluster: their Drop kills the member processes.

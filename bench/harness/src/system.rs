@@ -53,6 +53,25 @@ impl System {
         }
     }
 
+    /// A linearizable read of `key` over `channel`: its value, `None` if absent.
+    pub async fn get(self, channel: Channel, key: String) -> Result<Option<Vec<u8>>, tonic::Status> {
+        match self {
+            System::Skiff => {
+                let req = skiff_proto::api::GetRequest { key, stale: false };
+                match KvClient::new(channel).get(req).await {
+                    Ok(r) => Ok(r.into_inner().kv.map(|kv| kv.value)),
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+                    Err(s) => Err(s),
+                }
+            }
+            System::Etcd => {
+                let req = etcdpb::RangeRequest { key: key.into_bytes(), ..Default::default() };
+                let r = etcdpb::kv_client::KvClient::new(channel).range(req).await?.into_inner();
+                Ok(r.kvs.into_iter().next().map(|kv| kv.value))
+            }
+        }
+    }
+
     /// The index (into `endpoints`) of the leader, if the members agree on one.
     pub async fn leader(self, endpoints: &[String]) -> anyhow::Result<Option<usize>> {
         Ok(self.status(endpoints).await?.map(|(leader, _)| leader))
