@@ -39,8 +39,9 @@ pub fn parse(text: &str) -> Vec<Call> {
     // Started but unfinished calls by thread id: (name, start, path, args).
     let mut pending: HashMap<&str, (String, f64, String, String)> = HashMap::new();
     for line in text.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(tid), Some(ts), Some(rest)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        // strace pads the thread id to a fixed width: `9200  1795983819.203226 fsync(...`.
+        let Some((tid, rest)) = line.trim_start().split_once(char::is_whitespace) else { continue };
+        let Some((ts, rest)) = rest.trim_start().split_once(' ') else { continue };
         let Ok(ts) = ts.parse::<f64>() else { continue };
         if let Some(resumed) = rest.strip_prefix("<... ") {
             let Some((name, _)) = resumed.split_once(' ') else { continue };
@@ -93,12 +94,19 @@ pub struct Window {
     pub writes: usize,
     /// `fsync`/`fdatasync` calls of the log's files inside the window.
     pub syncs: usize,
+    /// Those calls as `(syscall, path)`, in order.
+    pub sync_calls: Vec<(String, String)>,
     /// Files written inside the window with no `fsync`/`fdatasync` of that file started after its
     /// last write and ended before the acknowledgement: what a power cut could still lose.
     pub unsynced: Vec<String>,
 }
 
 impl Window {
+    /// How many `fdatasync` calls of a file whose path ends with `suffix` the window holds.
+    pub fn fdatasyncs(&self, suffix: &str) -> usize {
+        self.sync_calls.iter().filter(|(name, path)| name == "fdatasync" && path.ends_with(suffix)).count()
+    }
+
     /// Something was written, and everything written was synced before the acknowledgement.
     pub fn durable(&self) -> bool {
         self.writes > 0 && self.unsynced.is_empty()
@@ -124,6 +132,7 @@ pub fn window(calls: &[Call], log_path: &str, from: f64, to: f64) -> Window {
     Window {
         writes: inside.iter().filter(|c| c.is_write()).count(),
         syncs: inside.iter().filter(|c| c.is_sync()).count(),
+        sync_calls: inside.iter().filter(|c| c.is_sync()).map(|c| (c.name.clone(), c.path.clone())).collect(),
         unsynced,
     }
 }
@@ -136,7 +145,7 @@ pub fn now() -> f64 {
 #[test]
 fn parses_complete_and_split_calls_with_their_paths() {
     let text = "\
-10 100.000100 fdatasync(12</d/raft-log/db>) = 0 <0.000200>
+10  100.000100 fdatasync(12</d/raft-log/db>) = 0 <0.000200>
 11 100.000200 pwrite64(7</d/state/db>, \"x\", 1, 0 <unfinished ...>
 10 100.000300 write(5</d/acks>, \"acked 1\\n\", 8) = 8 <0.000010>
 11 100.000400 <... pwrite64 resumed>) = 1 <0.000250>

@@ -4,14 +4,26 @@
 //! covers a whole database, and the state machine's writes need no flush of their own (the log can
 //! replay them).
 //!
-//! Durability rules (see `shared/notes/openraft-sled.md`):
-//! - the vote is flushed before `save_vote` returns;
-//! - an append is reported to openraft only after sled has flushed it, one flush per batch;
+//! Durability rules (see `shared/notes/openraft-sled.md` and docs/architecture.md):
+//! - the vote is on stable storage before `save_vote` returns;
+//! - an append is reported to openraft only once it is on stable storage, one sync per batch;
 //! - log keys are big-endian indexes, so sled's byte order is log order past 255 entries.
+//!
+//! "On stable storage" is more than sled's flush: on Linux sled ends a flush with
+//! `sync_file_range`, which writes the pages but neither flushes the disk's write cache nor the
+//! file's size, so a power cut can still lose them. After every flush [`Durability::sync`] also
+//! `fdatasync`s sled's data file and `fsync`s every new blob file (sled keeps a page larger than a
+//! quarter of a segment, e.g. a log leaf holding several large entries, in a file of its own under
+//! `blobs/`, written without any sync) and the `blobs/` directory.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fmt::Debug;
+use std::fs::File;
+use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -32,12 +44,74 @@ pub struct LogStore {
 }
 
 struct Inner {
-    /// The log's own database, flushed on every append batch and vote.
+    /// The log's own database, flushed and synced on every append batch and vote.
     db: sled::Db,
     /// Entries keyed by big-endian log index.
     log: sled::Tree,
     /// Vote, committed log id and last purged log id.
     meta: sled::Tree,
+    /// Makes what sled flushed survive a power cut.
+    durability: Durability,
+}
+
+/// The files of a sled database that must be synced after sled's own flush, which on Linux ends
+/// in `sync_file_range` only.
+struct Durability {
+    /// sled's data file (`<dir>/db`), opened here only to `fdatasync` it.
+    data: File,
+    /// sled's blob directory (`<dir>/blobs`).
+    blobs: PathBuf,
+    /// Blob files already synced (the names sled gives them are never reused for other content).
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+impl Durability {
+    /// Opens the data file of the sled database in `dir` and makes its directory entries durable.
+    fn open(dir: &Path) -> io::Result<Self> {
+        let data = File::open(dir.join("db"))?;
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(Self { data, blobs: dir.join("blobs"), synced_blobs: Mutex::new(HashSet::new()) })
+    }
+
+    /// Syncs every blob file written since the last call (then their directory), then the data
+    /// file: what sled has flushed is then on stable storage. Blocking.
+    fn sync(&self) -> io::Result<()> {
+        let mut synced = self.synced_blobs.lock().map_err(|_| io::Error::other("blob set lock poisoned"))?;
+        let mut present = HashSet::new();
+        let mut new_blob = false;
+        match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => {
+                for entry in entries {
+                    let name = entry?.file_name();
+                    if !synced.contains(&name) {
+                        match File::open(self.blobs.join(&name)) {
+                            Ok(f) => f.sync_data()?,
+                            // sled removed it meanwhile (a rewritten page): nothing to keep.
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e),
+                        }
+                        new_blob = true;
+                    }
+                    present.insert(name);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if new_blob {
+            sync_dir(&self.blobs)?;
+        }
+        *synced = present;
+        self.data.sync_data()
+    }
+}
+
+/// `fsync` of a directory: the entries (file names) in it survive a power cut.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -55,7 +129,8 @@ impl LogStore {
             .open()?;
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
-        Ok(Self { inner: Arc::new(Inner { db, log, meta }) })
+        let durability = Durability::open(path)?;
+        Ok(Self { inner: Arc::new(Inner { db, log, meta, durability }) })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, openraft::AnyError> {
@@ -75,9 +150,14 @@ impl LogStore {
         self.read_meta(LAST_PURGED).map_err(|e| StorageIOError::read_logs(e).into())
     }
 
-    /// Flushes the log database to disk.
+    /// Flushes the log database and syncs it to stable storage.
     async fn flush(&self) -> Result<(), sled::Error> {
-        self.inner.db.flush_async().await.map(|_| ())
+        self.inner.db.flush_async().await?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.durability.sync())
+            .await
+            .map_err(|e| sled::Error::Io(io::Error::other(format!("the sync task failed: {e}"))))??;
+        Ok(())
     }
 }
 
