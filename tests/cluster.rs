@@ -251,3 +251,43 @@ async fn a_lagging_member_catches_up_on_large_entries_in_batches_under_the_messa
     assert!(kvs.iter().all(|(_, v)| v.len() == big.len()));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_through_a_lagging_follower_never_returns_a_stale_value() {
+    let (cluster, proxies) = TestCluster::start_behind_proxies(3, test_raft()).await;
+    let leader = cluster.leader(T).await;
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+    let rev = put(&cluster.direct_client(leader), "key", "old").await.expect("first write");
+    cluster.all_applied(rev, T).await;
+
+    // Nothing reaches the follower any more; the other two go on without it.
+    proxies[&lagging].cut();
+    put(&cluster.direct_client(leader), "key", "new").await.expect("write while the follower is cut off");
+    let mut through_lagging = cluster.direct_client(lagging);
+    through_lagging.deadline = Duration::from_secs(2);
+    assert_eq!(
+        get(&through_lagging, "key", true).await.expect("stale read"),
+        Some("old".into()),
+        "the follower lags: its own replica has the old value"
+    );
+
+    // Linearizable reads through it, while it still follows the old leader and after it has given
+    // up on it (its election timeout is 0.6-1.2 s): the latest write or an error, never the old value.
+    let mut answers = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let answer = get(&through_lagging, "key", false).await;
+        if let Ok(value) = &answer {
+            assert_eq!(value.as_deref(), Some("new"), "a linearizable read returned a stale value");
+        }
+        answers.push(answer.map_err(|e| e.to_string()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{} linearizable reads through the lagging follower: {} returned the latest value, the others an error",
+        answers.len(),
+        answers.iter().filter(|a| a.is_ok()).count()
+    );
+    assert!(answers.iter().any(|a| a.is_ok()), "some reads were forwarded to the leader: {answers:?}");
+    cluster.shutdown().await;
+}

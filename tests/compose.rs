@@ -1,14 +1,19 @@
 //! The docker-compose cluster end to end, driven from the host like a user would: `docker-compose
 //! up`, writes through the CLI, `docker kill` of the leader's container, writes go on, `docker-compose
-//! start` brings it back, and all three members converge on the same applied index and data.
+//! start` brings it back, and all three members converge on the same applied index and data; then a
+//! pod bound to one member runs on the compose network, serves HTTP that the test reaches from the
+//! host and through `skiff exec` via another member, and is deleted.
 //!
 //! Runs in the `docker` nextest group (one at a time, .config/nextest.toml). It uses its own compose
 //! project name and free host ports, so a cluster left running on the engine does not collide, and it
 //! labels every container, volume and network `skiff.test` (tests/compose.test.yml), so whatever a
 //! killed run leaves behind can be found (scripts/test.sh removes it). The node image comes from
 //! scripts/build-node-image.sh: scripts/test.sh builds it first; this test builds it only if it is
-//! missing. Every wait polls against a deadline, every command has a time limit, and the whole
-//! cluster part of the test is bounded by `BUDGET`.
+//! missing (and the pod images with scripts/build-test-images.sh). The members' configs are
+//! cluster-configs/ with the test project's network and container labels (`SKIFF_CONFIG_DIR`), so
+//! the pods carry `skiff.test` and are removed with the project. Every wait polls against a
+//! deadline, every command has a time limit, and the whole cluster part of the test is bounded by
+//! `BUDGET`.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -17,8 +22,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "skiff-node:dev";
+/// Images the test pod needs (scripts/build-test-images.sh).
+const POD_IMAGES: [&str; 2] = ["skiff-test/busybox:1", "skiff-pause:1"];
 /// Everything from `docker-compose up` to the last check (the image build is not counted).
-const BUDGET: Duration = Duration::from_secs(180);
+const BUDGET: Duration = Duration::from_secs(240);
 /// Keys written before and after the kill.
 const KEYS: usize = 20;
 
@@ -114,10 +121,60 @@ fn ensure_image() {
     assert!(built.ok(), "building the node image failed:\n{}\n{}", built.stdout, built.stderr);
 }
 
-/// A compose project of this test; `down -v` runs when it is dropped, also when the test fails.
+fn ensure_pod_images() {
+    let missing = POD_IMAGES.iter().any(|image| {
+        let inspect = run(Command::new("docker").args(["image", "inspect", image]), Duration::from_secs(30));
+        !inspect.is_ok_and(|r| r.ok())
+    });
+    if !missing {
+        return;
+    }
+    eprintln!("a pod image is missing: running scripts/build-test-images.sh");
+    let built = run(
+        Command::new("bash").arg(root().join("scripts/build-test-images.sh")).current_dir(root()),
+        Duration::from_secs(600),
+    )
+    .expect("bash");
+    assert!(built.ok(), "building the test images failed:\n{}\n{}", built.stdout, built.stderr);
+}
+
+/// cluster-configs/node1..3.toml for project `name`: pods join the project's own network and carry
+/// the test labels (`skiff.test`, and `skiff.test.run` = the project, which clean-up looks for).
+fn test_configs(dir: &std::path::Path, name: &str) {
+    for n in 1..=3 {
+        let file = format!("node{n}.toml");
+        let text = std::fs::read_to_string(root().join("cluster-configs").join(&file)).expect("cluster config");
+        assert!(text.contains("network = \"skiff_default\""), "{file} names the compose network");
+        let text = text.replace("network = \"skiff_default\"", &format!("network = \"{name}_default\""));
+        let labels =
+            format!("\n[agent.container_labels]\n\"skiff.test\" = \"compose\"\n\"skiff.test.run\" = \"{name}\"\n");
+        std::fs::write(dir.join(&file), text + &labels).expect("write test config");
+    }
+}
+
+/// Removes every container labelled `skiff.test.run=<run>` (the pods the members started).
+fn remove_pods_of(run: &str) {
+    let listed = run_docker(&["ps", "-aq", "--filter", &format!("label=skiff.test.run={run}")]);
+    let ids: Vec<&str> = listed.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        run_docker(&args);
+    }
+}
+
+/// `docker ARGS`' standard output ("" if it failed).
+fn run_docker(args: &[&str]) -> String {
+    run(Command::new("docker").args(args), Duration::from_secs(60)).map(|r| r.stdout).unwrap_or_default()
+}
+
+/// A compose project of this test; its pods are removed and `down -v` runs when it is dropped, also
+/// when the test fails.
 struct Project {
     name: String,
     ports: [u16; 3],
+    /// The members' configs (`SKIFF_CONFIG_DIR`).
+    configs: tempfile::TempDir,
     down: bool,
 }
 
@@ -130,7 +187,8 @@ impl Project {
                 .args(args)
                 .env("SKIFF_PORT1", self.ports[0].to_string())
                 .env("SKIFF_PORT2", self.ports[1].to_string())
-                .env("SKIFF_PORT3", self.ports[2].to_string()),
+                .env("SKIFF_PORT3", self.ports[2].to_string())
+                .env("SKIFF_CONFIG_DIR", self.configs.path()),
             limit,
         )
     }
@@ -171,6 +229,8 @@ impl Project {
     /// `docker-compose down -v --remove-orphans`; `false` if it failed.
     fn down(&mut self) -> bool {
         self.down = true;
+        // Pods are the members' containers, not compose's: they go first (they hold the network).
+        remove_pods_of(&self.name);
         match self.compose(&["down", "-v", "--remove-orphans", "-t", "5"], Duration::from_secs(120)) {
             Ok(out) if out.ok() => true,
             Ok(out) => {
@@ -245,11 +305,15 @@ fn parse_list(text: &str) -> BTreeMap<String, String> {
 }
 
 #[test]
-fn compose_cluster_survives_docker_kill_of_the_leader_and_converges() {
+fn compose_cluster_survives_docker_kill_of_the_leader_converges_and_runs_a_pod() {
     ensure_image();
+    ensure_pod_images();
     let started = Instant::now();
     let end = started + BUDGET;
-    let mut project = Project { name: format!("skiff-test-{}", std::process::id()), ports: free_ports(), down: false };
+    let name = format!("skiff-test-{}", std::process::id());
+    let configs = tempfile::tempdir().expect("tempdir");
+    test_configs(configs.path(), &name);
+    let mut project = Project { name, ports: free_ports(), configs, down: false };
     project.compose_ok(&["up", "-d"]);
 
     let (leader, status) = eventually("a leader and three healthy members", Duration::from_secs(60), end, || {
@@ -261,15 +325,19 @@ fn compose_cluster_survives_docker_kill_of_the_leader_and_converges() {
     // acked: acknowledged writes, which must all be there. maybe: writes of unknown outcome.
     let mut acked = BTreeMap::new();
     let mut maybe = BTreeMap::new();
-    let mut record = |k: String, v: String, outcome: Write| match outcome {
-        Write::Acked => acked.insert(k, v),
-        Write::Unknown => maybe.insert(k, v),
-    };
+    let record =
+        |acked: &mut BTreeMap<String, String>, maybe: &mut BTreeMap<String, String>, k, v, outcome| match outcome {
+            Write::Acked => acked.insert(k, v),
+            Write::Unknown => maybe.insert(k, v),
+        };
     for i in 0..KEYS {
         let (k, v) = (format!("before/{i:02}"), format!("v{i}"));
         let outcome = write(&project, &k, &v, end);
-        record(k, v, outcome);
+        record(&mut acked, &mut maybe, k, v, outcome);
     }
+
+    // The cluster is healthy and no member was touched: every write is acknowledged.
+    assert_eq!(acked.len(), KEYS, "writes to a healthy cluster are all acknowledged; unknown: {maybe:?}");
 
     let service = service_of(&status, leader);
     let id = project.container(&service).unwrap_or_else(|| panic!("no container for {service}"));
@@ -285,12 +353,14 @@ fn compose_cluster_survives_docker_kill_of_the_leader_and_converges() {
         if i == 0 {
             eprintln!("first write after the kill: {outcome:?} after {:?}", killed_at.elapsed());
         }
-        record(k, v, outcome);
+        record(&mut acked, &mut maybe, k, v, outcome);
     }
     let new_leader = eventually("a new leader", Duration::from_secs(30), end, || {
         project.status()?["leaderId"].as_u64().filter(|l| *l > 0 && *l != leader)
     });
     eprintln!("new leader {new_leader}; {} writes acknowledged, {} unknown", acked.len(), maybe.len());
+    // Only writes in flight when the leader died may have an unknown outcome.
+    assert!(acked.len() >= 2 * KEYS - 2, "{} of {} writes acknowledged; unknown: {maybe:?}", acked.len(), 2 * KEYS);
 
     // Bring it back: within 30 s every member reports the same applied index and the same data.
     project.compose_ok(&["start", &service]);
@@ -327,6 +397,8 @@ fn compose_cluster_survives_docker_kill_of_the_leader_and_converges() {
         assert_eq!(expected, Some(v), "key {k}={v} was never written");
     }
 
+    run_a_pod_and_reach_it(&project, end);
+
     // Every container of the project carries the test label.
     let ids = project.compose_ok(&["ps", "-q"]).stdout;
     for id in ids.split_whitespace() {
@@ -347,4 +419,67 @@ fn compose_cluster_survives_docker_kill_of_the_leader_and_converges() {
         assert!(out.ok() && out.stdout.trim().is_empty(), "docker {kind:?} still lists: {}", out.stdout);
     }
     eprintln!("whole test {:?}", started.elapsed());
+}
+
+/// A pod that serves HTTP, bound to node2: Running and Ready (the agent's readiness probe reached
+/// it), reached from the host at its pod IP on the compose network, and through `skiff exec` via
+/// node1; then deleted, its containers gone.
+fn run_a_pod_and_reach_it(project: &Project, end: Instant) {
+    let manifest = "apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  nodeName: node2
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: skiff-test/busybox:1
+    command: [sh, -c, 'mkdir -p /www && echo \"hello from $(hostname)\" > /www/index.html && exec httpd -f -p 8080 -h /www']
+    ports: [{containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+";
+    let file = project.configs.path().join("web.yaml");
+    std::fs::write(&file, manifest).expect("write pod manifest");
+    let members = project.all_members();
+    let applied = project.skiff(&members, &["apply", "-f", &file.display().to_string()]);
+    assert!(applied.ok(), "apply the pod: {}", applied.stderr);
+    let started = Instant::now();
+    let pod_ip = eventually("the pod Running and Ready on node2", Duration::from_secs(60), end, || {
+        let out = project.skiff(&members, &["get", "pod", "web", "-o", "json"]);
+        let pod: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        let ready =
+            pod["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (pod["status"]["phase"] == "Running" && ready).then(|| pod["status"]["podIP"].as_str().map(str::to_string))?
+    });
+    eprintln!("pod web Ready at {pod_ip} after {:?}", started.elapsed());
+
+    // From the host, as a client on the compose network's bridge would.
+    let body = eventually("an HTTP answer from the pod", Duration::from_secs(20), end, || http_get(&pod_ip, 8080));
+    assert!(body.contains("hello from"), "the pod's page: {body:?}");
+
+    // Through a member that does not run it.
+    let node1 = format!("127.0.0.1:{}", project.ports[0]);
+    let exec = project.skiff(&node1, &["exec", "web", "--", "wget", "-qO-", "http://127.0.0.1:8080/"]);
+    assert!(exec.ok() && exec.stdout.contains("hello from"), "exec via node1: {}{}", exec.stdout, exec.stderr);
+
+    let deleted = project.skiff(&members, &["delete", "pod", "web"]);
+    assert!(deleted.ok(), "delete the pod: {}", deleted.stderr);
+    eventually("the pod's containers removed", Duration::from_secs(30), end, || {
+        run_docker(&["ps", "-aq", "--filter", &format!("label=skiff.test.run={}", project.name)])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+}
+
+/// The body of `GET /` at `ip:port`, if it answered.
+fn http_get(ip: &str, port: u16) -> Option<String> {
+    use std::io::Write;
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }

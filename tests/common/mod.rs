@@ -46,6 +46,23 @@ where
     }
 }
 
+/// Checks `check` every 100 ms for `duration`, failing the test with `what` the first time it does
+/// not hold: for properties that must stay true, not become true.
+pub async fn consistently<F, Fut>(what: &str, duration: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + duration;
+    loop {
+        assert!(check().await, "no longer true: {what}");
+        if tokio::time::Instant::now() >= end {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Logs to the test's output, filtered by `RUST_LOG` (default: warnings).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -99,6 +116,50 @@ fn member_config_with(
     config
 }
 
+/// A TCP proxy on 127.0.0.1 in front of one member: the other members reach it through the proxy,
+/// and [`Proxy::cut`] closes every connection and refuses new ones, a network cut of everything
+/// sent to that member (what it sends still goes out).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    continue; // dropped: the connection is closed at once
+                }
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut, task }
+    }
+
+    /// Cuts the member off: open connections close, new ones are refused.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub configs: BTreeMap<u64, NodeConfig>,
@@ -137,6 +198,49 @@ impl TestCluster {
             cluster.nodes.insert(id, node);
         }
         cluster
+    }
+
+    /// Starts `n` members that reach each other through a [`Proxy`] each (their advertised address);
+    /// clients from [`TestCluster::direct_client`] talk to a member without its proxy.
+    pub async fn start_behind_proxies(n: u64, raft: RaftSettings) -> (Self, BTreeMap<u64, Proxy>) {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut listeners = BTreeMap::new();
+        let mut proxies = BTreeMap::new();
+        for id in 1..=n {
+            let listener = bind("127.0.0.1:0".parse().expect("addr"));
+            proxies.insert(id, Proxy::start(listener.local_addr().expect("addr")).await);
+            listeners.insert(id, listener);
+        }
+        let members: Vec<InitialMember> = proxies
+            .iter()
+            .map(|(id, p)| InitialMember { id: *id, name: format!("node{id}"), addr: p.addr.to_string() })
+            .collect();
+        let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new() };
+        for (id, listener) in listeners {
+            let data_dir = cluster.dir.path().join(format!("node{id}"));
+            let config = NodeConfig {
+                id,
+                name: format!("node{id}"),
+                listen: listener.local_addr().expect("addr").to_string(),
+                advertise: Some(proxies[&id].addr.to_string()),
+                data_dir,
+                initial_members: members.clone(),
+                join: None,
+                raft: raft.clone(),
+                agent: skiff_server::config::AgentSettings::none(),
+            };
+            config.validate("test").expect("valid config");
+            cluster.configs.insert(id, config.clone());
+            let node = Node::start(config, listener, Arc::new(TcpConnector::default())).await.expect("start member");
+            cluster.nodes.insert(id, node);
+        }
+        (cluster, proxies)
+    }
+
+    /// A client of member `id` at its own listener (past its proxy, if it has one).
+    pub fn direct_client(&self, id: u64) -> Client {
+        Client::new(std::slice::from_ref(&self.configs[&id].listen)).expect("client")
     }
 
     /// Starts a new member that joins through `via`.

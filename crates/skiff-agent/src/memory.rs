@@ -16,6 +16,8 @@ struct State {
     next_id: u64,
     containers: BTreeMap<String, (ContainerSpec, ContainerInfo)>,
     images: BTreeSet<String>,
+    /// Every command run by `exec`, in order, so tests can tell which probes ran.
+    execs: Vec<Vec<String>>,
 }
 
 /// See the module docs. Every image is present unless [`MemoryRuntime::with_images`] says otherwise.
@@ -50,6 +52,11 @@ impl MemoryRuntime {
         };
         info.state = ContainerState::Exited { exit_code, oom_killed: false, started_at, finished_at: None };
         Ok(())
+    }
+
+    /// Every command `exec` has run so far, in order.
+    pub fn execs(&self) -> Vec<Vec<String>> {
+        self.lock().map(|s| s.execs.clone()).unwrap_or_default()
     }
 
     /// How many containers exist.
@@ -141,6 +148,7 @@ impl ContainerRuntime for MemoryRuntime {
         if !matches!(info.state, ContainerState::Running { .. }) {
             return Err(RuntimeError::Engine(format!("container {id} is not running")));
         }
+        self.lock()?.execs.push(command.to_vec());
         // `false` fails, like the real one; anything else succeeds and echoes itself.
         let exit_code = i64::from(command.first().map(String::as_str) == Some("false"));
         Ok(ExecOutput { exit_code, output: command.join(" ").into_bytes() })

@@ -168,22 +168,31 @@ async fn a_missing_image_is_a_waiting_reason_naming_image_and_node() {
     assert_eq!(api.status().phase.as_deref(), Some("Pending"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_startup_probe_restarts_the_container_and_keeps_it_unready() {
+/// An exec probe whose command is `command` followed by a word that names it in the runtime's log.
+fn exec_probe(command: &str, name: &str) -> skiff_api::kinds::pod::Probe {
     use skiff_api::kinds::pod::{ExecAction, Probe};
-    let rt = Arc::new(MemoryRuntime::new());
-    let api = Arc::new(FakeApi::default());
-    let mut p = pod("web:1");
-    let never = Probe {
-        exec: Some(ExecAction { command: vec!["false".into()] }),
+    Probe {
+        exec: Some(ExecAction { command: vec![command.into(), name.into()] }),
         period_seconds: Some(1),
         failure_threshold: Some(2),
         ..Default::default()
-    };
-    p.spec.containers[0].startup_probe = Some(never);
-    // Liveness would pass; it must not run (nor count) before the startup probe succeeds.
-    p.spec.containers[0].liveness_probe =
-        Some(Probe { exec: Some(ExecAction { command: vec!["true".into()] }), ..Default::default() });
+    }
+}
+
+/// How many execs so far ran the probe named `name`.
+fn runs_of(rt: &MemoryRuntime, name: &str) -> usize {
+    rt.execs().iter().filter(|c| c.get(1).map(String::as_str) == Some(name)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_startup_probe_restarts_the_container_and_keeps_it_unready() {
+    let rt = Arc::new(MemoryRuntime::new());
+    let api = Arc::new(FakeApi::default());
+    let mut p = pod("web:1");
+    p.spec.containers[0].startup_probe = Some(exec_probe("false", "startup"));
+    // Liveness and readiness would pass; neither may run before the startup probe succeeds.
+    p.spec.containers[0].liveness_probe = Some(exec_probe("true", "liveness"));
+    p.spec.containers[0].readiness_probe = Some(exec_probe("true", "readiness"));
     let (_tx, rx) = watch::channel(Some(p));
     let _worker = tokio::spawn(PodWorker::new(rt.clone(), api.clone(), config()).run(rx));
     let status = until("a restart after the startup probe failed", || {
@@ -193,4 +202,30 @@ async fn a_failing_startup_probe_restarts_the_container_and_keeps_it_unready() {
     .await;
     assert!(status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"), "{status:?}");
     assert!(!status.container_statuses[0].ready);
+    assert!(runs_of(&rt, "startup") >= 2, "the startup probe ran until its failure threshold: {:?}", rt.execs());
+    assert_eq!(runs_of(&rt, "liveness"), 0, "liveness waited for the startup probe: {:?}", rt.execs());
+    assert_eq!(runs_of(&rt, "readiness"), 0, "readiness waited for the startup probe: {:?}", rt.execs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_and_readiness_start_only_after_the_startup_probe_succeeds() {
+    let rt = Arc::new(MemoryRuntime::new());
+    let api = Arc::new(FakeApi::default());
+    let mut p = pod("web:1");
+    p.spec.containers[0].startup_probe = Some(exec_probe("true", "startup"));
+    p.spec.containers[0].liveness_probe = Some(exec_probe("true", "liveness"));
+    p.spec.containers[0].readiness_probe = Some(exec_probe("true", "readiness"));
+    let (_tx, rx) = watch::channel(Some(p));
+    let _worker = tokio::spawn(PodWorker::new(rt.clone(), api.clone(), config()).run(rx));
+    until("Ready after the startup probe passed", || {
+        api.status().conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+    })
+    .await;
+    until("liveness probing", || (runs_of(&rt, "liveness") >= 1).then_some(())).await;
+    let execs = rt.execs();
+    let first = |name: &str| execs.iter().position(|c| c.get(1).map(String::as_str) == Some(name));
+    let startup = first("startup").expect("the startup probe ran");
+    assert!(first("liveness").is_some_and(|l| l > startup), "liveness only after startup succeeded: {execs:?}");
+    assert!(first("readiness").is_some_and(|r| r > startup), "readiness only after startup succeeded: {execs:?}");
+    assert_eq!(api.status().container_statuses[0].restart_count, 0);
 }
