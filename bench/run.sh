@@ -18,10 +18,10 @@ case "$bench" in
     ;;
 esac
 smoke=()
-limit=1500
+limit=3600
 if [ "${1:-}" = "--smoke" ]; then
   smoke=(--smoke)
-  limit=150
+  limit=300
   shift
 fi
 

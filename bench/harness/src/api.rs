@@ -156,22 +156,22 @@ struct Timing {
 /// What the clients of one phase did.
 struct PhaseRun {
     figures: Phase,
-    /// Calls made by each client (a create phase: objects `c<c>-0..n` exist).
-    counts: Vec<u32>,
+    /// The objects each client created (`c<c>-<n>` for each `n`), in a create phase.
+    created: Vec<Vec<u32>>,
     /// Each client's last update, when it and every update before it succeeded: `(object, round)`.
     last_updates: Vec<(String, u32)>,
 }
 
 /// `clients` clients run `op` for the warm-up and the measured time over `channels` (spread over the members).
 /// Client `c` works on its own objects `c<c>-<i>`; updates and gets cycle through the first
-/// `created[c]` of them, every pass of updates with a new replica count.
+/// objects in `created[c]`, every pass of updates with a new replica count.
 async fn phase(
     system: System,
     channels: &[Channel],
     op: Op,
     clients: usize,
     timing: Timing,
-    created: &[u32],
+    created: &[Vec<u32>],
     sent: &SendTimes,
 ) -> PhaseRun {
     let begin = Instant::now() + timing.warmup;
@@ -179,18 +179,23 @@ async fn phase(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let channel = channels[c % channels.len()].clone();
-        let known = created.get(c).copied().unwrap_or(0).max(1);
+        let mine: Vec<u32> = created.get(c).cloned().unwrap_or_default();
+        let known = u32::try_from(mine.len()).unwrap_or(u32::MAX).max(1);
         let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, 0u32);
-            let mut last_update = None;
+            let (mut last_update, mut made) = (None, Vec::new());
             let mut messages: HashMap<String, u64> = HashMap::new();
             loop {
                 let started = Instant::now();
                 if started >= end {
                     break;
                 }
-                let (n, round) = if op == Op::Create { (i, 0) } else { (i % known, i / known) };
+                let (n, round) = if op == Op::Create {
+                    (i, 0)
+                } else {
+                    (mine.get((i % known) as usize).copied().unwrap_or(0), i / known)
+                };
                 let name = format!("c{c}-{n}");
                 if op == Op::Create {
                     if let Ok(mut s) = sent.lock() {
@@ -202,8 +207,10 @@ async fn phase(
                         if started >= begin {
                             lat.push(started.elapsed());
                         }
-                        if op == Op::Update {
-                            last_update = Some((name, round));
+                        match op {
+                            Op::Create => made.push(n),
+                            Op::Update => last_update = Some((name, round)),
+                            Op::Get => {}
                         }
                     }
                     Ok(false) => {
@@ -221,16 +228,18 @@ async fn phase(
                 }
                 i += 1;
             }
-            (lat, errors, i, last_update, messages)
+            (lat, errors, i, last_update, made, messages)
         }));
     }
     let (mut all, mut errors, mut counts, mut last_updates) = (Vec::new(), 0, Vec::new(), Vec::new());
+    let mut created = Vec::new();
     let mut messages: HashMap<String, u64> = HashMap::new();
     for t in tasks {
-        if let Ok((lat, e, i, last, m)) = t.await {
+        if let Ok((lat, e, i, last, made, m)) = t.await {
             all.extend(lat);
             errors += e;
             counts.push(i);
+            created.push(made);
             last_updates.extend(last);
             for (k, v) in m {
                 *messages.entry(k).or_default() += v;
@@ -243,7 +252,7 @@ async fn phase(
         eprintln!("    {n} x {message}");
     }
     let calls = counts.iter().map(|c| u64::from(*c)).sum();
-    PhaseRun { figures: figures(all, timing.measure.as_secs_f64(), errors, calls), counts, last_updates }
+    PhaseRun { figures: figures(all, timing.measure.as_secs_f64(), errors, calls), created, last_updates }
 }
 
 /// Receives the watch events of deployments on `endpoint` and records, for every create with a
@@ -326,6 +335,8 @@ fn name_of(body: &[u8]) -> Option<String> {
 struct SystemRun {
     phases: Vec<(Op, Phase)>,
     watch: Phase,
+    /// Raft terms before and after the three phases: a change means an election under load.
+    terms: (u64, u64),
 }
 
 async fn bench_system(cluster: &Cluster, clients: usize, timing: Timing) -> anyhow::Result<SystemRun> {
@@ -348,6 +359,8 @@ async fn bench_system(cluster: &Cluster, clients: usize, timing: Timing) -> anyh
         .await
         .map_err(|_| anyhow::anyhow!("{name}: the watch on a follower was not established within 10 s"))?
         .map_err(|_| anyhow::anyhow!("{name}: the watch on a follower failed"))?;
+    let term = |s: Option<(usize, u64)>| s.map(|(_, t)| t).unwrap_or(0);
+    let term_before = term(cluster.system.status(&cluster.endpoints).await?);
     let mut phases = Vec::new();
     let mut created = Vec::new();
     let mut last_updates = Vec::new();
@@ -367,13 +380,17 @@ async fn bench_system(cluster: &Cluster, clients: usize, timing: Timing) -> anyh
         );
         report::check_failures(name, &format!("{} calls", op.name()), f.errors, f.calls)?;
         match op {
-            Op::Create => created = run.counts,
+            Op::Create => created = run.created,
             Op::Update => last_updates = run.last_updates,
             Op::Get => {}
         }
         phases.push((op, f));
     }
     watch.abort();
+    let term_after = term(cluster.system.status(&cluster.endpoints).await?);
+    if term_after != term_before {
+        eprintln!("  {name}: the raft term changed under load ({term_before} -> {term_after}): a leader election");
+    }
     // The updates were stored: each client's last update reads back with its replica count.
     let channel = connect(&cluster.endpoints[leader]).await?;
     for (object, round) in &last_updates {
@@ -400,7 +417,7 @@ async fn bench_system(cluster: &Cluster, clients: usize, timing: Timing) -> anyh
         watch.errors
     );
     report::check_failures(name, "creates seen on the watch (events)", watch.errors, creates)?;
-    Ok(SystemRun { phases, watch })
+    Ok(SystemRun { phases, watch, terms: (term_before, term_after) })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -478,6 +495,9 @@ pub async fn run_once(
     }
     row("watch delivery", &skiff.watch, &etcd.watch);
     let errors = |r: &SystemRun| r.phases.iter().map(|(_, f)| f.errors).sum::<u64>();
+    for (name, r) in [("skiff", &skiff), ("etcd", &etcd)] {
+        out.add(format!("{name} term changes under load"), (r.terms.1 - r.terms.0.min(r.terms.1)) as f64);
+    }
     println!();
     println!(
         "failed calls: skiff {}, etcd {}; creates whose watch event never arrived: skiff {}, etcd {}",
