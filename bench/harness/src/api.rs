@@ -216,6 +216,7 @@ async fn phase(
                     Ok(false) => {
                         errors += 1;
                         last_update = None;
+                        forget(&sent, op, &name);
                         *messages.entry(format!("{} did nothing (no change stored)", op.name())).or_default() += 1;
                     }
                     Err(status) => {
@@ -223,6 +224,7 @@ async fn phase(
                         // not checked against their last acknowledged update.
                         errors += 1;
                         last_update = None;
+                        forget(&sent, op, &name);
                         *messages.entry(format!("{:?}: {}", status.code(), status.message())).or_default() += 1;
                     }
                 }
@@ -253,6 +255,15 @@ async fn phase(
     }
     let calls = counts.iter().map(|c| u64::from(*c)).sum();
     PhaseRun { figures: figures(all, timing.measure.as_secs_f64(), errors, calls), created, last_updates }
+}
+
+/// A create that failed is not waited for on the watch.
+fn forget(sent: &SendTimes, op: Op, name: &str) {
+    if op == Op::Create {
+        if let Ok(mut s) = sent.lock() {
+            s.remove(name);
+        }
+    }
 }
 
 /// Receives the watch events of deployments on `endpoint` and records, for every create with a
@@ -404,7 +415,7 @@ async fn bench_system(cluster: &Cluster, clients: usize, timing: Timing) -> anyh
     }
     let lat = delivered.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
     let missed = sent.lock().map(|s| s.len()).unwrap_or(0) as u64;
-    let creates = phases.first().map(|(_, f)| f.calls).unwrap_or(0);
+    let creates = created.iter().map(|c| c.len() as u64).sum::<u64>();
     let watch = figures(lat, measure.as_secs_f64(), missed, creates);
     eprintln!(
         "  {:5} {:15} {:8} events p50 {:6.2} ms  p99 {:6.2} ms  max {:7.2} ms  creates never seen {}",
