@@ -47,7 +47,11 @@ impl System {
                 KvClient::new(channel).put(req).await.map(|_| ())
             }
             System::Etcd => {
-                let req = etcdpb::PutRequest { key: key.into_bytes(), value, ..Default::default() };
+                let mut req =
+                    tonic::Request::new(etcdpb::PutRequest { key: key.into_bytes(), value, ..Default::default() });
+                // clientv3's WithRequireLeader: a member that knows no leader refuses at once (as
+                // Skiff's members do) instead of holding the request until it times out.
+                req.metadata_mut().insert("hasleader", tonic::metadata::MetadataValue::from_static("true"));
                 etcdpb::kv_client::KvClient::new(channel).put(req).await.map(|_| ())
             }
         }
