@@ -230,14 +230,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // One insert per entry, in log order, not a `sled::Batch`: a batch costs sled a write of its
-        // own before the entries (it rolls its IO buffer and writes a batch manifest), and the log
-        // needs no all-or-nothing: sled recovers a prefix of its writes, and a prefix of the entries
-        // is a valid log (nothing was reported appended before the sync below).
+        let mut batch = sled::Batch::default();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
-            self.inner.log.insert(index_key(entry.log_id.index), bytes).map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.insert(&index_key(entry.log_id.index), bytes);
         }
+        self.inner.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
         // One flush for the whole batch; openraft may only count these entries once it returns.
         match self.flush().await {
             Ok(()) => {
