@@ -55,6 +55,9 @@ enum Command {
         /// Seconds per client count (default 10, smoke 1).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Client counts, comma-separated (default 1,16,256,1000; smoke 1,16).
+        #[arg(long, value_delimiter = ',')]
+        clients: Option<Vec<usize>>,
     },
     /// Kill -9 the leader repeatedly while 4 clients write; time to the first accepted write.
     Failover {
@@ -95,7 +98,7 @@ async fn main() -> ExitCode {
     let command = cli.command;
     let bench = async move {
         match &command {
-            Command::Store { seconds } => store::describe(smoke, *seconds),
+            Command::Store { seconds, .. } => store::describe(smoke, *seconds),
             Command::Failover { kills } => failover::describe(smoke, *kills),
             Command::Api { clients, seconds } => api::describe(smoke, *clients, *seconds),
             Command::Podstart { pods } => podstart::describe(smoke, *pods),
@@ -105,7 +108,7 @@ async fn main() -> ExitCode {
             println!();
             println!("## run {run} of {runs}");
             let figures = match &command {
-                Command::Store { seconds } => store::run_once(&bins, smoke, *seconds).await,
+                Command::Store { seconds, clients } => store::run_once(&bins, smoke, *seconds, clients.clone()).await,
                 Command::Failover { kills } => failover::run_once(&bins, smoke, *kills).await,
                 Command::Api { clients, seconds } => api::run_once(&bins, smoke, *clients, *seconds).await,
                 Command::Podstart { pods } => podstart::run_once(&bins, smoke, *pods, run).await,

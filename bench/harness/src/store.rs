@@ -204,8 +204,13 @@ fn timing(smoke: bool, seconds: Option<u64>) -> (Duration, Duration) {
 }
 
 /// One run: both systems at every client count.
-pub async fn run_once(bins: &Binaries, smoke: bool, seconds: Option<u64>) -> anyhow::Result<Figures> {
-    let counts: Vec<usize> = if smoke { vec![1, 16] } else { vec![1, 16, 256, 1000] };
+pub async fn run_once(
+    bins: &Binaries,
+    smoke: bool,
+    seconds: Option<u64>,
+    clients: Option<Vec<usize>>,
+) -> anyhow::Result<Figures> {
+    let counts: Vec<usize> = clients.unwrap_or_else(|| if smoke { vec![1, 16] } else { vec![1, 16, 256, 1000] });
     let (measure, warmup) = timing(smoke, seconds);
     let skiff = {
         let cluster = Cluster::skiff(bins).await?;
