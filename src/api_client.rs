@@ -5,13 +5,13 @@ use std::future::Future;
 
 use anyhow::Context;
 use skiff_api::{Kind, Object};
+use skiff_client::{CallKind, Client, ClientError};
 use skiff_proto::api::resources_client::ResourcesClient;
 use skiff_proto::api::{
     ApplyRequest, ApplyResponse, DeleteObjectRequest, DeleteObjectResponse, GetObjectRequest, ListObjectsRequest,
     ObjectEvent, WatchObjectsRequest,
 };
-use skiff_server::client::{CallKind, Client, ClientError};
-use skiff_server::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use skiff_proto::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use tonic::transport::Channel;
 use tonic::Streaming;
 

@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use skiff_api::Kind;
+use skiff_client::ClientError;
 use skiff_proto::api::apply_response::Outcome;
-use skiff_server::client::ClientError;
 
 use crate::api_client::{self, resource_name};
 use crate::manifest_files;

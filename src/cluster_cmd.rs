@@ -3,9 +3,9 @@
 use std::io::Write;
 
 use comfy_table::{presets::NOTHING, Table};
+use skiff_client::CallKind;
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::{AddMemberRequest, ClusterStatus, RemoveMemberRequest, StatusRequest};
-use skiff_server::client::CallKind;
 
 use crate::members::MembersArgs;
 

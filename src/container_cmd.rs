@@ -2,10 +2,10 @@
 
 use std::io::Write;
 
+use skiff_client::CallKind;
 use skiff_proto::api::containers_client::ContainersClient;
 use skiff_proto::api::{ExecRequest, LogsRequest};
-use skiff_server::client::CallKind;
-use skiff_server::limits::MAX_RESPONSE_BYTES;
+use skiff_proto::limits::MAX_RESPONSE_BYTES;
 
 use crate::members::MembersArgs;
 

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use skiff_api::Kind;
+use skiff_client::{Client, ClientError};
 use skiff_proto::api::{object_event, DeleteObjectRequest, ListObjectsRequest, WatchObjectsRequest};
-use skiff_server::client::{Client, ClientError};
 use tonic::Code;
 
 use crate::api_client::{self, qualified_singular};

@@ -55,7 +55,7 @@ pub async fn run(args: DescribeArgs, members: &MembersArgs) -> anyhow::Result<()
 }
 
 /// The events about `object`, oldest first.
-async fn events_of(client: &skiff_server::client::Client, object: &Object) -> anyhow::Result<Vec<Event>> {
+async fn events_of(client: &skiff_client::Client, object: &Object) -> anyhow::Result<Vec<Event>> {
     let m = object.meta();
     let req = ListObjectsRequest {
         kind: Kind::Event.name().into(),

@@ -5,8 +5,8 @@ use std::io::Write;
 
 use anyhow::Context;
 use skiff_api::{Kind, Object};
+use skiff_client::Client;
 use skiff_proto::api::{object_event, ListObjectsRequest, WatchObjectsRequest};
-use skiff_server::client::Client;
 use tonic::Code;
 
 use crate::api_client;
@@ -177,7 +177,7 @@ pub async fn run(args: GetArgs, members: &MembersArgs) -> anyhow::Result<()> {
 }
 
 fn is_not_found(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<skiff_server::client::ClientError>().is_some_and(|c| c.code() == Code::NotFound)
+    e.downcast_ref::<skiff_client::ClientError>().is_some_and(|c| c.code() == Code::NotFound)
 }
 
 /// Prints changes after `from`, reopening the watch on the next member when the serving one goes.

@@ -5,10 +5,11 @@ use std::future::Future;
 use std::io::{Read, Write};
 
 use anyhow::Context;
+use skiff_api::limits::MAX_VALUE_BYTES;
+use skiff_client::{CallKind, Client, ClientError};
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{watch_event, DeleteRequest, GetRequest, KeyValue, ListRequest, PutRequest, WatchRequest};
-use skiff_server::client::{CallKind, Client, ClientError};
-use skiff_server::limits::{MAX_RESPONSE_BYTES, MAX_VALUE_BYTES};
+use skiff_proto::limits::MAX_RESPONSE_BYTES;
 use tonic::transport::Channel;
 
 use crate::members::MembersArgs;

@@ -31,7 +31,7 @@ mod printers;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use skiff_server::client::ClientError;
+use skiff_client::ClientError;
 
 /// Skiff: a container orchestrator whose every node is a Raft member.
 #[derive(Parser)]

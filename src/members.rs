@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
-use skiff_server::client::Client;
+use skiff_client::Client;
 use skiff_server::config::DEFAULT_ADDR;
 
 #[derive(clap::Args, Debug, Clone)]

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use skiff_proto::transport::TcpConnector;
 use skiff_server::config::NodeConfig;
 use skiff_server::Node;
-use skiff_store::network::TcpConnector;
 
 #[derive(clap::Args, Debug)]
 pub struct NodeArgs {

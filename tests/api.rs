@@ -8,13 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{get, put, test_raft, TestCluster};
+use skiff_client::{CallKind, Client, ClientError};
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::kv_server::{Kv, KvServer};
 use skiff_proto::api::{
     txn_op, DeleteRequest, DeleteResponse, GetRequest, GetResponse, ListRequest, ListResponse, PutRequest, PutResponse,
     TxnOp, TxnRequest, TxnResponse, WatchEvent, WatchRequest,
 };
-use skiff_server::client::{CallKind, Client, ClientError};
 use tonic::{Code, Request, Response, Status};
 
 fn skiff(members: &str, args: &[&str]) -> std::process::Output {

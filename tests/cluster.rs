@@ -6,10 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, get, list, put, test_raft, TestCluster};
+use skiff_client::CallKind;
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{RemoveMemberRequest, StatusRequest};
-use skiff_server::client::CallKind;
 use skiff_server::config::RaftSettings;
 
 const T: Duration = Duration::from_secs(30);

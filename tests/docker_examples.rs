@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{docker_agent, test_raft, DockerCleanup, TestCluster};
+use skiff_client::CallKind;
 use skiff_proto::api::resources_client::ResourcesClient;
 use skiff_proto::api::BindRequest;
-use skiff_server::client::CallKind;
 
 async fn pod(members: &str, name: &str) -> Option<serde_json::Value> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))

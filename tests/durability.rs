@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{eventually, list, put};
+use skiff_client::{CallKind, Client, ClientError};
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::StatusRequest;
-use skiff_server::client::{CallKind, Client, ClientError};
 
 /// A `skiff node` process, killed with SIGKILL when dropped (also when the test fails).
 struct Member {

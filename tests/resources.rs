@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::{eventually, test_raft, TestCluster};
 use skiff_api::{Kind, Object};
+use skiff_apiserver::keys::object_key;
+use skiff_client::{CallKind, Client, ClientError};
 use skiff_proto::api::resources_client::ResourcesClient;
 use skiff_proto::api::{ApplyRequest, BindRequest, GetObjectRequest, ObjectRequest};
-use skiff_server::client::{CallKind, Client, ClientError};
-use skiff_store::registry::object_key;
 use tokio::io::AsyncBufReadExt;
 use tonic::Code;
 
@@ -370,7 +370,7 @@ async fn deleting_an_owner_deletes_its_dependants_in_one_write_and_bound_pods_gr
     let mut watch = store.watch("/pods/", rv2 - 1, Duration::from_secs(5)).expect("watch");
     let mut revisions = Vec::new();
     while revisions.len() < 2 {
-        if let Some(Ok(skiff_store::watch::WatchItem::Event(e))) = watch.recv().await {
+        if let Some(Ok(skiff_store::watch::WatchItem::Change(e))) = watch.recv().await {
             revisions.push((e.kv.key.clone(), e.revision));
         }
     }

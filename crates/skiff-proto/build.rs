@@ -6,7 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     let dir = "../../proto";
     println!("cargo:rerun-if-changed={dir}");
-    tonic_prost_build::configure()
-        .compile_protos(&[format!("{dir}/skiff.proto"), format!("{dir}/raft.proto")], &[dir.to_string()])?;
+    tonic_prost_build::configure().compile_protos(
+        &[format!("{dir}/skiff.proto"), format!("{dir}/raft.proto"), format!("{dir}/member.proto")],
+        &[dir.to_string()],
+    )?;
     Ok(())
 }

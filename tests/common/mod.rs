@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skiff_client::{CallKind, Client, ClientError};
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{GetRequest, ListRequest, PutRequest};
-use skiff_server::client::{CallKind, Client, ClientError};
+use skiff_proto::limits::MAX_RESPONSE_BYTES;
+use skiff_proto::transport::TcpConnector;
 use skiff_server::config::{InitialMember, NodeConfig, RaftSettings};
-use skiff_server::limits::MAX_RESPONSE_BYTES;
 use skiff_server::Node;
-use skiff_store::network::TcpConnector;
 
 /// Raft timings for tests: slower than production so that parallel tests on two cores do not
 /// trigger elections by accident.

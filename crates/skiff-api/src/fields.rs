@@ -2,9 +2,10 @@
 //! fields of the object's JSON. Kubernetes allows a few fields per kind; Skiff allows any scalar
 //! field, which is a superset.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldRequirement {
     /// Dotted path into the object (`metadata.name`, `spec.nodeName`).
     pub field: String,
@@ -13,7 +14,7 @@ pub struct FieldRequirement {
 }
 
 /// All requirements must hold; empty matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldSelector {
     pub requirements: Vec<FieldRequirement>,
 }

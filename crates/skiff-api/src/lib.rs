@@ -1,10 +1,13 @@
 //! Skiff's vocabulary: resource types, manifest parsing, validation and label selectors, in the
-//! Kubernetes shape. Pure: no tokio, no IO.
+//! Kubernetes shape, and the `ResourceApi` contract the rest of Skiff reaches the cluster through.
+//! Pure: no tokio, no IO.
 //!
 //! # Layout
 //!
+//! - [`api`]: the `ResourceApi` contract: request options, watch events, structured errors.
 //! - [`kinds`]: the object model (`Namespace`, `Node`, `Pod`, `Deployment`, `Service`, `ConfigMap`,
 //!   `Event`) and [`kinds::Object`], any one of them with `apiVersion` and `kind`.
+//! - [`limits`]: how large keys, values and transactions may be.
 //! - [`meta`]: `metadata`, timestamps, `IntOrString`.
 //! - [`manifest`]: reading YAML and JSON files into objects, with file:line:column errors.
 //! - [`validate`]: what the API server checks before storing an object.
@@ -15,9 +18,11 @@
 //! - [`name`]: DNS-1123 names and label keys and values.
 //! - [`selector`]: label selectors (`kubectl -l` syntax, matchLabels, matchExpressions).
 
+pub mod api;
 pub mod defaults;
 pub mod fields;
 pub mod kinds;
+pub mod limits;
 pub mod manifest;
 pub mod meta;
 pub mod name;
@@ -26,4 +31,5 @@ pub mod quantity;
 pub mod selector;
 pub mod validate;
 
+pub use api::{ApiError, Reason, ResourceApi};
 pub use kinds::{Kind, Object};

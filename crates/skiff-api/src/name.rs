@@ -65,6 +65,20 @@ pub fn check_label_key(key: &str) -> Result<(), String> {
     check_label_value(name).map_err(|e| format!("name of label key {key:?}: {e}"))
 }
 
+/// A member address is `host:port` with a non-empty host and a port in 1..=65535.
+pub fn check_address(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is not host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("{addr:?} has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{addr:?} has no valid port (1-65535)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,7 +68,7 @@ impl LabelSelector {
 }
 
 /// How a requirement compares a label.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operator {
     /// The label is present and its value is one of the values (`=`, `==`, `in`).
     In(Vec<String>),
@@ -81,7 +81,7 @@ pub enum Operator {
 }
 
 /// One condition on one label key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requirement {
     pub key: String,
     pub op: Operator,
@@ -100,7 +100,7 @@ impl Requirement {
 }
 
 /// All requirements must hold. The empty selector matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selector {
     pub requirements: Vec<Requirement>,
 }

@@ -1,45 +1,29 @@
-//! The agent's view of the cluster on a member: pods and config maps are read from the member's own
-//! replica (the agent on every node watches locally), writes (status, finalization, the Node object)
-//! go through the member's own API, which forwards them to the leader.
+//! The agent's view of the cluster on a member, in-process through the member's [`ApiServer`]:
+//! pods and config maps are read from the member's own replica (the agent on every node watches
+//! locally), writes (status, finalization, events, the Node object) go through the one
+//! serve-here-or-forward path, like every other caller's.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use skiff_agent::agent::{ClusterApi, PodEvent};
 use skiff_agent::worker::PodApi;
+use skiff_api::api::{Consistency, DeleteOptions, Filter, ResourceApi, WatchEvent, WatchOptions};
 use skiff_api::fields::FieldSelector;
 use skiff_api::kinds::{ConfigMap, Node, Pod};
-use skiff_api::{Kind, Object};
-use skiff_proto::api::resources_client::ResourcesClient;
-use skiff_proto::api::{ApplyRequest, DeleteObjectRequest, ObjectRequest};
-use skiff_store::registry::{Filter, Registry, WatchEvent};
-use skiff_store::ReadConsistency;
-
-use crate::client::{CallKind, Client};
+use skiff_api::{Kind, Object, Reason};
+use skiff_apiserver::ApiServer;
 
 pub struct MemberAgentApi {
-    registry: Registry,
-    /// This member's own API (it forwards writes to the leader).
-    client: Client,
+    api: Arc<ApiServer>,
 }
 
 impl MemberAgentApi {
-    pub fn new(registry: Registry, client: Client) -> Self {
-        Self { registry, client }
-    }
-
-    async fn write<T, F, Fut>(&self, call: F) -> Result<T, String>
-    where
-        F: Fn(ResourcesClient<tonic::transport::Channel>) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.client
-            .call(CallKind::Write, |ch| call(ResourcesClient::new(ch)))
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|e| e.to_string())
+    pub fn new(api: Arc<ApiServer>) -> Self {
+        Self { api }
     }
 }
 
@@ -54,35 +38,20 @@ fn on_node(node: &str) -> Result<Filter, String> {
 #[async_trait::async_trait]
 impl PodApi for MemberAgentApi {
     async fn update_status(&self, pod: &Pod) -> Result<(), String> {
-        let object = Object::Pod(pod.clone()).to_json();
-        self.write(|mut c| {
-            let object = object.clone();
-            async move { c.update_status(ObjectRequest { object }).await }
-        })
-        .await
-        .map(|_| ())
+        self.api.update_status(Object::Pod(pod.clone())).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn finalize(&self, pod: &Pod) -> Result<(), String> {
-        let req = DeleteObjectRequest {
-            kind: "Pod".into(),
-            namespace: pod.metadata.namespace.clone(),
-            name: pod.metadata.name.clone(),
+        let options = DeleteOptions {
             grace_period_seconds: Some(0),
             force: true,
-            uid: pod.metadata.uid.clone(),
+            uid: Some(pod.metadata.uid.clone()),
             ..Default::default()
         };
-        match self
-            .write(|mut c| {
-                let req = req.clone();
-                async move { c.delete(req).await }
-            })
-            .await
-        {
+        match self.api.delete(Kind::Pod, &pod.metadata.namespace, &pod.metadata.name, &options).await {
             Ok(_) => Ok(()),
-            Err(e) if e.contains("not found") => Ok(()), // already gone
-            Err(e) => Err(e),
+            Err(e) if e.is(Reason::NotFound) => Ok(()), // already gone
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -110,23 +79,19 @@ impl PodApi for MemberAgentApi {
             component: Some("skiff-agent".into()),
             host: pod.spec.node_name.clone(),
         });
-        let object = Object::Event(event).to_json();
-        let created = self
-            .write(|mut c| {
-                let object = object.clone();
-                async move { c.create(ObjectRequest { object }).await }
-            })
-            .await;
-        if let Err(e) = created {
+        if let Err(e) = self.api.create(Object::Event(event)).await {
             tracing::debug!(pod = %pod.metadata.name, %reason, error = %e, "recording an event");
         }
     }
 
     async fn config_maps(&self, namespace: &str) -> Result<BTreeMap<String, ConfigMap>, String> {
-        let filter = Filter { namespace: Some(namespace.to_string()), ..Default::default() };
-        let (objects, _) =
-            self.registry.list(Kind::ConfigMap, &filter, ReadConsistency::Stale).await.map_err(|e| e.to_string())?;
-        Ok(objects
+        let list = self
+            .api
+            .list(Kind::ConfigMap, &Filter::namespace(namespace), Consistency::Stale)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(list
+            .items
             .into_iter()
             .filter_map(|o| if let Object::ConfigMap(c) = o { Some((c.metadata.name.clone(), c)) } else { None })
             .collect())
@@ -136,50 +101,38 @@ impl PodApi for MemberAgentApi {
 #[async_trait::async_trait]
 impl ClusterApi for MemberAgentApi {
     async fn pods_on(&self, node: &str) -> Result<(Vec<Pod>, u64), String> {
-        let (objects, rv) =
-            self.registry.list(Kind::Pod, &on_node(node)?, ReadConsistency::Stale).await.map_err(|e| e.to_string())?;
-        Ok((objects.into_iter().filter_map(|o| if let Object::Pod(p) = o { Some(p) } else { None }).collect(), rv))
+        let list = self.api.list(Kind::Pod, &on_node(node)?, Consistency::Stale).await.map_err(|e| e.to_string())?;
+        let pods = list.items.into_iter().filter_map(|o| if let Object::Pod(p) = o { Some(p) } else { None }).collect();
+        Ok((pods, list.resource_version))
     }
 
     async fn watch_pods(&self, node: &str, from: u64) -> Result<BoxStream<'static, PodEvent>, String> {
-        let rx =
-            self.registry.watch(Kind::Pod, on_node(node)?, from, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .take_while(|item| futures::future::ready(item.is_ok()))
-            .filter_map(|item| async move {
-                match item {
-                    Ok(WatchEvent::Added(Object::Pod(p)) | WatchEvent::Modified(Object::Pod(p))) => {
-                        Some(PodEvent::Changed(p))
-                    }
-                    Ok(WatchEvent::Deleted(Object::Pod(p))) => Some(PodEvent::Gone(p)),
-                    _ => None,
+        let options =
+            WatchOptions { filter: on_node(node)?, resource_version: from, bookmark_every: Duration::from_secs(5) };
+        let events = self.api.watch(Kind::Pod, options).await.map_err(|e| e.to_string())?;
+        let stream = events.take_while(|item| futures::future::ready(item.is_ok())).filter_map(|item| async move {
+            match item {
+                Ok(WatchEvent::Added(Object::Pod(p)) | WatchEvent::Modified(Object::Pod(p))) => {
+                    Some(PodEvent::Changed(p))
                 }
-            });
+                Ok(WatchEvent::Deleted(Object::Pod(p))) => Some(PodEvent::Gone(p)),
+                _ => None,
+            }
+        });
         Ok(stream.boxed())
     }
 
     async fn put_node(&self, node: &Node) -> Result<(), String> {
-        let object = Object::Node(node.clone()).to_json();
-        let applied = self
-            .write(|mut c| {
-                let object = object.clone();
-                async move { c.apply(ApplyRequest { object, dry_run: false }).await }
-            })
-            .await?;
         // Apply keeps the stored status of an existing node: the status goes through its own call.
-        let _ = applied;
-        self.write(|mut c| {
-            let object = object.clone();
-            async move { c.update_status(ObjectRequest { object }).await }
-        })
-        .await
-        .map(|_| ())
+        self.api.apply(Object::Node(node.clone()), false).await.map_err(|e| e.to_string())?;
+        self.api.update_status(Object::Node(node.clone())).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
 /// Runs this member's agent on the Docker engine, once the cluster has an id: waits for the engine
 /// (retrying, so a member starts even when the engine is down) and then runs until aborted.
-pub async fn run_agent(store: skiff_store::ObjectStore, config: crate::config::NodeConfig) {
+pub async fn run_agent(api: Arc<ApiServer>, config: crate::config::NodeConfig) {
+    let store = api.store().clone();
     let settings = &config.agent;
     let cluster_id = loop {
         if let Ok(Some(kv)) = store.get_local(crate::node::CLUSTER_ID_KEY) {
@@ -194,13 +147,6 @@ pub async fn run_agent(store: skiff_store::ObjectStore, config: crate::config::N
                 tracing::warn!(error = %e, "the agent cannot reach the Docker engine; retrying in 5 s (this member runs no pods meanwhile)");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
-        }
-    };
-    let client = match Client::new(&[config.advertise_addr().to_string()]) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "the agent cannot talk to its own member; it does not run");
-            return;
         }
     };
     // status.hostIP is an address: a host name in `advertise` (compose: "node1") is resolved.
@@ -239,7 +185,7 @@ pub async fn run_agent(store: skiff_store::ObjectStore, config: crate::config::N
         capacity,
         heartbeat: Duration::from_millis(settings.heartbeat_ms),
     };
-    let api = std::sync::Arc::new(MemberAgentApi::new(Registry::new(store), client));
+    let api = Arc::new(MemberAgentApi::new(api));
     tracing::info!(node = %config.name, "agent started on the Docker engine");
-    skiff_agent::agent::run(std::sync::Arc::new(runtime), api, agent_config).await;
+    skiff_agent::agent::run(Arc::new(runtime), api, agent_config).await;
 }

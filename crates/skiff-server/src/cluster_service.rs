@@ -3,92 +3,62 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ServerState;
+use skiff_apiserver::ApiServer;
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::cluster_server::Cluster;
 use skiff_proto::api::{
     AddMemberRequest, AddMemberResponse, ClusterStatus, MemberInfo, MemberStatusRequest, RemoveMemberRequest,
     RemoveMemberResponse, StatusRequest,
 };
-use skiff_store::{Member, ObjectStore};
+use skiff_store::{KvStore, Member, Role};
 use tonic::{Request, Response, Status};
 
-use crate::forward::{forwarded, is_forwarded, Forwarder};
-use crate::membership::{Membership, MembershipError};
+use crate::forward::Channels;
 use crate::node::CLUSTER_ID_KEY;
-use crate::rpc_error::forwarded_status;
+use crate::rpc_error::api_status;
 
 /// Serves `Cluster` on one member.
 pub struct ClusterService {
-    store: ObjectStore,
-    membership: Arc<Membership>,
-    forwarder: Arc<Forwarder>,
+    api: Arc<ApiServer>,
+    /// Asks the other members for their own status.
+    channels: Arc<Channels>,
 }
 
 impl ClusterService {
-    pub fn new(store: ObjectStore, membership: Arc<Membership>, forwarder: Arc<Forwarder>) -> Self {
-        Self { store, membership, forwarder }
+    pub fn new(api: Arc<ApiServer>, channels: Arc<Channels>) -> Self {
+        Self { api, channels }
+    }
+
+    fn store(&self) -> &KvStore {
+        self.api.store()
     }
 
     /// This member's own view of itself.
     fn local_info(&self) -> MemberInfo {
-        let m = self.store.raft().metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let me = membership.get_node(&m.id).cloned().unwrap_or_default();
-        let voter = membership.voter_ids().any(|v| v == m.id);
-        let role = match m.state {
-            ServerState::Leader => "leader",
-            ServerState::Candidate => "candidate",
-            ServerState::Follower if voter => "follower",
-            ServerState::Follower | ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
-        };
+        let s = self.store().status();
+        let me = s.members.get(&s.id).cloned().unwrap_or_default();
         MemberInfo {
-            id: m.id,
+            id: s.id,
             name: me.name,
             addr: me.addr,
-            role: role.into(),
-            voter,
-            term: m.current_term,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-            leader_id: m.current_leader.unwrap_or(0),
+            role: if s.role == Role::Shutdown { "shutdown" } else { s.role.as_str() }.into(),
+            voter: s.voters.contains(&s.id),
+            term: s.term,
+            last_log_index: s.last_log_index,
+            applied_index: s.applied_index,
+            leader_id: s.leader.unwrap_or(0),
             cluster_id: self.cluster_id(),
             error: String::new(),
         }
     }
 
     fn cluster_id(&self) -> String {
-        self.store
+        self.store()
             .get_local(CLUSTER_ID_KEY)
             .ok()
             .flatten()
             .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
             .unwrap_or_default()
-    }
-
-    /// The leader's address and a channel to it, for forwarding.
-    fn leader(&self) -> Result<(String, tonic::transport::Channel), Status> {
-        let m = self.store.raft().metrics().borrow().clone();
-        let Some(leader) = m.current_leader else {
-            return Err(Status::unavailable("no leader is elected right now; retry"));
-        };
-        let Some(node) = m.membership_config.membership().get_node(&leader).cloned() else {
-            return Err(Status::unavailable(format!(
-                "leader {leader} is not in this member's membership view yet; retry"
-            )));
-        };
-        Ok((node.addr.clone(), self.forwarder.channel(&node.addr)?))
-    }
-}
-
-fn membership_status(e: MembershipError) -> Status {
-    match e {
-        MembershipError::IdInUse { .. } | MembershipError::NameInUse { .. } => Status::already_exists(e.to_string()),
-        MembershipError::NotFound(_) => Status::not_found(e.to_string()),
-        MembershipError::Invalid(m) => Status::invalid_argument(m),
-        MembershipError::NotLeader => Status::unavailable("not the leader; retry"),
-        MembershipError::Raft(m) => Status::unavailable(format!("membership change failed: {m}")),
     }
 }
 
@@ -96,14 +66,14 @@ fn membership_status(e: MembershipError) -> Status {
 impl Cluster for ClusterService {
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<ClusterStatus>, Status> {
         let me = self.local_info();
-        let (voters, nodes) = self.membership.current();
-        let voters = &voters;
-        let asks = nodes.into_iter().map(|(id, member)| async move {
+        let view = self.store().status();
+        let voters = &view.voters;
+        let asks = view.members.into_iter().map(|(id, member)| async move {
             if id == me.id {
                 return self.local_info();
             }
             let ask = async {
-                let ch = self.forwarder.channel(&member.addr)?;
+                let ch = self.channels.channel(&member.addr)?;
                 let mut req = Request::new(MemberStatusRequest {});
                 req.set_timeout(Duration::from_secs(1));
                 ClusterClient::new(ch).member_status(req).await.map(|r| r.into_inner())
@@ -129,37 +99,18 @@ impl Cluster for ClusterService {
     }
 
     async fn add_member(&self, req: Request<AddMemberRequest>) -> Result<Response<AddMemberResponse>, Status> {
-        let again = is_forwarded(&req);
         let msg = req.into_inner();
-        let member = Member { name: msg.name.clone(), addr: msg.addr.clone() };
-        match self.membership.add(msg.id, member).await {
-            Ok(view) => Ok(Response::new(AddMemberResponse {
-                cluster_id: self.cluster_id(),
-                voters: view.voters.into_iter().collect(),
-                learners: view.learners.into_iter().collect(),
-            })),
-            Err(MembershipError::NotLeader) if !again => {
-                let (addr, ch) = self.leader()?;
-                ClusterClient::new(ch).add_member(forwarded(msg)).await.map_err(|s| forwarded_status(s, &addr, true))
-            }
-            Err(e) => Err(membership_status(e)),
-        }
+        let view = self.api.add_member(msg.id, &msg.name, &msg.addr).await.map_err(api_status)?;
+        Ok(Response::new(AddMemberResponse {
+            cluster_id: self.cluster_id(),
+            voters: view.voters,
+            learners: view.learners,
+        }))
     }
 
     async fn remove_member(&self, req: Request<RemoveMemberRequest>) -> Result<Response<RemoveMemberResponse>, Status> {
-        let again = is_forwarded(&req);
-        let msg = req.into_inner();
-        match self.membership.remove(msg.id).await {
-            Ok(view) => Ok(Response::new(RemoveMemberResponse {
-                voters: view.voters.into_iter().collect(),
-                learners: view.learners.into_iter().collect(),
-            })),
-            Err(MembershipError::NotLeader) if !again => {
-                let (addr, ch) = self.leader()?;
-                ClusterClient::new(ch).remove_member(forwarded(msg)).await.map_err(|s| forwarded_status(s, &addr, true))
-            }
-            Err(e) => Err(membership_status(e)),
-        }
+        let view = self.api.remove_member(req.into_inner().id).await.map_err(api_status)?;
+        Ok(Response::new(RemoveMemberResponse { voters: view.voters, learners: view.learners }))
     }
 }
 

@@ -351,16 +351,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// An address is `host:port` with a non-empty host and a port in 1..=65535.
 pub fn check_addr(addr: &str) -> Result<(), String> {
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err(format!("{addr:?} is not host:port"));
-    };
-    if host.is_empty() {
-        return Err(format!("{addr:?} has no host"));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("{addr:?} has no valid port (1-65535)")),
-    }
+    skiff_api::name::check_address(addr)
 }
 
 #[cfg(test)]

@@ -10,22 +10,21 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use skiff_agent::pod_spec::{LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID};
 use skiff_agent::runtime::{ContainerInfo, ContainerRuntime, LogOptions};
+use skiff_api::api::{Consistency, ResourceApi};
 use skiff_api::{Kind, Object};
+use skiff_apiserver::ApiServer;
 use skiff_proto::api::containers_client::ContainersClient;
 use skiff_proto::api::containers_server::Containers;
 use skiff_proto::api::{ExecRequest, ExecResponse, LogChunk, LogsRequest};
-use skiff_store::registry::Registry;
-use skiff_store::ReadConsistency;
 use tokio::sync::OnceCell;
 use tonic::{Request, Response, Status};
 
-use crate::forward::{forwarded, is_forwarded, Forwarder};
-use crate::resource_service::registry_status;
-use crate::rpc_error::forwarded_status;
+use crate::forward::{forwarded, is_forwarded, Channels};
+use crate::rpc_error::{api_status, forwarded_status};
 
 pub struct ContainerService {
-    registry: Registry,
-    forwarder: Arc<Forwarder>,
+    api: Arc<ApiServer>,
+    channels: Arc<Channels>,
     /// This member's name (= its node's name).
     node: String,
     docker_socket: Option<String>,
@@ -36,13 +35,13 @@ pub struct ContainerService {
 
 impl ContainerService {
     pub fn new(
-        registry: Registry,
-        forwarder: Arc<Forwarder>,
+        api: Arc<ApiServer>,
+        channels: Arc<Channels>,
         node: String,
         docker_socket: Option<String>,
         runs_pods: bool,
     ) -> Self {
-        Self { registry, forwarder, node, docker_socket, runtime: OnceCell::new(), runs_pods }
+        Self { api, channels, node, docker_socket, runtime: OnceCell::new(), runs_pods }
     }
 
     async fn runtime(&self) -> Result<Arc<dyn ContainerRuntime>, Status> {
@@ -74,8 +73,7 @@ impl ContainerService {
         again: bool,
     ) -> Result<(skiff_api::kinds::Pod, Option<(String, tonic::transport::Channel)>), Status> {
         let namespace = if namespace.is_empty() { "default" } else { namespace };
-        let object =
-            self.registry.get(Kind::Pod, namespace, name, ReadConsistency::Stale).await.map_err(registry_status)?;
+        let object = self.api.get(Kind::Pod, namespace, name, Consistency::Stale).await.map_err(api_status)?;
         let Object::Pod(pod) = object else { return Err(Status::internal("not a pod")) };
         let Some(node) = pod.spec.node_name.clone() else {
             return Err(Status::failed_precondition(format!(
@@ -85,15 +83,14 @@ impl ContainerService {
         if node == self.node || again {
             return Ok((pod, None));
         }
-        let metrics = self.registry.store().raft().metrics().borrow().clone();
-        let member =
-            metrics.membership_config.membership().nodes().find(|(_, m)| m.name == node).map(|(_, m)| m.clone());
+        let status = self.api.store().status();
+        let member = status.member_named(&node).map(|(_, m)| m.clone());
         let Some(member) = member else {
             return Err(Status::unavailable(format!(
                 "pod {name:?} runs on node {node:?}, which is not a member of this cluster"
             )));
         };
-        let channel = self.forwarder.channel(&member.addr)?;
+        let channel = self.channels.channel(&member.addr)?;
         Ok((pod, Some((member.addr, channel))))
     }
 
@@ -125,7 +122,7 @@ impl ContainerService {
             (LABEL_POD_UID.to_string(), pod.metadata.uid.clone()),
             (LABEL_CONTAINER.to_string(), name.clone()),
         ]);
-        if let Ok(Some(id)) = self.registry.store().get_local(crate::node::CLUSTER_ID_KEY) {
+        if let Ok(Some(id)) = self.api.store().get_local(crate::node::CLUSTER_ID_KEY) {
             labels.insert(LABEL_CLUSTER.to_string(), String::from_utf8_lossy(&id.value).into_owned());
         }
         let mut runs = runtime.list(&labels).await.map_err(|e| Status::unavailable(e.to_string()))?;

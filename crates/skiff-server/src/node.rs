@@ -6,33 +6,34 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skiff_api::api::ResourceApi;
 use skiff_api::defaults::DEFAULT_NAMESPACE;
-use skiff_api::{Kind, Object};
+use skiff_api::{Kind, Object, Reason};
+use skiff_apiserver::ApiServer;
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::cluster_server::ClusterServer;
 use skiff_proto::api::containers_server::ContainersServer;
 use skiff_proto::api::kv_server::KvServer;
 use skiff_proto::api::resources_server::ResourcesServer;
 use skiff_proto::api::AddMemberRequest;
+use skiff_proto::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use skiff_proto::member::members_server::MembersServer;
 use skiff_store::network::Connector;
 use skiff_store::raft_service::RaftService;
-use skiff_store::registry::{Registry, RegistryError};
 use skiff_store::state_machine::StateMachineConfig;
-use skiff_store::{Member, ObjectStore, Op, StoreConfig, StoreError};
+use skiff_store::{KvStore, Member, Op, StoreConfig, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
 
-use crate::client::{CallKind, Client, ClientError};
 use crate::cluster_service::ClusterService;
 use crate::config::NodeConfig;
 use crate::container_service::ContainerService;
-use crate::forward::Forwarder;
+use crate::forward::{Channels, GrpcForward, MemberService};
 use crate::kv_service::KvService;
-use crate::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
-use crate::membership::Membership;
 use crate::resource_service::ResourceService;
+use skiff_client::{CallKind, Client, ClientError};
 
 /// Where the cluster id lives in the store. The first leader writes it once; every member has it.
 pub const CLUSTER_ID_KEY: &str = "/skiff/cluster-id";
@@ -51,7 +52,8 @@ pub enum NodeError {
 
 /// A running member.
 pub struct Node {
-    store: ObjectStore,
+    store: KvStore,
+    api: Arc<ApiServer>,
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
@@ -80,29 +82,34 @@ impl Node {
             write_timeout: config.raft.write_timeout(),
             max_in_flight_entries: config.raft.max_in_flight_entries,
         };
-        let store = ObjectStore::open(store_config, connector.clone()).await?;
-        let forwarder = Arc::new(Forwarder::new(connector.clone()));
-        let membership = Arc::new(Membership::new(store.clone()));
+        let store = KvStore::open(store_config, connector.clone()).await?;
+        let channels = Arc::new(Channels::new(connector.clone()));
+        let api = Arc::new(ApiServer::new(store.clone(), Arc::new(GrpcForward { channels: channels.clone() })));
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(RaftService::server(store.raft().clone()))
             .add_service(
-                KvServer::new(KvService::new(store.clone(), forwarder.clone()))
+                MembersServer::new(MemberService { api: api.clone() })
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            )
+            .add_service(
+                KvServer::new(KvService::new(api.clone()))
                     .max_decoding_message_size(MAX_REQUEST_BYTES)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
-            .add_service(ClusterServer::new(ClusterService::new(store.clone(), membership.clone(), forwarder.clone())))
+            .add_service(ClusterServer::new(ClusterService::new(api.clone(), channels.clone())))
             .add_service(ContainersServer::new(ContainerService::new(
-                Registry::new(store.clone()),
-                forwarder.clone(),
+                api.clone(),
+                channels.clone(),
                 config.name.clone(),
                 config.agent.docker_socket.clone(),
                 config.agent.runtime == "docker",
             )))
             .add_service(
-                ResourcesServer::new(ResourceService::new(Registry::new(store.clone()), forwarder.clone()))
+                ResourcesServer::new(ResourceService::new(api.clone()))
                     .max_decoding_message_size(MAX_REQUEST_BYTES)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             );
@@ -125,14 +132,15 @@ impl Node {
             }
         });
 
-        let mut node = Node { store: store.clone(), addr, stop: Some(stop_tx), server, background: Vec::new() };
+        let mut node =
+            Node { store: store.clone(), api: api.clone(), addr, stop: Some(stop_tx), server, background: Vec::new() };
         if let Err(e) = node.bootstrap_or_join(&config, connector).await {
             node.shutdown().await;
             return Err(e);
         }
-        node.background.push(tokio::spawn(initialize_cluster_objects(store.clone())));
+        node.background.push(tokio::spawn(initialize_cluster_objects(api.clone())));
         if config.agent.runtime == "docker" {
-            node.background.push(tokio::spawn(crate::agent_api::run_agent(store.clone(), config.clone())));
+            node.background.push(tokio::spawn(crate::agent_api::run_agent(api.clone(), config.clone())));
         }
         tracing::info!(id = config.id, name = %config.name, %addr, "member started");
         Ok(node)
@@ -176,8 +184,13 @@ impl Node {
         Ok(())
     }
 
-    pub fn store(&self) -> &ObjectStore {
+    pub fn store(&self) -> &KvStore {
         &self.store
+    }
+
+    /// The member's API, in-process (what its agent and controllers use).
+    pub fn api(&self) -> &Arc<ApiServer> {
+        &self.api
     }
 
     /// The address the listener is bound to.
@@ -207,7 +220,7 @@ async fn join_through(
     join: &str,
     config: &NodeConfig,
     connector: Arc<dyn Connector>,
-    store: &ObjectStore,
+    store: &KvStore,
 ) -> Result<(), NodeError> {
     let join_err = |message: String| NodeError::Join { addr: join.to_string(), message };
     let mut client = Client::with_connector(&[join.to_string()], connector).map_err(join_err)?;
@@ -239,13 +252,13 @@ async fn join_through(
     }
 }
 
-/// Makes sure the cluster has an id: the leader writes a new one if there is none. Compare-and-swap
-/// ("must not exist") makes racing writers harmless. Wakes on every change of Raft's metrics (a new
-/// leader, applied entries), so the id is written as soon as the first leader is elected.
-async fn initialize_cluster_objects(store: ObjectStore) {
-    let registry = Registry::new(store.clone());
-    let default_ns = skiff_store::registry::object_key(Kind::Namespace, "", DEFAULT_NAMESPACE);
-    let mut metrics = store.raft().metrics();
+/// Makes sure the cluster has an id and the `default` namespace: the leader writes them if they
+/// are missing. Compare-and-swap ("must not exist") makes racing writers harmless. Wakes on every
+/// leadership change, so they are written as soon as the first leader is elected.
+async fn initialize_cluster_objects(api: Arc<ApiServer>) {
+    let store = api.store().clone();
+    let default_ns = skiff_apiserver::keys::object_key(Kind::Namespace, "", DEFAULT_NAMESPACE);
+    let mut leadership = store.leadership();
     loop {
         let id = store.get_local(CLUSTER_ID_KEY);
         let ns = store.get_local(&default_ns);
@@ -257,8 +270,8 @@ async fn initialize_cluster_objects(store: ObjectStore) {
             (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "reading cluster id"),
             _ => {}
         }
-        let leader = metrics.borrow().current_leader;
-        if leader == Some(store.node_id()) {
+        let leads = leadership.borrow_and_update().is_leader;
+        if leads {
             if matches!(id, Ok(None)) {
                 let id = uuid::Uuid::new_v4().to_string();
                 let op = Op::Put { key: CLUSTER_ID_KEY.into(), value: id.into_bytes(), expect: Some(0) };
@@ -269,14 +282,16 @@ async fn initialize_cluster_objects(store: ObjectStore) {
             } else if matches!(ns, Ok(None)) {
                 let mut namespace = skiff_api::kinds::Namespace::default();
                 namespace.metadata.name = DEFAULT_NAMESPACE.to_string();
-                match registry.create(Object::Namespace(namespace)).await {
-                    Ok(_) | Err(RegistryError::AlreadyExists(_)) => continue,
+                match api.create(Object::Namespace(namespace)).await {
+                    Ok(_) => continue,
+                    Err(e) if e.is(Reason::AlreadyExists) => continue,
                     Err(e) => tracing::debug!(error = %e, "creating the default namespace"),
                 }
             }
         }
-        // Raft stopped: nothing more to do.
-        if metrics.changed().await.is_err() {
+        // Raft stopped: nothing more to do. Otherwise wait for a change of leadership, or retry a
+        // failed write a moment later.
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(200), leadership.changed()).await {
             return;
         }
     }

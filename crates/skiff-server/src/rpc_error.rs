@@ -1,58 +1,58 @@
-//! How gRPC failures are told apart and turned into statuses a client can act on.
+//! How API errors become gRPC statuses (one code per reason), and how transport failures are told
+//! apart.
 //!
 //! The one distinction that matters for writes: was the request possibly delivered? A failure to
 //! connect means it was not, so trying another member is safe. A connection that broke mid-call
 //! means the write may or may not have been applied: its outcome is unknown and it must not be
 //! retried blindly.
 
-use skiff_store::watch::WatchError;
-use skiff_store::StoreError;
-use tonic::Status;
+use skiff_api::{ApiError, Reason};
+use tonic::{Code, Status};
 
-/// True when `status` was produced on this side by the transport (not answered by a server).
-pub fn is_transport_failure(status: &Status) -> bool {
-    std::error::Error::source(status).is_some()
-}
+pub use skiff_client::{is_transport_failure, was_not_sent};
 
-/// True when the request never left this side: connecting failed.
-pub fn was_not_sent(status: &Status) -> bool {
-    is_transport_failure(status) && skiff_store::network::is_connect_error(status)
-}
-
-/// The status for a store error, with a message that says what to do.
-pub fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::NotLeader { .. } => Status::unavailable(format!("{e}; the write was not applied: retry")),
-        StoreError::Conflict(_) => Status::failed_precondition(e.to_string()),
-        StoreError::Unavailable(m) => Status::unavailable(format!("{m}; not applied: retry")),
-        StoreError::OutcomeUnknown(_) => Status::unknown(e.to_string()),
-        StoreError::Watch(w) => watch_status(w),
-        StoreError::Storage(m) => Status::internal(format!("storage error on this member: {m}")),
+/// The gRPC code of each reason.
+pub fn code_of(reason: Reason) -> Code {
+    match reason {
+        Reason::BadRequest | Reason::Invalid => Code::InvalidArgument,
+        Reason::NotFound => Code::NotFound,
+        Reason::AlreadyExists => Code::AlreadyExists,
+        Reason::Conflict => Code::FailedPrecondition,
+        Reason::TooLarge => Code::ResourceExhausted,
+        Reason::Expired => Code::OutOfRange,
+        Reason::TooSlow => Code::Aborted,
+        Reason::Unavailable => Code::Unavailable,
+        Reason::OutcomeUnknown => Code::Unknown,
+        Reason::Internal => Code::Internal,
     }
 }
 
-pub fn watch_status(e: WatchError) -> Status {
-    match e {
-        WatchError::TooOld { .. } => Status::out_of_range(e.to_string()),
-        WatchError::FellBehind { .. } => Status::aborted(e.to_string()),
-        WatchError::Closed { .. } => Status::unavailable(e.to_string()),
-        WatchError::Internal(_) => Status::internal(e.to_string()),
-    }
+/// The status for an API error, with the message the user acts on.
+pub fn api_status(e: ApiError) -> Status {
+    Status::new(code_of(e.reason), e.message)
 }
 
-/// What a forwarded call's failure means to the original caller.
-pub fn forwarded_status(status: Status, leader: &str, is_write: bool) -> Status {
-    if !is_transport_failure(&status) {
-        return status; // the leader's own answer
-    }
-    if was_not_sent(&status) {
-        Status::unavailable(format!("cannot reach the leader at {leader}: {}; not applied: retry", status.message()))
-    } else if is_write {
-        Status::unknown(format!(
-            "the connection to the leader at {leader} broke during the write ({}): its outcome is unknown; read before retrying",
-            status.message()
-        ))
+/// What a failed call to the leader means to the caller that forwarded it.
+pub fn forwarding_error(status: &Status, leader: &str, write: bool) -> ApiError {
+    if was_not_sent(status) {
+        ApiError::unavailable(format!("cannot reach the leader at {leader}: {}; not applied: retry", status.message()))
+    } else if write {
+        ApiError::new(
+            Reason::OutcomeUnknown,
+            format!(
+                "the connection to the leader at {leader} broke during the write ({}): its outcome is unknown; read before retrying",
+                status.message()
+            ),
+        )
     } else {
-        Status::unavailable(format!("the leader at {leader} did not answer: {}", status.message()))
+        ApiError::unavailable(format!("the leader at {leader} did not answer: {}", status.message()))
     }
+}
+
+/// What a failed call to another member (not the leader: the node that runs a pod) means.
+pub fn forwarded_status(status: Status, member: &str, write: bool) -> Status {
+    if !is_transport_failure(&status) {
+        return status; // the member's own answer
+    }
+    api_status(forwarding_error(&status, member, write))
 }

@@ -8,6 +8,9 @@ use serde::Serialize;
 
 /// The format byte of the current encoding (bincode 1, little-endian, fixed-width integers).
 pub const FORMAT_V1: u8 = 1;
+/// The same encoding for a value whose type gained fields since format 1 (the watch history since
+/// it records each change's previous revision): the reader picks the type by the byte.
+pub const FORMAT_V2: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -23,9 +26,14 @@ pub enum CodecError {
 
 /// Encodes `value` with the current format byte in front.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    encode_as(FORMAT_V1, value)
+}
+
+/// Encodes `value` with `format` in front.
+pub fn encode_as<T: Serialize + ?Sized>(format: u8, value: &T) -> Result<Vec<u8>, CodecError> {
     let size = bincode::serialized_size(value).map_err(CodecError::Encode)?;
     let mut out = Vec::with_capacity(size as usize + 1);
-    out.push(FORMAT_V1);
+    out.push(format);
     bincode::serialize_into(&mut out, value).map_err(CodecError::Encode)?;
     Ok(out)
 }
@@ -34,9 +42,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
-        Some((&FORMAT_V1, rest)) => bincode::deserialize(rest).map_err(CodecError::Decode),
+        Some((&FORMAT_V1 | &FORMAT_V2, rest)) => bincode::deserialize(rest).map_err(CodecError::Decode),
         Some((&other, _)) => Err(CodecError::UnknownFormat(other)),
     }
+}
+
+/// The format byte of an encoded value.
+pub fn format_of(bytes: &[u8]) -> Result<u8, CodecError> {
+    bytes.first().copied().ok_or(CodecError::Empty)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Skiff's replicated object store.
+//! Skiff's replicated key-value store. It knows nothing of Kubernetes: keys, values, revisions,
+//! compare-and-swap, atomic multi-writes and watches.
 //!
 //! Every member keeps a full replica of the cluster state: openraft replicates commands, sled keeps
 //! the log and the state machine on disk, and each member serves reads and watches from its own
@@ -6,7 +7,7 @@
 //!
 //! # Layout
 //!
-//! - [`types`]: the openraft type configuration and the commands, results and events of the store.
+//! - [`types`]: the openraft type configuration and the commands, results and changes of the store.
 //! - [`codec`]: the versioned binary encoding of everything stored on disk or sent between members.
 //! - [`log_store`]: the Raft log and vote in sled (`RaftLogStorage`).
 //! - [`state_machine`]: the objects, their revisions and the watch history in sled
@@ -14,23 +15,25 @@
 //! - [`watch`]: watch streams served from the local replica.
 //! - [`network`]: the Raft network client over tonic; [`raft_service`]: its server side.
 //! - `proposer`: groups concurrent writes into one Raft entry (one flush for many writes).
-//! - [`store`]: [`store::ObjectStore`], the handle the API layer uses: writes, reads, watches.
-//! - [`registry`]: the typed resource API over the store (apply, graceful and cascading delete,
-//!   status, binding, selectors, watch).
+//! - [`store`]: [`store::KvStore`], the handle the API layer uses: writes, reads, watches.
+//! - [`leadership`]: who leads ([`Leadership`], watched) and each member's status, as values.
+//! - [`membership`]: which members vote (odd up to five), adding and removing members.
 
 pub mod codec;
+pub mod leadership;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 mod proposer;
 pub mod raft_service;
-pub mod registry;
 pub mod state_machine;
 pub mod store;
 pub mod types;
 pub mod watch;
 
-pub use store::{ObjectStore, ReadConsistency, StoreConfig, StoreError};
-pub use types::{Command, EntryResult, Event, EventKind, KeyValue, Member, Op, TypeConfig, WriteResult};
+pub use leadership::{Leadership, MemberStatus, Role};
+pub use store::{KvStore, ReadConsistency, StoreConfig, StoreError};
+pub use types::{Change, ChangeKind, Command, EntryResult, KeyValue, Member, Op, TypeConfig, WriteResult};
 
 /// The Raft handle with Skiff's type configuration.
 pub type Raft = openraft::Raft<TypeConfig>;

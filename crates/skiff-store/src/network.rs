@@ -6,7 +6,6 @@
 //! tests, and later TLS, plug in without touching this code.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
@@ -20,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use skiff_proto::raft::raft_client::RaftClient;
 use skiff_proto::raft::RaftMessage;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::codec;
 use crate::types::{Member, TypeConfig};
@@ -33,33 +32,7 @@ pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 /// and entries are bounded (4 MiB by the proposer), far under [`MAX_RAFT_MESSAGE`].
 pub const SPLIT_APPEND_ABOVE: usize = 2 << 20;
 
-/// Turns a member's address into a gRPC channel.
-pub trait Connector: Send + Sync + 'static {
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error>;
-}
-
-/// Plain TCP (HTTP/2 without TLS), lazily connected.
-#[derive(Debug, Clone)]
-pub struct TcpConnector {
-    pub connect_timeout: Duration,
-}
-
-impl Default for TcpConnector {
-    fn default() -> Self {
-        Self { connect_timeout: Duration::from_millis(500) }
-    }
-}
-
-impl Connector for TcpConnector {
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        Ok(endpoint.connect_lazy())
-    }
-}
+pub use skiff_proto::transport::{is_connect_error, Connector, TcpConnector};
 
 /// Creates one [`Connection`] per target member.
 #[derive(Clone)]
@@ -127,28 +100,6 @@ impl Connection {
         }
         codec::decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
-}
-
-/// True when `status` says the call never reached the other side: connecting failed. A call whose
-/// connection broke later ("connection reset", "connection closed") may have been delivered.
-pub fn is_connect_error(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(io.kind(), ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable) {
-                return true;
-            }
-        }
-        // hyper-util's connector errors, recognised by their display (their types are private).
-        let text = e.to_string().to_ascii_lowercase();
-        if text.contains("tcp connect error") || text.contains("dns error") || text.contains("failed to lookup address")
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// Encodes a request; a too-large one is left to the caller to judge.

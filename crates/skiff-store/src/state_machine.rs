@@ -35,7 +35,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::codec;
-use crate::types::{Command, Conflict, EntryResult, Event, EventKind, KeyValue, Member, Op, TypeConfig, WriteResult};
+use crate::types::{
+    Change, ChangeKind, ChangeV1, Command, Conflict, EntryResult, KeyValue, Member, Op, TypeConfig, WriteResult,
+};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -99,7 +101,7 @@ pub struct Applied {
     /// The highest revision (log index) applied so far; every change up to it is in the history.
     pub revision: u64,
     /// The changes, in revision order.
-    pub events: Vec<Event>,
+    pub changes: Vec<Change>,
     /// The replica was replaced by a snapshot: watchers must catch up from the history again.
     pub reset: bool,
 }
@@ -169,6 +171,15 @@ fn io_err(e: impl std::error::Error + 'static) -> AnyError {
 }
 
 fn decode_value(bytes: &[u8]) -> Result<StoredValue, AnyError> {
+    codec::decode(bytes).map_err(io_err)
+}
+
+/// The changes of one revision of the history, written in any format this Skiff knows.
+fn decode_history(bytes: &[u8]) -> Result<Vec<Change>, AnyError> {
+    if codec::format_of(bytes).map_err(io_err)? == codec::FORMAT_V1 {
+        let old: Vec<ChangeV1> = codec::decode(bytes).map_err(io_err)?;
+        return Ok(old.into_iter().map(Change::from).collect());
+    }
     codec::decode(bytes).map_err(io_err)
 }
 
@@ -276,15 +287,31 @@ impl Shared {
     }
 
     /// The history events with a revision strictly greater than `after`, in order.
-    pub fn history_after(&self, after: u64) -> Result<Vec<Event>, AnyError> {
+    pub fn history_after(&self, after: u64) -> Result<Vec<Change>, AnyError> {
         let mut out = Vec::new();
         let start = history_key(after.saturating_add(1));
         for item in self.tree.range(start.as_slice()..[HISTORY + 1].as_slice()) {
             let (_, bytes) = item.map_err(io_err)?;
-            let events: Vec<Event> = codec::decode(&bytes).map_err(io_err)?;
-            out.extend(events);
+            out.extend(decode_history(&bytes)?);
         }
         Ok(out)
+    }
+
+    /// The value `key` had at `revision`, when the history still holds that revision (or the key is
+    /// still at it): `Ok(None)` when it is not known. The value of a deletion is the key's last state.
+    pub fn value_at(&self, key: &str, revision: u64) -> Result<Option<KeyValue>, AnyError> {
+        if revision == 0 {
+            return Ok(None);
+        }
+        if let Some(current) = self.get(key)? {
+            if current.mod_revision == revision {
+                return Ok(Some(current));
+            }
+        }
+        let Some(bytes) = self.tree.get(history_key(revision)).map_err(io_err)? else {
+            return Ok(None);
+        };
+        Ok(decode_history(&bytes)?.into_iter().find(|c| c.kv.key == key && c.kind == ChangeKind::Put).map(|c| c.kv))
     }
 
     /// Rebuilds the revision index from the objects in sled.
@@ -381,7 +408,7 @@ impl Shared {
         let revision = payload.applied.map(|l| l.index).unwrap_or(0);
         self.applied.store(revision, Ordering::SeqCst);
         // No receiver is fine: nobody is watching.
-        let _ = self.events.send(Arc::new(Applied { revision, events: Vec::new(), reset: true }));
+        let _ = self.events.send(Arc::new(Applied { revision, changes: Vec::new(), reset: true }));
         Ok(())
     }
 }
@@ -418,7 +445,7 @@ impl ApplyBatch<'_> {
     }
 
     /// Applies one write (its ops all, or none if an expectation fails) at `revision`.
-    fn write(&mut self, ops: &[Op], revision: u64, events: &mut Vec<Event>) -> Result<WriteResult, AnyError> {
+    fn write(&mut self, ops: &[Op], revision: u64, events: &mut Vec<Change>) -> Result<WriteResult, AnyError> {
         // Compare-and-swap: every expectation is checked against the state before the write.
         for op in ops {
             if let Some(expected) = op.expect() {
@@ -435,12 +462,18 @@ impl ApplyBatch<'_> {
             match op {
                 Op::Put { key, value, .. } => {
                     prev_of_deletes.push(None);
+                    let before = self.revisions(&dkey);
                     let stored = StoredValue {
                         value: value.clone(),
-                        create_revision: self.revisions(&dkey).map(|r| r.create).unwrap_or(revision),
+                        create_revision: before.map(|r| r.create).unwrap_or(revision),
                         mod_revision: revision,
                     };
-                    events.push(Event { kind: EventKind::Put, revision, kv: stored.clone().into_kv(key.clone()) });
+                    events.push(Change {
+                        kind: ChangeKind::Put,
+                        revision,
+                        kv: stored.clone().into_kv(key.clone()),
+                        prev_revision: Some(before.map(|r| r.modified).unwrap_or(0)),
+                    });
                     self.overlay.insert(dkey, Some(stored));
                 }
                 Op::Delete { key, .. } => {
@@ -449,7 +482,8 @@ impl ApplyBatch<'_> {
                         None => None,
                     };
                     if let Some(kv) = &prev_kv {
-                        events.push(Event { kind: EventKind::Delete, revision, kv: kv.clone() });
+                        let prev_revision = Some(kv.mod_revision);
+                        events.push(Change { kind: ChangeKind::Delete, revision, kv: kv.clone(), prev_revision });
                         self.overlay.insert(dkey, None);
                     }
                     prev_of_deletes.push(prev_kv);
@@ -460,9 +494,9 @@ impl ApplyBatch<'_> {
     }
 
     /// Records the events of one revision in the history.
-    fn record(&mut self, revision: u64, events: &[Event]) -> Result<(), AnyError> {
+    fn record(&mut self, revision: u64, events: &[Change]) -> Result<(), AnyError> {
         if !events.is_empty() {
-            self.batch.insert(&history_key(revision), codec::encode(events).map_err(io_err)?);
+            self.batch.insert(&history_key(revision), codec::encode_as(codec::FORMAT_V2, events).map_err(io_err)?);
         }
         Ok(())
     }
@@ -578,7 +612,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         drop(index);
         s.applied.store(last.index, Ordering::SeqCst);
         // Watchers that fell behind see `Lagged` and are dropped; apply never waits for them.
-        let _ = s.events.send(Arc::new(Applied { revision: last.index, events: all_events, reset: false }));
+        let _ = s.events.send(Arc::new(Applied { revision: last.index, changes: all_events, reset: false }));
         Ok(results)
     }
 
@@ -619,5 +653,31 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &e))??;
         Ok(file.map(|f| Snapshot { meta: f.meta, snapshot: Box::new(Cursor::new(f.payload)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_written_before_previous_revisions_were_recorded_is_still_read() {
+        let kv = |rev: u64, create: u64| KeyValue {
+            key: "/kv/a".into(),
+            value: b"v".to_vec(),
+            create_revision: create,
+            mod_revision: rev,
+        };
+        let old = vec![
+            ChangeV1 { kind: ChangeKind::Put, revision: 5, kv: kv(5, 5) },
+            ChangeV1 { kind: ChangeKind::Put, revision: 5, kv: kv(5, 2) },
+            ChangeV1 { kind: ChangeKind::Delete, revision: 5, kv: kv(4, 2) },
+        ];
+        let bytes = codec::encode_as(codec::FORMAT_V1, &old).expect("encode");
+        let changes = decode_history(&bytes).expect("decode");
+        let prev: Vec<Option<u64>> = changes.iter().map(|c| c.prev_revision).collect();
+        assert_eq!(prev, [Some(0), None, Some(4)], "created: 0; updated: unknown; deleted: its last revision");
+        let new = codec::encode_as(codec::FORMAT_V2, &changes).expect("encode");
+        assert_eq!(decode_history(&new).expect("decode"), changes);
     }
 }

@@ -1,6 +1,6 @@
-//! [`ObjectStore`]: one member's handle on the replicated store. Writes go through Raft; reads and
-//! watches are served from the local replica, linearizable reads after a read-index round on the
-//! leader.
+//! [`KvStore`]: one member's handle on the replicated key-value store. Writes go through Raft;
+//! reads and watches are served from the local replica, linearizable reads after a read-index round
+//! on the leader.
 //!
 //! The store does not forward anything itself: when this member is not the leader it says who is
 //! ([`StoreError::NotLeader`]) and the API layer forwards the call.
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 
+use crate::leadership::{watch_leadership, Leadership, MemberStatus};
 use crate::log_store::LogStore;
 use crate::network::{Connector, Network};
 use crate::proposer::Proposer;
@@ -155,7 +156,7 @@ async fn confirm_leadership(raft: &Raft) -> Result<(), StoreError> {
 
 /// One member's replica of the store and its Raft instance.
 #[derive(Clone)]
-pub struct ObjectStore {
+pub struct KvStore {
     node_id: u64,
     raft: Raft,
     shared: Arc<Shared>,
@@ -163,9 +164,11 @@ pub struct ObjectStore {
     write_timeout: Duration,
     /// Linearizable reads waiting for the next leadership confirmation (one for many readers).
     barrier: mpsc::UnboundedSender<oneshot::Sender<Result<(), StoreError>>>,
+    /// Who leads, kept current from Raft's metrics.
+    leadership: tokio::sync::watch::Receiver<Leadership>,
 }
 
-impl ObjectStore {
+impl KvStore {
     /// Opens the member's data and starts its Raft instance. Nothing is initialized: a new cluster
     /// is created with `raft().initialize(..)`, a new member is added by the leader.
     pub async fn open(config: StoreConfig, connector: Arc<dyn Connector>) -> Result<Self, StoreError> {
@@ -184,16 +187,35 @@ impl ObjectStore {
             .map_err(|e| StoreError::Storage(format!("cannot start raft: {e}")))?;
         let proposer = Proposer::start(raft.clone(), config.max_in_flight_entries, config.write_timeout);
         let barrier = start_read_barriers(raft.clone(), config.write_timeout);
-        Ok(Self { node_id: config.node_id, raft, shared, proposer, write_timeout: config.write_timeout, barrier })
+        let leadership = watch_leadership(&raft);
+        Ok(Self {
+            node_id: config.node_id,
+            raft,
+            shared,
+            proposer,
+            write_timeout: config.write_timeout,
+            barrier,
+            leadership,
+        })
     }
 
     pub fn node_id(&self) -> u64 {
         self.node_id
     }
 
-    /// The Raft instance, for membership changes, metrics and the Raft RPC service.
+    /// The Raft instance, for membership changes and the Raft RPC service.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Who leads; changes with every new term or leader. Controllers start and stop on it.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// This member's own view of itself and of the membership, now.
+    pub fn status(&self) -> MemberStatus {
+        MemberStatus::of(&self.raft.metrics().borrow())
     }
 
     /// The last revision applied on this member.
@@ -227,17 +249,14 @@ impl ObjectStore {
         rx.await.map_err(|_| StoreError::Unavailable("the member is shutting down".into()))?
     }
 
-    /// `Err(NotLeader)` when this member knows it is not the leader (from its Raft metrics, without
-    /// asking anyone): the caller forwards at once instead of working on a request it cannot serve.
+    /// `Err(NotLeader)` when this member knows it is not the leader (without asking anyone): the
+    /// caller forwards at once instead of working on a request it cannot serve.
     pub fn check_leader(&self) -> Result<(), StoreError> {
-        let metrics = self.raft.metrics().borrow().clone();
-        match metrics.current_leader {
-            Some(id) if id == self.node_id => Ok(()),
-            Some(id) => {
-                let member = metrics.membership_config.membership().get_node(&id).cloned();
-                Err(StoreError::NotLeader { leader: member.map(|m| (id, m)) })
-            }
-            None => Err(StoreError::NotLeader { leader: None }),
+        let leadership = self.leadership.borrow();
+        if leadership.is_leader {
+            Ok(())
+        } else {
+            Err(StoreError::NotLeader { leader: leadership.leader.clone() })
         }
     }
 
@@ -247,6 +266,12 @@ impl ObjectStore {
         let revision = self.shared.applied_revision();
         let kv = self.shared.get(key).map_err(|e| StoreError::Storage(e.to_string()))?;
         Ok((kv, revision))
+    }
+
+    /// The value `key` had at `revision` on this member's replica, while the watch history holds
+    /// that revision (or the key is still at it); `None` when it is not known.
+    pub fn value_at(&self, key: &str, revision: u64) -> Result<Option<KeyValue>, StoreError> {
+        self.shared.value_at(key, revision).map_err(|e| StoreError::Storage(e.to_string()))
     }
 
     /// Reads one key from this member's replica as it is (no leader round trip).

@@ -1,5 +1,5 @@
 //! The openraft type configuration and the vocabulary of the store: commands (what is proposed),
-//! write results (what apply decided) and events (what watchers see).
+//! write results (what apply decided) and changes (what watchers see).
 
 use std::fmt;
 use std::io::Cursor;
@@ -124,18 +124,42 @@ pub struct KeyValue {
     pub mod_revision: u64,
 }
 
-/// What a watcher sees.
+/// What a change did to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventKind {
+pub enum ChangeKind {
     Put,
     /// The event's `kv` is the last state of the deleted key.
     Delete,
 }
 
-/// One change, at one revision.
+/// One change of one key, at one revision: what watchers see (not the Kubernetes Event kind).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub kind: EventKind,
+pub struct Change {
+    pub kind: ChangeKind,
     pub revision: u64,
     pub kv: KeyValue,
+    /// The key's `mod_revision` before this change: 0 when the change created the key, `None` when
+    /// not recorded (history written by a Skiff that did not record it). With it, a watcher that
+    /// filters can read the previous value ([`crate::KvStore::value_at`]) and tell whether the key
+    /// just stopped (or started) matching.
+    pub prev_revision: Option<u64>,
+}
+
+/// [`Change`] as history written before `prev_revision` was recorded (codec format 1) stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChangeV1 {
+    pub kind: ChangeKind,
+    pub revision: u64,
+    pub kv: KeyValue,
+}
+
+impl From<ChangeV1> for Change {
+    fn from(c: ChangeV1) -> Self {
+        let prev_revision = match c.kind {
+            ChangeKind::Delete => Some(c.kv.mod_revision),
+            ChangeKind::Put if c.kv.create_revision == c.kv.mod_revision => Some(0),
+            ChangeKind::Put => None,
+        };
+        Change { kind: c.kind, revision: c.revision, kv: c.kv, prev_revision }
+    }
 }

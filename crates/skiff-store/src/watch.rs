@@ -14,12 +14,12 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::state_machine::{Applied, Shared};
-use crate::types::Event;
+use crate::types::Change;
 
 /// One item of a watch stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchItem {
-    Event(Event),
+    Change(Change),
     /// Every change up to this revision has been delivered.
     Progress(u64),
 }
@@ -143,19 +143,19 @@ impl Watcher {
     }
 
     async fn deliver(&mut self, applied: &Applied) -> Result<(), Hangup> {
-        for event in &applied.events {
+        for event in &applied.changes {
             self.send_event(event.clone()).await?;
         }
         self.seen = self.seen.max(applied.revision);
         Ok(())
     }
 
-    async fn send_event(&mut self, event: Event) -> Result<(), Hangup> {
+    async fn send_event(&mut self, event: Change) -> Result<(), Hangup> {
         if event.revision <= self.seen || !event.kv.key.starts_with(&self.prefix) {
             return Ok(());
         }
         self.sent_since_tick = true;
-        self.tx.send(Ok(WatchItem::Event(event))).await.map_err(|_| Hangup)
+        self.tx.send(Ok(WatchItem::Change(event))).await.map_err(|_| Hangup)
     }
 
     async fn fail(&mut self, e: WatchError) -> Result<(), Hangup> {

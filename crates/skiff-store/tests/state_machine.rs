@@ -87,6 +87,25 @@ async fn state_machine_restarts_from_disk_with_objects_revisions_and_history() {
     assert_eq!(shared.history_after(250).expect("history").len(), 50);
 }
 
+#[tokio::test]
+async fn each_change_records_the_previous_revision_and_the_previous_value_can_be_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachineStore::open(dir.path(), sm_config(1000)).expect("open");
+    sm.apply(vec![put_entry(1, "/kv/a", "one"), put_entry(2, "/kv/a", "two"), put_entry(3, "/kv/b", "x")])
+        .await
+        .expect("apply");
+    let shared = sm.shared();
+    let changes = shared.history_after(0).expect("history");
+    let prev: Vec<(u64, Option<u64>)> = changes.iter().map(|c| (c.revision, c.prev_revision)).collect();
+    assert_eq!(prev, [(1, Some(0)), (2, Some(1)), (3, Some(0))]);
+    let before = shared.value_at("/kv/a", 1).expect("read").expect("held by the history");
+    assert_eq!(before.value, b"one");
+    let now = shared.value_at("/kv/a", 2).expect("read").expect("current");
+    assert_eq!(now.value, b"two");
+    assert_eq!(shared.value_at("/kv/a", 0).expect("read"), None, "0: the key did not exist");
+    assert_eq!(shared.value_at("/kv/a", 3).expect("read"), None, "revision 3 did not write it");
+}
+
 /// Reads a snapshot the way chunked transfer does and hands over a cursor left at its end.
 fn transfer_in_chunks(mut data: Cursor<Vec<u8>>, chunk: usize) -> Box<Cursor<Vec<u8>>> {
     let mut received = Cursor::new(Vec::new());

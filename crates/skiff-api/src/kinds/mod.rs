@@ -26,7 +26,7 @@ use crate::meta::ObjectMeta;
 use crate::path::FieldPath;
 
 /// A kind Skiff knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     Namespace,
     Node,

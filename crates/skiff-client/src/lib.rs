@@ -10,11 +10,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_store::network::{Connector, TcpConnector};
+pub use skiff_proto::transport::{Connector, TcpConnector};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::rpc_error::{is_transport_failure, was_not_sent};
+/// True when `status` was produced on this side by the transport (not answered by a server).
+pub fn is_transport_failure(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+/// True when the request never left this side: connecting failed.
+pub fn was_not_sent(status: &Status) -> bool {
+    is_transport_failure(status) && skiff_proto::transport::is_connect_error(status)
+}
 
 /// Whether a call changes state: decides what a broken connection means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +77,7 @@ impl Client {
         }
         let mut channels = Vec::with_capacity(addrs.len());
         for a in addrs {
-            crate::config::check_addr(a).map_err(|e| format!("member address: {e}"))?;
+            skiff_api::name::check_address(a).map_err(|e| format!("member address: {e}"))?;
             channels.push(connector.channel(a).map_err(|e| format!("member address {a}: {e}"))?);
         }
         Ok(Self {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use skiff_store::network::TcpConnector;
 use skiff_store::state_machine::StateMachineConfig;
 use skiff_store::watch::{WatchError, WatchItem, WatchReceiver};
-use skiff_store::{EventKind, Member, ObjectStore, Op, ReadConsistency, StoreConfig, StoreError};
+use skiff_store::{ChangeKind, KvStore, Member, Op, ReadConsistency, StoreConfig, StoreError};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -31,9 +31,9 @@ fn config(dir: &std::path::Path, history: u64, watch_buffer: usize) -> StoreConf
 }
 
 /// A one-member store that is its own leader (no network needed).
-async fn single(dir: &std::path::Path, history: u64, watch_buffer: usize) -> ObjectStore {
+async fn single(dir: &std::path::Path, history: u64, watch_buffer: usize) -> KvStore {
     let store =
-        ObjectStore::open(config(dir, history, watch_buffer), Arc::new(TcpConnector::default())).await.expect("open");
+        KvStore::open(config(dir, history, watch_buffer), Arc::new(TcpConnector::default())).await.expect("open");
     if !store.raft().is_initialized().await.expect("initialized?") {
         let members = BTreeMap::from([(1, Member { name: "node1".into(), addr: "127.0.0.1:1".into() })]);
         store.raft().initialize(members).await.expect("initialize");
@@ -51,10 +51,10 @@ async fn next(rx: &mut WatchReceiver) -> Result<WatchItem, WatchError> {
 }
 
 /// The next event, skipping progress.
-async fn next_event(rx: &mut WatchReceiver) -> skiff_store::Event {
+async fn next_event(rx: &mut WatchReceiver) -> skiff_store::Change {
     loop {
         match next(rx).await.expect("no error") {
-            WatchItem::Event(e) => return e,
+            WatchItem::Change(e) => return e,
             WatchItem::Progress(_) => continue,
         }
     }
@@ -175,9 +175,9 @@ async fn delete_event_carries_the_last_state_and_idle_watch_gets_progress() {
     store.write(vec![put("/other/y", "not watched")]).await.expect("put");
     let mut rx = store.watch("/kv/", start, Duration::from_millis(100)).expect("watch");
     let put_event = next_event(&mut rx).await;
-    assert_eq!((put_event.kind, put_event.revision), (EventKind::Put, r1));
+    assert_eq!((put_event.kind, put_event.revision), (ChangeKind::Put, r1));
     let del = next_event(&mut rx).await;
-    assert_eq!((del.kind, del.revision), (EventKind::Delete, r2));
+    assert_eq!((del.kind, del.revision), (ChangeKind::Delete, r2));
     assert_eq!(del.kv.value, b"last words", "the delete carries the last state");
     assert_eq!(del.kv.mod_revision, r1);
     // Idle now: a progress event reports the current revision (past the unwatched write).
@@ -186,7 +186,7 @@ async fn delete_event_carries_the_last_state_and_idle_watch_gets_progress() {
         match next(&mut rx).await.expect("ok") {
             WatchItem::Progress(p) if p >= current => break p,
             WatchItem::Progress(_) => continue,
-            WatchItem::Event(e) => panic!("unexpected event {e:?}"),
+            WatchItem::Change(e) => panic!("unexpected event {e:?}"),
         }
     };
     // Resuming from the progress revision misses nothing and repeats nothing.
@@ -212,7 +212,7 @@ async fn watch_from_before_the_retained_history_is_too_old_and_history_survives_
     drop(store);
     // Restart: the history is on disk; a watch from inside it resumes.
     let store = loop {
-        match ObjectStore::open(config(dir.path(), 20, 64), Arc::new(TcpConnector::default())).await {
+        match KvStore::open(config(dir.path(), 20, 64), Arc::new(TcpConnector::default())).await {
             Ok(s) => break s,
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -282,7 +282,7 @@ async fn slow_watcher_is_dropped_and_never_slows_apply() {
     let mut delivered = 0u64;
     let err = loop {
         match next(&mut rx).await {
-            Ok(WatchItem::Event(_)) => delivered += 1,
+            Ok(WatchItem::Change(_)) => delivered += 1,
             Ok(WatchItem::Progress(_)) => {}
             Err(e) => break e,
         }

@@ -6,8 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::ChangeMembers;
-use skiff_store::{Member, ObjectStore};
 use tokio::sync::Mutex;
+
+use crate::{KvStore, Member};
 
 /// The most voters a cluster has; more members are learners.
 pub const MAX_VOTERS: usize = 5;
@@ -71,23 +72,20 @@ pub struct MembershipView {
 
 /// Applies membership changes on the leader, one at a time.
 pub struct Membership {
-    store: ObjectStore,
+    store: KvStore,
     /// Changes are read-modify-write of the membership: serialize them.
     lock: Mutex<()>,
 }
 
 impl Membership {
-    pub fn new(store: ObjectStore) -> Self {
+    pub fn new(store: KvStore) -> Self {
         Self { store, lock: Mutex::new(()) }
     }
 
     /// The current voters and all members with their addresses, from this member's view.
     pub fn current(&self) -> (BTreeSet<u64>, BTreeMap<u64, Member>) {
-        let metrics = self.store.raft().metrics().borrow().clone();
-        let m = metrics.membership_config.membership();
-        let voters: BTreeSet<u64> = m.voter_ids().collect();
-        let nodes: BTreeMap<u64, Member> = m.nodes().map(|(id, n)| (*id, n.clone())).collect();
-        (voters, nodes)
+        let status = self.store.status();
+        (status.voters, status.members)
     }
 
     fn view(&self) -> MembershipView {
@@ -97,23 +95,17 @@ impl Membership {
     }
 
     fn ensure_leader(&self) -> Result<(), MembershipError> {
-        let metrics = self.store.raft().metrics().borrow().clone();
-        if metrics.current_leader == Some(self.store.node_id()) {
-            Ok(())
-        } else {
-            Err(MembershipError::NotLeader)
-        }
+        self.store.check_leader().map_err(|_| MembershipError::NotLeader)
     }
 
-    /// Adds a member: it catches up as a learner, then voters are rebalanced.
+    /// Adds a member: it catches up as a learner, then voters are rebalanced. The caller has
+    /// checked the name and address.
     pub async fn add(&self, id: u64, member: Member) -> Result<MembershipView, MembershipError> {
         let _one = self.lock.lock().await;
         self.ensure_leader()?;
         if id == 0 {
             return Err(MembershipError::Invalid("member id must be positive".into()));
         }
-        crate::config::check_name(&member.name).map_err(|m| MembershipError::Invalid(format!("name: {m}")))?;
-        crate::config::check_addr(&member.addr).map_err(|m| MembershipError::Invalid(format!("addr: {m}")))?;
         let (_, nodes) = self.current();
         if let Some(existing) = nodes.get(&id) {
             return Err(MembershipError::IdInUse { id, existing: existing.clone() });

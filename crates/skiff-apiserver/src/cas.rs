@@ -1,0 +1,88 @@
+//! Read, decide, compare-and-swap: the one way the API server changes stored objects.
+//!
+//! The leader reads the key from its own replica, a pure decision says what to write, and the write
+//! expects the revisions it read, so two writers never silently overwrite each other. A write that
+//! lost a race is decided again on fresh data, unless the caller pinned a resourceVersion: then the
+//! loss is the caller's conflict. No quorum round is needed before a write; a pinned
+//! resourceVersion that the replica does not show is confirmed with one before it is called stale.
+
+use std::future::Future;
+
+use skiff_api::{ApiError, Object};
+use skiff_store::{KeyValue, KvStore, Op, ReadConsistency, StoreError};
+
+use crate::error::ServeError;
+
+/// Attempts of a read-decide-write that lost a compare-and-swap race it may retry.
+const MAX_ATTEMPTS: usize = 8;
+
+/// What a decision wants done.
+pub enum Step<T> {
+    /// Nothing to write: this is the answer.
+    Done(T),
+    /// Write `ops` (they expect the revisions read); `T` is the answer once they are committed.
+    Write(Vec<Op>, T),
+}
+
+/// The key as the leader has applied it. When the caller pinned a revision the replica does not
+/// show, a quorum round first makes sure every committed write is applied, so a conflict is only
+/// reported when it is real.
+pub async fn current(store: &KvStore, key: &str, pinned: Option<u64>) -> Result<Option<KeyValue>, ServeError> {
+    let kv = store.get_local(key)?;
+    match pinned {
+        Some(rv) if kv.as_ref().map(|kv| kv.mod_revision) != Some(rv) => {
+            store.read_barrier(ReadConsistency::Linearizable).await?;
+            Ok(store.get_local(key)?)
+        }
+        _ => Ok(kv),
+    }
+}
+
+/// Reads `key`, lets `decide` choose (it may read more, e.g. an owner's dependants), writes with compare-and-swap, and retries a lost race with
+/// fresh data unless `pinned` (the caller's resourceVersion) is set. Returns the answer and the
+/// revision of the write, if there was one. `what` names the object in errors.
+pub async fn update<T, F, Fut>(
+    store: &KvStore,
+    key: &str,
+    pinned: Option<u64>,
+    what: &str,
+    mut decide: F,
+) -> Result<(T, Option<u64>), ServeError>
+where
+    F: FnMut(Option<KeyValue>) -> Fut,
+    Fut: Future<Output = Result<Step<T>, ServeError>>,
+{
+    store.check_leader()?;
+    for _ in 0..MAX_ATTEMPTS {
+        let kv = current(store, key, pinned).await?;
+        if let (Some(rv), Some(kv)) = (pinned, &kv) {
+            if rv != kv.mod_revision {
+                return Err(stale_at(what, rv, kv.mod_revision).into());
+            }
+        }
+        match decide(kv).await? {
+            Step::Done(answer) => return Ok((answer, None)),
+            Step::Write(ops, answer) => match store.write(ops).await {
+                Ok(r) if r.conflict.is_none() => return Ok((answer, Some(r.revision))),
+                Ok(_) | Err(StoreError::Conflict(_)) if pinned.is_none() => continue,
+                Ok(_) | Err(StoreError::Conflict(_)) => {
+                    let actual = store.get_local(key)?.map_or(0, |kv| kv.mod_revision);
+                    return Err(stale_at(what, pinned.unwrap_or(0), actual).into());
+                }
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    Err(ApiError::conflict(format!("{what} is changing too fast to change: try again")).into())
+}
+
+fn stale_at(what: &str, expected: u64, actual: u64) -> ApiError {
+    ApiError::conflict(format!(
+        "{what} was modified: it is at resourceVersion {actual}, the update was based on {expected}; read it again and reapply your change"
+    ))
+}
+
+/// The op that stores `object` at `key`, expecting `revision` (0: must not exist).
+pub fn put(key: &str, object: &Object, revision: u64) -> Op {
+    Op::Put { key: key.to_string(), value: crate::keys::encode(object), expect: Some(revision) }
+}

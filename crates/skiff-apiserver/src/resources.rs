@@ -1,0 +1,344 @@
+//! The resource API as this member serves it: typed objects with Kubernetes' semantics over the
+//! key-value store. Writes need this member to lead (otherwise [`ServeError::NotLeader`], which the
+//! serving path turns into forwarding); reads and watches come from this member's replica.
+//!
+//! Every write is a read-decide-compare-and-swap ([`crate::cas`]) whose decision is a pure strategy
+//! ([`crate::strategy`], [`crate::binding`], [`crate::gc`]).
+
+use skiff_api::api::{
+    ApplyOutcome, Consistency, DeleteOptions, Deleted, Filter, ObjectList, WatchOptions, WatchStream,
+};
+use skiff_api::defaults::DEFAULT_NAMESPACE;
+use skiff_api::meta::Time;
+use skiff_api::{ApiError, Kind, Object};
+use skiff_store::{KvStore, Op, ReadConsistency};
+
+use crate::cas::{self, Step};
+use crate::error::ServeError;
+use crate::keys::{self, decode, key_of, kind_prefix, object_key};
+use crate::strategy::{self, Context, Deletion};
+use crate::{binding, gc, watch};
+
+/// The resource API of one member, over its store.
+#[derive(Clone)]
+pub struct Resources {
+    store: KvStore,
+}
+
+fn consistency(c: Consistency) -> ReadConsistency {
+    match c {
+        Consistency::Linearizable => ReadConsistency::Linearizable,
+        Consistency::Stale => ReadConsistency::Stale,
+    }
+}
+
+/// The namespace an object of `kind` lives in, when the caller left it empty.
+pub fn namespace_of(kind: Kind, namespace: &str) -> String {
+    if !kind.namespaced() {
+        String::new()
+    } else if namespace.is_empty() {
+        DEFAULT_NAMESPACE.to_string()
+    } else {
+        namespace.to_string()
+    }
+}
+
+impl Resources {
+    pub fn new(store: KvStore) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &KvStore {
+        &self.store
+    }
+
+    /// A namespaced object may only be created in a namespace that exists and is not being deleted.
+    fn check_namespace(&self, object: &Object) -> Result<(), ServeError> {
+        let ns = &object.meta().namespace;
+        if !object.kind().namespaced() || ns == DEFAULT_NAMESPACE {
+            return Ok(());
+        }
+        match self.store.get_local(&object_key(Kind::Namespace, "", ns))? {
+            None => Err(ApiError::not_found(Kind::Namespace, "", ns).into()),
+            Some(kv) if decode(&kv)?.meta().deletion_timestamp.is_some() => Err(ApiError::conflict(format!(
+                "namespace {ns:?} is being deleted: {} cannot be created in it",
+                object.describe()
+            ))
+            .into()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Creates `object` or updates it to match: kubectl apply. With `metadata.resourceVersion` set
+    /// the update is conditional.
+    pub async fn apply(&self, object: Object, dry_run: bool) -> Result<(Object, ApplyOutcome), ServeError> {
+        if object.meta().name.is_empty() && !object.meta().generate_name.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "{}: apply needs metadata.name (generateName would create a new object on every apply); use create",
+                object.describe()
+            ))
+            .into());
+        }
+        let ctx = Context::now();
+        let object = strategy::prepare(object, &ctx)?;
+        let pinned = keys::resource_version(&object)?;
+        let key = key_of(&object);
+        self.store.check_leader()?;
+        self.check_namespace(&object)?;
+        let what = object.describe();
+        let (kind, namespace, name) = (object.kind(), object.meta().namespace.clone(), object.meta().name.clone());
+        let ((mut applied, outcome), revision) = cas::update(&self.store, &key, pinned, &what, |kv| {
+            let decided = match kv {
+                None if pinned.is_some() => Err(ApiError::not_found(kind, &namespace, &name).into()),
+                None => {
+                    let next = strategy::for_create(object.clone(), &ctx);
+                    Ok(write_unless(dry_run, cas::put(&key, &next, 0), (next, ApplyOutcome::Created)))
+                }
+                Some(kv) => (|| {
+                    let current = decode(&kv)?;
+                    let next = strategy::for_update(&current, object.clone())?;
+                    strategy::check_size(&next)?;
+                    if next == current {
+                        return Ok(Step::Done((current, ApplyOutcome::Unchanged)));
+                    }
+                    let op = cas::put(&key, &next, kv.mod_revision);
+                    Ok(write_unless(dry_run, op, (next, ApplyOutcome::Configured)))
+                })(),
+            };
+            async move { decided }
+        })
+        .await?;
+        if let Some(revision) = revision {
+            applied.meta_mut().resource_version = revision.to_string();
+        }
+        Ok((applied, outcome))
+    }
+
+    /// Creates `object`; it must not exist yet.
+    pub async fn create(&self, object: Object) -> Result<Object, ServeError> {
+        let ctx = Context::now();
+        let object = strategy::for_create(strategy::prepare(object, &ctx)?, &ctx);
+        self.store.check_leader()?;
+        self.check_namespace(&object)?;
+        let key = key_of(&object);
+        let what = object.describe();
+        let (mut created, revision) = cas::update(&self.store, &key, None, &what, |kv| {
+            let decided = match kv {
+                Some(_) => Err(ApiError::new(skiff_api::Reason::AlreadyExists, format!("{what} already exists"))
+                    .about(object.kind(), &object.meta().name)
+                    .into()),
+                None => Ok(Step::Write(vec![cas::put(&key, &object, 0)], object.clone())),
+            };
+            async move { decided }
+        })
+        .await?;
+        if let Some(revision) = revision {
+            created.meta_mut().resource_version = revision.to_string();
+        }
+        Ok(created)
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, kind: Kind, namespace: &str, name: &str, c: Consistency) -> Result<Object, ServeError> {
+        let (kv, _) = self.store.get(&object_key(kind, namespace, name), consistency(c)).await?;
+        match kv {
+            Some(kv) => Ok(decode(&kv)?),
+            None => Err(ApiError::not_found(kind, namespace, name).into()),
+        }
+    }
+
+    /// Lists the objects of `kind` that `filter` selects, with the resourceVersion of the list.
+    pub async fn list(&self, kind: Kind, filter: &Filter, c: Consistency) -> Result<ObjectList, ServeError> {
+        let (kvs, revision) = self.store.list(&kind_prefix(kind, filter.namespace.as_deref()), consistency(c)).await?;
+        let mut items = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            let object = decode(kv)?;
+            if filter.matches(&object) {
+                items.push(object);
+            }
+        }
+        Ok(ObjectList { items, resource_version: revision })
+    }
+
+    /// Watches `kind` on this member's replica.
+    pub fn watch(&self, kind: Kind, options: WatchOptions) -> Result<WatchStream, ServeError> {
+        Ok(watch::start(&self.store, kind, options)?)
+    }
+
+    /// Deletes an object, gracefully for a pod bound to a node, at once otherwise. Its dependants
+    /// (by owner reference, and everything in a deleted namespace) go in the same atomic write.
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<Deleted, ServeError> {
+        if kind == Kind::Namespace && name == DEFAULT_NAMESPACE {
+            return Err(ApiError::bad_request("namespace \"default\" cannot be deleted").into());
+        }
+        let key = object_key(kind, namespace, name);
+        let what = format!("{kind} {name:?}");
+        let (mut deleted, revision) = cas::update(&self.store, &key, options.resource_version, &what, |kv| {
+            let this = self.clone();
+            let options = options.clone();
+            let (key, namespace, name) = (key.clone(), namespace.to_string(), name.to_string());
+            async move {
+                let Some(kv) = kv else {
+                    return Err(ApiError::not_found(kind, &namespace, &name).into());
+                };
+                let object = decode(&kv)?;
+                if let Some(uid) = &options.uid {
+                    if uid != &object.meta().uid {
+                        return Err(ApiError::conflict(format!(
+                            "{} has uid {}, not {uid}: it was replaced; nothing was deleted",
+                            object.describe(),
+                            object.meta().uid
+                        ))
+                        .into());
+                    }
+                }
+                let now = Time(jiff::Timestamp::now());
+                let mut ops = Vec::new();
+                let (after, removed) = deletion_op(&key, &object, kv.mod_revision, &options, now, &mut ops);
+                let candidates = this.dependant_candidates(&object).await?;
+                let dependant_options = DeleteOptions {
+                    grace_period_seconds: options.grace_period_seconds,
+                    force: options.force,
+                    ..Default::default()
+                };
+                let mut names = Vec::new();
+                for (dependant, revision) in gc::dependants(&object, &candidates) {
+                    let before = ops.len();
+                    deletion_op(&key_of(dependant), dependant, *revision, &dependant_options, now, &mut ops);
+                    if ops.len() > before {
+                        names.push(dependant.describe());
+                    }
+                }
+                let answer = Deleted { object: after, removed, dependants: names };
+                Ok(if options.dry_run || ops.is_empty() { Step::Done(answer) } else { Step::Write(ops, answer) })
+            }
+        })
+        .await?;
+        if let (Some(revision), false) = (revision, deleted.removed) {
+            deleted.object.meta_mut().resource_version = revision.to_string();
+        }
+        Ok(deleted)
+    }
+
+    /// The objects that may depend on `owner`, with their revisions: everything namespaced in its
+    /// namespace (owners and dependants share one), or in the namespace it is.
+    async fn dependant_candidates(&self, owner: &Object) -> Result<Vec<(Object, u64)>, ServeError> {
+        let namespace = match owner.kind() {
+            Kind::Namespace => owner.meta().name.clone(),
+            kind if kind.namespaced() => owner.meta().namespace.clone(),
+            _ => return Ok(Vec::new()),
+        };
+        let mut candidates = Vec::new();
+        for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
+            // Events are owned by nothing; a namespace takes them along.
+            if kind == Kind::Event && owner.kind() != Kind::Namespace {
+                continue;
+            }
+            let (kvs, _) = self.store.list(&kind_prefix(kind, Some(&namespace)), ReadConsistency::Stale).await?;
+            for kv in kvs {
+                candidates.push((decode(&kv)?, kv.mod_revision));
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Replaces an object's status, leaving everything else as stored. With
+    /// `metadata.resourceVersion` set the write is conditional.
+    pub async fn update_status(&self, object: Object) -> Result<Object, ServeError> {
+        let kind = object.kind();
+        if !Object::has_status(kind) {
+            return Err(ApiError::bad_request(format!("{kind} has no status")).into());
+        }
+        let pinned = keys::resource_version(&object)?;
+        let namespace = namespace_of(kind, &object.meta().namespace);
+        let name = object.meta().name.clone();
+        self.modify(kind, &namespace, &name, pinned, |current| {
+            current.copy_status_from(&object);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Binds a pod to a node: sets `spec.nodeName`, only if it is unset.
+    pub async fn bind(&self, namespace: &str, name: &str, node: &str) -> Result<Object, ServeError> {
+        binding::check_node_name(node)?;
+        let now = Time(jiff::Timestamp::now());
+        self.modify(Kind::Pod, namespace, name, None, |current| match current {
+            Object::Pod(pod) => binding::bind(pod, node, now),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    /// Reads, changes and writes one object with compare-and-swap.
+    async fn modify(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        pinned: Option<u64>,
+        change: impl Fn(&mut Object) -> Result<(), ApiError>,
+    ) -> Result<Object, ServeError> {
+        let key = object_key(kind, namespace, name);
+        let what = format!("{kind} {name:?}");
+        let (mut changed, revision) = cas::update(&self.store, &key, pinned, &what, |kv| {
+            let decided = (|| {
+                let Some(kv) = kv else {
+                    return Err(ApiError::not_found(kind, namespace, name).into());
+                };
+                let current = decode(&kv)?;
+                let mut next = current.clone();
+                change(&mut next)?;
+                if next == current {
+                    return Ok(Step::Done(current));
+                }
+                strategy::check_size(&next)?;
+                Ok(Step::Write(vec![cas::put(&key, &next, kv.mod_revision)], next))
+            })();
+            async move { decided }
+        })
+        .await?;
+        if let Some(revision) = revision {
+            changed.meta_mut().resource_version = revision.to_string();
+        }
+        Ok(changed)
+    }
+}
+
+/// `Write(op, answer)`, or only the answer for a dry run.
+fn write_unless<T>(dry_run: bool, op: Op, answer: T) -> Step<T> {
+    if dry_run {
+        Step::Done(answer)
+    } else {
+        Step::Write(vec![op], answer)
+    }
+}
+
+/// Adds the op that deletes `object` (at `revision`) or marks it terminating; returns the object as
+/// it will be and whether it is removed now.
+fn deletion_op(
+    key: &str,
+    object: &Object,
+    revision: u64,
+    options: &DeleteOptions,
+    now: Time,
+    ops: &mut Vec<Op>,
+) -> (Object, bool) {
+    match strategy::for_delete(object, options, now) {
+        Deletion::Remove => {
+            ops.push(Op::Delete { key: key.to_string(), expect: Some(revision) });
+            (object.clone(), true)
+        }
+        Deletion::Graceful(marked) => {
+            ops.push(cas::put(key, &marked, revision));
+            (marked, false)
+        }
+        Deletion::AlreadyGraceful(marked) => (marked, false),
+    }
+}
