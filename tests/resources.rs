@@ -734,3 +734,66 @@ async fn kubectl_conventions_hold() {
     assert_eq!(out, "configmap \"settings\" deleted\n");
     cluster.shutdown().await;
 }
+
+/// A watch of config maps labelled `app=web`, from `from`.
+async fn watch_web(api: &skiff_apiserver::ApiServer, from: u64) -> skiff_api::api::WatchStream {
+    use skiff_api::api::{Filter, ResourceApi, WatchOptions};
+    let filter = Filter {
+        namespace: Some("default".into()),
+        labels: skiff_api::selector::Selector::parse("app=web").expect("selector"),
+        ..Default::default()
+    };
+    let options = WatchOptions { filter, resource_version: from, bookmark_every: Duration::from_secs(1) };
+    api.watch(Kind::ConfigMap, options).await.expect("watch")
+}
+
+/// The next `count` events of `events`, as (type, the object's `data.v`).
+async fn next_events(events: &mut skiff_api::api::WatchStream, count: usize) -> Vec<(String, String)> {
+    use futures::StreamExt;
+    use skiff_api::api::WatchEvent;
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let next = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+        let event = next.expect("an event within 10 s").expect("the watch goes on").expect("no error");
+        let (kind, object) = match event {
+            WatchEvent::Added(o) => ("ADDED", o),
+            WatchEvent::Modified(o) => ("MODIFIED", o),
+            WatchEvent::Deleted(o) => ("DELETED", o),
+            WatchEvent::Bookmark(_) => continue,
+        };
+        let Object::ConfigMap(c) = object else { panic!("a config map") };
+        seen.push((kind.to_string(), c.data.get("v").cloned().unwrap_or_default()));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_selected_watch_sees_objects_enter_and_leave_the_selector() {
+    use skiff_api::api::{DeleteOptions, ResourceApi};
+    let cluster = TestCluster::start(1, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let api = cluster.nodes[&1].api().clone();
+    let config_map = |app: &str, v: &str| {
+        let mut c = skiff_api::kinds::ConfigMap::default();
+        c.metadata.name = "c".into();
+        c.metadata.labels.insert("app".into(), app.into());
+        c.data.insert("v".into(), v.into());
+        Object::ConfigMap(c)
+    };
+    let (created, _) = api.apply(config_map("web", "1"), false).await.expect("create");
+    let from: u64 = created.meta().resource_version.parse().expect("rv");
+    // One watch is open before the changes (it sees them live), one opens after (from the history).
+    let mut live = watch_web(&api, from).await;
+    for (app, v) in [("web", "2"), ("other", "3"), ("other", "4"), ("web", "5")] {
+        api.apply(config_map(app, v), false).await.expect("apply");
+    }
+    api.delete(Kind::ConfigMap, "default", "c", &DeleteOptions::default()).await.expect("delete");
+    let expected: Vec<(String, String)> = [("MODIFIED", "2"), ("DELETED", "3"), ("ADDED", "5"), ("DELETED", "5")]
+        .iter()
+        .map(|(t, v)| (t.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(next_events(&mut live, 4).await, expected, "leaving the selector is a DELETED, entering an ADDED");
+    let mut replayed = watch_web(&api, from).await;
+    assert_eq!(next_events(&mut replayed, 4).await, expected, "the same from the history");
+    cluster.shutdown().await;
+}
