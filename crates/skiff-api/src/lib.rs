@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the `ResourceApi` contract: request options, watch events, structured errors.
+//! - [`api`]: the `ResourceApi` contract: request options, watch events, structured errors;
+//!   [`memory`]: an in-memory implementation, the test double of the cluster.
 //! - [`kinds`]: the object model (`Namespace`, `Node`, `Pod`, `Deployment`, `Service`, `ConfigMap`,
 //!   `Event`) and [`kinds::Object`], any one of them with `apiVersion` and `kind`.
 //! - [`limits`]: how large keys, values and transactions may be.
@@ -24,6 +25,7 @@ pub mod fields;
 pub mod kinds;
 pub mod limits;
 pub mod manifest;
+pub mod memory;
 pub mod meta;
 pub mod name;
 pub mod path;

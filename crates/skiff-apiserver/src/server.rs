@@ -33,8 +33,10 @@ pub trait Forward: Send + Sync {
 
 /// A member's API: the resource calls, the kv calls and membership changes.
 pub struct ApiServer {
-    here: Here,
+    here: Arc<Here>,
     forward: Arc<dyn Forward>,
+    /// Serve here only, never forward (see [`ApiServer::here_only`]).
+    here_only: bool,
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
@@ -48,7 +50,14 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 impl ApiServer {
     pub fn new(store: KvStore, forward: Arc<dyn Forward>) -> Self {
         let here = Here { resources: Resources::new(store.clone()), membership: Membership::new(store.clone()), store };
-        ApiServer { here, forward }
+        ApiServer { here: Arc::new(here), forward, here_only: false }
+    }
+
+    /// The same API, but a call is served here or refused, never forwarded: what the leader's
+    /// controllers use, so that a deposed leader's decisions are not carried out by the new leader.
+    /// Reads and watches are this member's replica, which on the leader is current.
+    pub fn here_only(&self) -> ApiServer {
+        ApiServer { here: self.here.clone(), forward: self.forward.clone(), here_only: true }
     }
 
     pub fn store(&self) -> &KvStore {
@@ -57,6 +66,9 @@ impl ApiServer {
 
     /// Serves `call` here or at the leader.
     pub async fn call<C: Call>(&self, call: C) -> Result<C::Reply, ApiError> {
+        if self.here_only {
+            return self.call_here(call).await;
+        }
         if !call.needs_leader() {
             return call.serve(&self.here).await.map_err(ServeError::into_api);
         }
@@ -68,6 +80,16 @@ impl ApiServer {
             Err(ServeError::NotLeader(leader)) => self.forward_to(leader, call).await,
             other => other.map_err(ServeError::into_api),
         }
+    }
+
+    /// Serves `call` here only: a member that does not lead refuses it instead of forwarding.
+    pub async fn call_here<C: Call>(&self, call: C) -> Result<C::Reply, ApiError> {
+        call.serve(&self.here).await.map_err(|e| match e {
+            ServeError::NotLeader(_) => {
+                ApiError::unavailable("this member no longer leads: its controllers' writes are refused, not forwarded")
+            }
+            ServeError::Api(e) => e,
+        })
     }
 
     async fn forward_to<C: Call>(&self, leader: Option<(u64, Member)>, call: C) -> Result<C::Reply, ApiError> {

@@ -139,6 +139,13 @@ impl Node {
             return Err(e);
         }
         node.background.push(tokio::spawn(initialize_cluster_objects(api.clone())));
+        // The controllers run on whichever member leads, through an API that never forwards.
+        let controllers: Arc<dyn skiff_api::ResourceApi> = Arc::new(api.here_only());
+        node.background.push(tokio::spawn(skiff_control::runner::run(
+            Arc::new(skiff_control::gc::GarbageCollector),
+            controllers,
+            control_leadership(&store),
+        )));
         if config.agent.runtime == "docker" {
             node.background.push(tokio::spawn(crate::agent_api::run_agent(api.clone(), config.clone())));
         }
@@ -213,6 +220,22 @@ impl Node {
             server.abort();
         }
     }
+}
+
+/// The store's leadership as the controllers' runner takes it; closed when Raft stops.
+fn control_leadership(store: &KvStore) -> tokio::sync::watch::Receiver<skiff_control::Leadership> {
+    let mut from = store.leadership();
+    let view = |l: &skiff_store::Leadership| skiff_control::Leadership { term: l.term, leads: l.is_leader };
+    let (tx, rx) = tokio::sync::watch::channel(view(&from.borrow()));
+    tokio::spawn(async move {
+        while from.changed().await.is_ok() {
+            let now = view(&from.borrow_and_update());
+            if tx.send(now).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Asks an existing member to add this one, retrying while the cluster cannot answer.

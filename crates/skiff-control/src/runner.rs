@@ -1,0 +1,313 @@
+//! The runner: runs a controller while this member leads, and only then.
+//!
+//! On becoming leader it starts fresh reflectors of what the controller watches (a full list: it
+//! depends on nothing a previous leader kept in memory) and, once they are synced, feeds their
+//! state to the controller's pure `reconcile` whenever something changes or a requeue is due,
+//! applying the actions it returns through the `ResourceApi`. Before every write it checks that
+//! this member still leads in the same term: a deposed leader stops before its next write. The API
+//! it is given serves here only (never forwards), so a write that raced with the loss of
+//! leadership fails in Raft instead of being carried to the new leader.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::select_all;
+use skiff_api::api::{Consistency, DeleteOptions, Filter, ResourceApi};
+use skiff_api::meta::Time;
+use skiff_api::{ApiError, Kind, Object, Reason};
+use tokio::sync::watch;
+
+use crate::reflector::Reflector;
+
+/// Who leads, as the runner needs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leadership {
+    pub term: u64,
+    /// This member leads `term`.
+    pub leads: bool,
+}
+
+/// What a controller asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Create(Object),
+    Apply(Object),
+    UpdateStatus(Object),
+    Bind {
+        namespace: String,
+        name: String,
+        node: String,
+    },
+    /// Delete exactly this object: its uid and resourceVersion are preconditions.
+    Delete(Object),
+    /// Delete an object whose owners seem gone, after confirming with a linearizable read that
+    /// none of them exists (a reflector of the owner's kind may lag the dependant's).
+    DeleteOrphan(Object),
+}
+
+/// The state a controller decides from: a snapshot of each reflector, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub objects: BTreeMap<Kind, Vec<Object>>,
+}
+
+impl State {
+    /// Every object of `kind`.
+    pub fn of(&self, kind: Kind) -> &[Object] {
+        self.objects.get(&kind).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Every object of every kind.
+    pub fn all(&self) -> impl Iterator<Item = &Object> + Clone {
+        self.objects.values().flatten()
+    }
+}
+
+/// A controller's answer: what to do now, and when to look again if nothing changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconciled {
+    pub actions: Vec<Action>,
+    pub requeue_after: Option<Duration>,
+}
+
+/// A controller: what it watches and a pure decision over it.
+pub trait Controller: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// The kinds (with filters) it decides from; the runner keeps a reflector of each.
+    fn watches(&self) -> Vec<(Kind, Filter)>;
+    /// The actions that move the cluster toward what it should be. No IO.
+    fn reconcile(&self, state: &State, now: Time) -> Reconciled;
+}
+
+/// How often a controller reconciles when nothing changes.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Runs `controller` whenever `leadership` says this member leads, until the leadership channel
+/// closes (the member stops).
+pub async fn run(
+    controller: Arc<dyn Controller>,
+    api: Arc<dyn ResourceApi>,
+    mut leadership: watch::Receiver<Leadership>,
+) {
+    loop {
+        let term = loop {
+            let now = *leadership.borrow_and_update();
+            if now.leads {
+                break now.term;
+            }
+            if leadership.changed().await.is_err() {
+                return;
+            }
+        };
+        tracing::info!(controller = controller.name(), term, "leading: the controller starts");
+        lead(controller.as_ref(), &api, &mut leadership, term).await;
+        tracing::info!(controller = controller.name(), term, "no longer leading: the controller stopped");
+        if leadership.has_changed().is_err() {
+            return; // the member stops
+        }
+    }
+}
+
+fn still_leads(leadership: &watch::Receiver<Leadership>, term: u64) -> bool {
+    let now = *leadership.borrow();
+    now.leads && now.term == term
+}
+
+/// One term of leadership: from fresh reflectors until it is lost.
+async fn lead(
+    controller: &dyn Controller,
+    api: &Arc<dyn ResourceApi>,
+    leadership: &mut watch::Receiver<Leadership>,
+    term: u64,
+) {
+    let reflectors: Vec<(Kind, Reflector)> = controller
+        .watches()
+        .into_iter()
+        .map(|(kind, filter)| (kind, Reflector::start(api.clone(), kind, filter)))
+        .collect();
+    // Wait until every cache is filled (or leadership is lost meanwhile).
+    for (_, r) in &reflectors {
+        tokio::select! {
+            _ = r.synced() => {}
+            changed = leadership.changed() => if changed.is_err() { return },
+        }
+        if !still_leads(leadership, term) {
+            return;
+        }
+    }
+    let mut changes: Vec<watch::Receiver<u64>> = reflectors.iter().map(|(_, r)| r.changes()).collect();
+    loop {
+        if !still_leads(leadership, term) {
+            return;
+        }
+        let mut state = State::default();
+        for (kind, r) in &reflectors {
+            state.objects.entry(*kind).or_default().extend(r.list());
+        }
+        for c in &mut changes {
+            c.borrow_and_update();
+        }
+        let reconciled = controller.reconcile(&state, Time(jiff::Timestamp::now()));
+        for action in reconciled.actions {
+            if !still_leads(leadership, term) {
+                return;
+            }
+            if let Err(e) = execute(api.as_ref(), &action).await {
+                tracing::debug!(controller = controller.name(), ?action, error = %e, "action failed; the next reconcile decides again");
+            }
+        }
+        let wait = reconciled.requeue_after.unwrap_or(RESYNC);
+        let changed = select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
+        tokio::select! {
+            changed = leadership.changed() => if changed.is_err() { return },
+            _ = changed => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Performs one action.
+pub async fn execute(api: &dyn ResourceApi, action: &Action) -> Result<(), ApiError> {
+    match action {
+        Action::Create(o) => api.create(o.clone()).await.map(|_| ()),
+        Action::Apply(o) => api.apply(o.clone(), false).await.map(|_| ()),
+        Action::UpdateStatus(o) => api.update_status(o.clone()).await.map(|_| ()),
+        Action::Bind { namespace, name, node } => api.bind(namespace, name, node).await.map(|_| ()),
+        Action::Delete(o) => delete_exactly(api, o).await,
+        Action::DeleteOrphan(o) => {
+            for owner in &o.meta().owner_references {
+                let Some(kind) = Kind::lookup(&owner.kind) else { continue };
+                let namespace = if kind.namespaced() { o.meta().namespace.as_str() } else { "" };
+                match api.get(kind, namespace, &owner.name, Consistency::Linearizable).await {
+                    Ok(found) if found.meta().uid == owner.uid => return Ok(()), // the owner lives
+                    Ok(_) => {}
+                    Err(e) if e.is(Reason::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            delete_exactly(api, o).await
+        }
+    }
+}
+
+/// Deletes `object` only if it is still the same object at the same resourceVersion.
+async fn delete_exactly(api: &dyn ResourceApi, object: &Object) -> Result<(), ApiError> {
+    let m = object.meta();
+    let options = DeleteOptions {
+        uid: Some(m.uid.clone()),
+        resource_version: m.resource_version.parse().ok(),
+        ..Default::default()
+    };
+    match api.delete(object.kind(), &m.namespace, &m.name, &options).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is(Reason::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_api::api::{ApplyOutcome, Deleted, ObjectList, WatchOptions, WatchStream};
+    use skiff_api::kinds::ConfigMap;
+    use skiff_api::memory::MemoryApi;
+
+    /// Wants config maps `a` and `b` to exist.
+    struct WantsTwo;
+
+    impl Controller for WantsTwo {
+        fn name(&self) -> &'static str {
+            "wants-two"
+        }
+        fn watches(&self) -> Vec<(Kind, Filter)> {
+            vec![(Kind::ConfigMap, Filter::default())]
+        }
+        fn reconcile(&self, state: &State, _now: Time) -> Reconciled {
+            let have: Vec<&str> = state.of(Kind::ConfigMap).iter().map(|o| o.meta().name.as_str()).collect();
+            let actions = ["a", "b"]
+                .into_iter()
+                .filter(|n| !have.contains(n))
+                .map(|n| {
+                    let mut c = ConfigMap::default();
+                    c.metadata.name = n.into();
+                    Action::Create(Object::ConfigMap(c))
+                })
+                .collect();
+            Reconciled { actions, requeue_after: None }
+        }
+    }
+
+    /// The cluster, but the first write also deposes this member.
+    struct DeposedOnFirstWrite {
+        api: MemoryApi,
+        leadership: std::sync::Mutex<Option<watch::Sender<Leadership>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ResourceApi for DeposedOnFirstWrite {
+        async fn get(&self, k: Kind, ns: &str, n: &str, c: Consistency) -> Result<Object, ApiError> {
+            self.api.get(k, ns, n, c).await
+        }
+        async fn list(&self, k: Kind, f: &Filter, c: Consistency) -> Result<ObjectList, ApiError> {
+            self.api.list(k, f, c).await
+        }
+        async fn watch(&self, k: Kind, o: WatchOptions) -> Result<WatchStream, ApiError> {
+            self.api.watch(k, o).await
+        }
+        async fn apply(&self, o: Object, d: bool) -> Result<(Object, ApplyOutcome), ApiError> {
+            self.api.apply(o, d).await
+        }
+        async fn create(&self, o: Object) -> Result<Object, ApiError> {
+            let created = self.api.create(o).await;
+            if let Some(deposing) = self.leadership.lock().ok().and_then(|mut l| l.take()) {
+                deposing.send_modify(|l| l.leads = false);
+            }
+            created
+        }
+        async fn update_status(&self, o: Object) -> Result<Object, ApiError> {
+            self.api.update_status(o).await
+        }
+        async fn bind(&self, ns: &str, n: &str, node: &str) -> Result<Object, ApiError> {
+            self.api.bind(ns, n, node).await
+        }
+        async fn delete(&self, k: Kind, ns: &str, n: &str, o: &DeleteOptions) -> Result<Deleted, ApiError> {
+            self.api.delete(k, ns, n, o).await
+        }
+    }
+
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_controller_runs_only_while_leading_and_stops_before_its_next_write() {
+        let memory = MemoryApi::new();
+        let (tx, rx) = watch::channel(Leadership { term: 1, leads: false });
+        let api =
+            Arc::new(DeposedOnFirstWrite { api: memory.clone(), leadership: std::sync::Mutex::new(Some(tx.clone())) });
+        let runner = tokio::spawn(run(Arc::new(WantsTwo), api, rx));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(memory.writes().is_empty(), "a follower does nothing");
+
+        // It leads: the first create deposes it, and the second is never sent.
+        tx.send_replace(Leadership { term: 2, leads: true });
+        until("the first create", || !memory.writes().is_empty()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(memory.writes(), ["create ConfigMap default/a"], "stopped before its next write");
+
+        // Leading again (a new term), it starts from a fresh list and finishes the job.
+        tx.send_replace(Leadership { term: 3, leads: true });
+        until("the second create", || memory.writes().len() == 2).await;
+        assert_eq!(memory.writes()[1], "create ConfigMap default/b");
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), runner)
+            .await
+            .expect("ends with its leadership channel")
+            .expect("no panic");
+    }
+}

@@ -1,0 +1,77 @@
+//! The control plane in in-process clusters: controllers run on the leader only, through an API
+//! that never forwards, and the garbage collector removes what lost its owner.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, test_raft, TestCluster};
+use skiff_api::api::{Consistency, DeleteOptions, ResourceApi};
+use skiff_api::kinds::ConfigMap;
+use skiff_api::meta::OwnerReference;
+use skiff_api::{Kind, Object, Reason};
+
+const T: Duration = Duration::from_secs(30);
+
+fn config_map(name: &str, owner: Option<(&str, &str)>) -> Object {
+    let mut c = ConfigMap::default();
+    c.metadata.name = name.into();
+    if let Some((owner, uid)) = owner {
+        c.metadata.owner_references.push(OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: owner.into(),
+            uid: uid.into(),
+            ..Default::default()
+        });
+    }
+    Object::ConfigMap(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_garbage_collector_removes_an_object_created_after_its_owner_was_deleted() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    let leader = cluster.leader(T).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let api = cluster.nodes[&follower].api().clone();
+    let owner = api.create(config_map("owner", None)).await.expect("owner");
+    let uid = owner.meta().uid.clone();
+    // A dependant created with the owner: deleting the owner takes it along in the same write.
+    api.create(config_map("with-owner", Some(("owner", &uid)))).await.expect("dependant");
+    api.delete(Kind::ConfigMap, "default", "owner", &DeleteOptions::default()).await.expect("delete owner");
+    let gone = api.get(Kind::ConfigMap, "default", "with-owner", Consistency::Linearizable).await;
+    assert!(matches!(gone, Err(e) if e.is(Reason::NotFound)), "the cascade took the dependant along");
+    // One created just after, naming the owner that is gone (as a controller racing the delete
+    // would): only the garbage collector can remove it.
+    api.create(config_map("late", Some(("owner", &uid)))).await.expect("late dependant");
+    // And one whose owner lives: it stays.
+    let living = api.create(config_map("living", None)).await.expect("living owner");
+    api.create(config_map("kept", Some(("living", &living.meta().uid)))).await.expect("kept dependant");
+    eventually("the garbage collector to remove the orphan", T, || async {
+        let late = api.get(Kind::ConfigMap, "default", "late", Consistency::Linearizable).await;
+        matches!(late, Err(e) if e.is(Reason::NotFound)).then_some(())
+    })
+    .await;
+    let kept = api.get(Kind::ConfigMap, "default", "kept", Consistency::Linearizable).await;
+    assert!(kept.is_ok(), "an object whose owner lives is kept: {kept:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_write_from_a_member_that_does_not_lead_is_refused_not_forwarded() {
+    let cluster = TestCluster::start(3, test_raft()).await;
+    let leader = cluster.leader(T).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let here_only = cluster.nodes[&follower].api().here_only();
+    let refused = here_only.create(config_map("from-a-follower", None)).await.expect_err("refused");
+    assert_eq!(refused.reason, Reason::Unavailable, "{refused}");
+    assert!(refused.message.contains("no longer leads"), "{refused}");
+    let leaders = cluster.nodes[&leader].api().here_only();
+    leaders.create(config_map("from-the-leader", None)).await.expect("the leader's own write");
+    let absent = cluster.nodes[&leader]
+        .api()
+        .get(Kind::ConfigMap, "default", "from-a-follower", Consistency::Linearizable)
+        .await;
+    assert!(matches!(absent, Err(e) if e.is(Reason::NotFound)), "nothing was forwarded");
+    cluster.shutdown().await;
+}
