@@ -41,7 +41,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (field `listen`)", config.listen))?;
-    let node = Node::start(config, listener, Arc::new(TcpConnector::default())).await?;
+    let pods = skiff_server::agent_api::PodRuntime::from_settings(&config.agent);
+    let node = Node::start(config, listener, Arc::new(TcpConnector::default()), pods).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
     node.shutdown().await;

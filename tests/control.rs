@@ -75,3 +75,48 @@ async fn a_controller_write_from_a_member_that_does_not_lead_is_refused_not_forw
     assert!(matches!(absent, Err(e) if e.is(Reason::NotFound)), "nothing was forwarded");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_member_cluster_runs_a_pod_end_to_end_on_the_in_memory_runtime() {
+    use skiff_server::config::{AgentSettings, RuntimeKind};
+    let agent = AgentSettings { runtime: RuntimeKind::Memory, heartbeat_ms: 500, ..AgentSettings::default() };
+    let cluster = TestCluster::start_with_agent(3, test_raft(), agent).await;
+    cluster.leader(T).await;
+    let api = cluster.nodes[&1].api().clone();
+    eventually("three nodes registered", T, || async {
+        let nodes = api.list(Kind::Node, &Default::default(), Consistency::Stale).await.ok()?;
+        (nodes.items.len() == 3).then_some(())
+    })
+    .await;
+    let mut pod = skiff_api::kinds::Pod::default();
+    pod.metadata.name = "web".into();
+    pod.spec.node_name = Some("node2".into());
+    pod.spec.containers.push(skiff_api::kinds::pod::Container {
+        name: "app".into(),
+        image: "web:1".into(),
+        ..Default::default()
+    });
+    api.apply(Object::Pod(pod), false).await.expect("apply the pod");
+    let running = eventually("the pod Running and Ready on node2", T, || async {
+        let Ok(Object::Pod(p)) = api.get(Kind::Pod, "default", "web", Consistency::Stale).await else { return None };
+        let status = p.status?;
+        let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (status.phase.as_deref() == Some("Running") && ready).then_some(status)
+    })
+    .await;
+    assert!(running.pod_ip.as_deref().is_some_and(|ip| ip.starts_with("10.0.0.")), "{running:?}");
+    // Only node2's runtime has its containers.
+    let containers = |id: u64| cluster.pods[&id].as_ref().map(|p| p.containers.clone()).expect("a runtime");
+    let on2 = containers(2).list(&Default::default()).await.expect("list");
+    assert_eq!(on2.len(), 2, "a sandbox and the app: {on2:?}");
+    assert!(containers(1).list(&Default::default()).await.expect("list").is_empty());
+    // Deleted gracefully: its agent stops the containers, then the object goes.
+    api.delete(Kind::Pod, "default", "web", &DeleteOptions::default()).await.expect("delete");
+    eventually("the pod gone and its containers removed", T, || async {
+        let gone = api.get(Kind::Pod, "default", "web", Consistency::Linearizable).await.is_err();
+        let empty = containers(2).list(&Default::default()).await.ok()?.is_empty();
+        (gone && empty).then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+}

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{GetRequest, ListRequest, PutRequest};
 use skiff_proto::limits::MAX_RESPONSE_BYTES;
 use skiff_proto::transport::TcpConnector;
+use skiff_server::agent_api::PodRuntime;
 use skiff_server::config::{InitialMember, NodeConfig, RaftSettings};
 use skiff_server::Node;
 
@@ -28,40 +28,8 @@ pub fn test_raft() -> RaftSettings {
     }
 }
 
-/// Polls `check` until it returns `Some`, failing the test with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Checks `check` every 100 ms for `duration`, failing the test with `what` the first time it does
-/// not hold: for properties that must stay true, not become true.
-pub async fn consistently<F, Fut>(what: &str, duration: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + duration;
-    loop {
-        assert!(check().await, "no longer true: {what}");
-        if tokio::time::Instant::now() >= end {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+#[allow(unused_imports)]
+pub use skiff_testkit::{consistently, eventually};
 
 /// Logs to the test's output, filtered by `RUST_LOG` (default: warnings).
 pub fn init_tracing() {
@@ -164,6 +132,9 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub configs: BTreeMap<u64, NodeConfig>,
     pub nodes: BTreeMap<u64, Node>,
+    /// Where each member runs its pods (kept across restarts: an in-memory runtime keeps its
+    /// containers, as an engine would).
+    pub pods: BTreeMap<u64, Option<PodRuntime>>,
 }
 
 impl TestCluster {
@@ -188,13 +159,16 @@ impl TestCluster {
                 addr: l.local_addr().expect("addr").to_string(),
             })
             .collect();
-        let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new() };
+        let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new(), pods: BTreeMap::new() };
         for (id, listener) in listeners {
             let data_dir = cluster.dir.path().join(format!("node{id}"));
             let config =
                 member_config_with(id, &listener, data_dir, members.clone(), None, raft.clone(), agent.clone());
             cluster.configs.insert(id, config.clone());
-            let node = Node::start(config, listener, Arc::new(TcpConnector::default())).await.expect("start member");
+            let pods = PodRuntime::from_settings(&config.agent);
+            cluster.pods.insert(id, pods.clone());
+            let node =
+                Node::start(config, listener, Arc::new(TcpConnector::default()), pods).await.expect("start member");
             cluster.nodes.insert(id, node);
         }
         cluster
@@ -216,7 +190,7 @@ impl TestCluster {
             .iter()
             .map(|(id, p)| InitialMember { id: *id, name: format!("node{id}"), addr: p.addr.to_string() })
             .collect();
-        let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new() };
+        let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new(), pods: BTreeMap::new() };
         for (id, listener) in listeners {
             let data_dir = cluster.dir.path().join(format!("node{id}"));
             let config = NodeConfig {
@@ -232,7 +206,10 @@ impl TestCluster {
             };
             config.validate("test").expect("valid config");
             cluster.configs.insert(id, config.clone());
-            let node = Node::start(config, listener, Arc::new(TcpConnector::default())).await.expect("start member");
+            let pods = PodRuntime::from_settings(&config.agent);
+            cluster.pods.insert(id, pods.clone());
+            let node =
+                Node::start(config, listener, Arc::new(TcpConnector::default()), pods).await.expect("start member");
             cluster.nodes.insert(id, node);
         }
         (cluster, proxies)
@@ -248,8 +225,9 @@ impl TestCluster {
         let listener = bind("127.0.0.1:0".parse().expect("addr"));
         let data_dir = self.dir.path().join(format!("node{id}-{}", self.configs.len()));
         let config = member_config(id, &listener, data_dir, Vec::new(), Some(self.addr(via)), raft);
-        let node = Node::start(config.clone(), listener, Arc::new(TcpConnector::default())).await?;
+        let node = Node::start(config.clone(), listener, Arc::new(TcpConnector::default()), None).await?;
         self.configs.insert(id, config);
+        self.pods.insert(id, None);
         self.nodes.insert(id, node);
         Ok(())
     }
@@ -273,7 +251,8 @@ impl TestCluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let listener = bind(addr);
-            match Node::start(config.clone(), listener, Arc::new(TcpConnector::default())).await {
+            let pods = self.pods.get(&id).cloned().flatten();
+            match Node::start(config.clone(), listener, Arc::new(TcpConnector::default()), pods).await {
                 Ok(node) => {
                     self.nodes.insert(id, node);
                     return;
@@ -399,7 +378,7 @@ impl Drop for DockerCleanup {
 /// with the test run (so [`DockerCleanup`] finds it), a 1 s node heartbeat.
 pub fn docker_agent(run: &str) -> skiff_server::config::AgentSettings {
     skiff_server::config::AgentSettings {
-        runtime: "docker".into(),
+        runtime: skiff_server::config::RuntimeKind::Docker,
         container_labels: BTreeMap::from([
             ("skiff.test".to_string(), "1".to_string()),
             ("skiff.test.run".to_string(), run.to_string()),

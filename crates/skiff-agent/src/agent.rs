@@ -1,40 +1,26 @@
 //! The agent of one node: registers the node, runs a pod worker per pod bound to it, removes its
-//! containers whose pod is gone, and keeps the node's Ready condition fresh. It reads pods through
-//! [`ClusterApi`] (the member implements it on its local replica and writes through the API).
+//! containers whose pod is gone, and keeps the node's Ready condition fresh. It follows the pods
+//! bound to its node with a reflector (skiff-control) over the `ResourceApi` it is given, which
+//! the member serves from its own replica.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::BoxStream;
-use futures::StreamExt;
+use skiff_api::api::{Filter, ResourceApi};
+use skiff_api::fields::FieldSelector;
 use skiff_api::kinds::node::{NodeCondition, NodeStatus, NodeSystemInfo};
 use skiff_api::kinds::{Node, Pod};
 use skiff_api::meta::{Time, CONDITION_TRUE};
 use skiff_api::quantity::Quantity;
+use skiff_api::{Kind, Object};
+use skiff_control::reflector::{Change, Reflector};
 use tokio::sync::watch;
 
 use crate::pod_spec::{LABEL_CLUSTER, LABEL_NODE, LABEL_POD_UID};
+use crate::probe::Prober;
 use crate::runtime::ContainerRuntime;
-use crate::worker::{PodApi, PodWorker, WorkerConfig};
-
-/// A change to a pod bound to this node.
-#[derive(Debug, Clone)]
-pub enum PodEvent {
-    Changed(Pod),
-    Gone(Pod),
-}
-
-/// What the agent needs from the cluster besides what its pod workers need.
-#[async_trait::async_trait]
-pub trait ClusterApi: PodApi {
-    /// The pods bound to `node`, and the resourceVersion to watch from.
-    async fn pods_on(&self, node: &str) -> Result<(Vec<Pod>, u64), String>;
-    /// Changes to pods bound to `node` after `from`. The stream ends when it must be reopened.
-    async fn watch_pods(&self, node: &str, from: u64) -> Result<BoxStream<'static, PodEvent>, String>;
-    /// Creates or updates the node object, status included.
-    async fn put_node(&self, node: &Node) -> Result<(), String>;
-}
+use crate::worker::{PodWorker, WorkerConfig};
 
 /// The node's settings.
 #[derive(Debug, Clone)]
@@ -49,67 +35,52 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
 }
 
+/// What the agent works with.
+#[derive(Clone)]
+pub struct Agent {
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub prober: Arc<dyn Prober>,
+    pub api: Arc<dyn ResourceApi>,
+    pub config: AgentConfig,
+}
+
+/// The pods bound to `node`.
+fn on_node(node: &str) -> Filter {
+    let fields = FieldSelector::parse(&format!("spec.nodeName={node}")).unwrap_or_default();
+    Filter { namespace: None, fields, ..Default::default() }
+}
+
 /// Runs the agent until the task is dropped.
-pub async fn run(runtime: Arc<dyn ContainerRuntime>, api: Arc<dyn ClusterApi>, config: AgentConfig) {
-    let node = config.worker.node.clone();
+pub async fn run(agent: Agent) {
+    let node = agent.config.worker.node.clone();
+    let pods = Reflector::start(agent.api.clone(), Kind::Pod, on_node(&node));
+    let mut changes = pods.subscribe();
     let mut workers: BTreeMap<String, watch::Sender<Option<Pod>>> = BTreeMap::new();
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let mut heartbeat = tokio::time::interval(agent.config.heartbeat);
+    pods.synced().await;
     loop {
-        // List, then watch from the list's resourceVersion; list again whenever the watch ends.
-        let from = match api.pods_on(&node).await {
-            Ok((pods, rv)) => {
-                remove_orphans(runtime.as_ref(), &config, &pods).await;
-                let current: BTreeMap<String, Pod> = pods.into_iter().map(|p| (p.metadata.uid.clone(), p)).collect();
-                let gone: Vec<String> = workers.keys().filter(|uid| !current.contains_key(*uid)).cloned().collect();
-                for uid in gone {
-                    if let Some(tx) = workers.remove(&uid) {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Some(Change::Applied(Object::Pod(pod))) => deliver(&agent, &mut workers, pod),
+                Some(Change::Deleted(Object::Pod(pod))) => {
+                    if let Some(tx) = workers.remove(&pod.metadata.uid) {
                         let _ = tx.send(None);
                     }
                 }
-                for pod in current.into_values() {
-                    deliver(&runtime, &api, &config, &mut workers, pod);
-                }
-                rv
-            }
-            Err(e) => {
-                tracing::warn!(%node, error = %e, "listing this node's pods");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut events = match api.watch_pods(&node, from).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%node, error = %e, "watching this node's pods; listing again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        loop {
-            tokio::select! {
-                event = events.next() => match event {
-                    Some(PodEvent::Changed(pod)) => deliver(&runtime, &api, &config, &mut workers, pod),
-                    Some(PodEvent::Gone(pod)) => {
-                        if let Some(tx) = workers.remove(&pod.metadata.uid) {
-                            let _ = tx.send(None);
-                        }
-                    }
-                    None => break, // the watch ended: list again, then watch
-                },
-                _ = heartbeat.tick() => register(runtime.as_ref(), api.as_ref(), &config).await,
+                Some(_) => {}
+                None => return, // the reflector stopped
+            },
+            _ = heartbeat.tick() => {
+                register(&agent).await;
+                let current: Vec<Pod> = pods.list().into_iter().filter_map(|o| if let Object::Pod(p) = o { Some(p) } else { None }).collect();
+                remove_orphans(agent.runtime.as_ref(), &agent.config, &current).await;
             }
         }
     }
 }
 
 /// Hands `pod` to its worker, starting one for a new pod.
-fn deliver(
-    runtime: &Arc<dyn ContainerRuntime>,
-    api: &Arc<dyn ClusterApi>,
-    config: &AgentConfig,
-    workers: &mut BTreeMap<String, watch::Sender<Option<Pod>>>,
-    pod: Pod,
-) {
+fn deliver(agent: &Agent, workers: &mut BTreeMap<String, watch::Sender<Option<Pod>>>, pod: Pod) {
     let uid = pod.metadata.uid.clone();
     if let Some(tx) = workers.get(&uid) {
         if tx.send(Some(pod.clone())).is_ok() {
@@ -117,8 +88,8 @@ fn deliver(
         }
     }
     let (tx, rx) = watch::channel(Some(pod));
-    let pod_api: Arc<dyn PodApi> = api.clone();
-    let worker = PodWorker::new(runtime.clone(), pod_api, config.worker.clone());
+    let worker =
+        PodWorker::new(agent.runtime.clone(), agent.prober.clone(), agent.api.clone(), agent.config.worker.clone());
     tokio::spawn(worker.run(rx));
     workers.insert(uid, tx);
 }
@@ -143,8 +114,9 @@ async fn remove_orphans(runtime: &dyn ContainerRuntime, config: &AgentConfig, po
 }
 
 /// Writes the node object: labels, capacity, addresses, system info, Ready now.
-async fn register(runtime: &dyn ContainerRuntime, api: &dyn ClusterApi, config: &AgentConfig) {
-    let info = match runtime.info().await {
+async fn register(agent: &Agent) {
+    let config = &agent.config;
+    let info = match agent.runtime.info().await {
         Ok(i) => i,
         Err(e) => {
             tracing::warn!(error = %e, "the container engine does not answer; the node is not renewed");
@@ -192,7 +164,12 @@ async fn register(runtime: &dyn ContainerRuntime, api: &dyn ClusterApi, config: 
             ..Default::default()
         }),
     });
-    if let Err(e) = api.put_node(&node).await {
+    // Apply keeps the stored status of an existing node: the status goes through its own call.
+    let written = match agent.api.apply(Object::Node(node.clone()), false).await {
+        Ok(_) => agent.api.update_status(Object::Node(node)).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
         tracing::warn!(node = %config.worker.node, error = %e, "registering the node");
     }
 }

@@ -18,10 +18,14 @@ use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, LogOptions, RuntimeError, RuntimeInfo,
 };
 
-/// A Docker engine.
+/// A Docker engine, reached on first use (and again after a failed attempt), so a member starts
+/// even while its engine is down and its agent works as soon as the engine answers.
 #[derive(Clone)]
 pub struct DockerRuntime {
-    docker: Docker,
+    /// The unix socket; `None`: `DOCKER_HOST` or the default socket.
+    socket: Option<String>,
+    /// The client, once the API version was negotiated.
+    docker: std::sync::Arc<tokio::sync::OnceCell<Docker>>,
 }
 
 fn engine(e: bollard::errors::Error) -> RuntimeError {
@@ -34,19 +38,34 @@ fn engine(e: bollard::errors::Error) -> RuntimeError {
 }
 
 impl DockerRuntime {
-    /// Connects to the engine at `socket` (a unix socket path; `None`: `DOCKER_HOST` or the default
-    /// socket) and negotiates the API version.
+    /// The engine at `socket` (a unix socket path; `None`: `DOCKER_HOST` or the default socket), not
+    /// contacted yet.
+    pub fn new(socket: Option<&str>) -> Self {
+        Self { socket: socket.map(str::to_string), docker: Default::default() }
+    }
+
+    /// The engine at `socket`, contacted now (the API version negotiated).
     pub async fn connect(socket: Option<&str>) -> Result<Self, RuntimeError> {
-        let docker = match socket {
-            Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
-            None => Docker::connect_with_local_defaults(),
-        }
-        .map_err(|e| RuntimeError::Engine(format!("cannot reach the Docker engine: {e}")))?;
-        let docker = docker
-            .negotiate_version()
+        let runtime = Self::new(socket);
+        runtime.docker().await?;
+        Ok(runtime)
+    }
+
+    /// The client, connecting and negotiating the API version on first use.
+    async fn docker(&self) -> Result<&Docker, RuntimeError> {
+        self.docker
+            .get_or_try_init(|| async {
+                let docker = match &self.socket {
+                    Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
+                    None => Docker::connect_with_local_defaults(),
+                }
+                .map_err(|e| RuntimeError::Engine(format!("cannot reach the Docker engine: {e}")))?;
+                docker
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| RuntimeError::Engine(format!("cannot reach the Docker engine: {e}")))
+            })
             .await
-            .map_err(|e| RuntimeError::Engine(format!("cannot reach the Docker engine: {e}")))?;
-        Ok(Self { docker })
     }
 }
 
@@ -70,7 +89,7 @@ fn state_of(state: Option<&bollard::models::ContainerState>) -> ContainerState {
 #[async_trait::async_trait]
 impl ContainerRuntime for DockerRuntime {
     async fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
-        let info = self.docker.info().await.map_err(engine)?;
+        let info = self.docker().await?.info().await.map_err(engine)?;
         Ok(RuntimeInfo {
             version: format!("docker://{}", info.server_version.unwrap_or_default()),
             cpus: info.ncpu.unwrap_or(0),
@@ -82,7 +101,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn image_present(&self, image: &str) -> Result<bool, RuntimeError> {
-        match self.docker.inspect_image(image).await {
+        match self.docker().await?.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
             Err(e) => Err(engine(e)),
@@ -115,19 +134,19 @@ impl ContainerRuntime for DockerRuntime {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
-        let created = self.docker.create_container(Some(options), body).await.map_err(engine)?;
+        let created = self.docker().await?.create_container(Some(options), body).await.map_err(engine)?;
         Ok(created.id)
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker.start_container(id, None).await.map_err(engine)
+        self.docker().await?.start_container(id, None).await.map_err(engine)
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         // Whole seconds, rounded up: 3.99 s of grace left must not become 3.
         let seconds = i32::try_from(grace.as_millis().div_ceil(1000)).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(seconds).build();
-        match self.docker.stop_container(id, Some(options)).await {
+        match self.docker().await?.stop_container(id, Some(options)).await {
             // 304: already stopped.
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
             other => other.map_err(engine),
@@ -136,11 +155,11 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-        self.docker.remove_container(id, Some(options)).await.map_err(engine)
+        self.docker().await?.remove_container(id, Some(options)).await.map_err(engine)
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
-        let c = self.docker.inspect_container(id, None).await.map_err(engine)?;
+        let c = self.docker().await?.inspect_container(id, None).await.map_err(engine)?;
         let config = c.config.unwrap_or_default();
         let network = c.network_settings.unwrap_or_default();
         let ip = network
@@ -165,7 +184,7 @@ impl ContainerRuntime for DockerRuntime {
         let filters: HashMap<String, Vec<String>> =
             HashMap::from([("label".to_string(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let summaries = self.docker.list_containers(Some(options)).await.map_err(engine)?;
+        let summaries = self.docker().await?.list_containers(Some(options)).await.map_err(engine)?;
         let mut out = Vec::with_capacity(summaries.len());
         for s in summaries {
             let Some(id) = s.id else { continue };
@@ -186,16 +205,16 @@ impl ContainerRuntime for DockerRuntime {
             ..Default::default()
         };
         let run = async {
-            let exec = self.docker.create_exec(id, options).await.map_err(engine)?;
+            let exec = self.docker().await?.create_exec(id, options).await.map_err(engine)?;
             let mut output = Vec::new();
             if let StartExecResults::Attached { output: mut stream, .. } =
-                self.docker.start_exec(&exec.id, None).await.map_err(engine)?
+                self.docker().await?.start_exec(&exec.id, None).await.map_err(engine)?
             {
                 while let Some(chunk) = stream.next().await {
                     output.extend_from_slice(&chunk.map_err(engine)?.into_bytes());
                 }
             }
-            let inspected = self.docker.inspect_exec(&exec.id).await.map_err(engine)?;
+            let inspected = self.docker().await?.inspect_exec(&exec.id).await.map_err(engine)?;
             Ok(ExecOutput { exit_code: inspected.exit_code.unwrap_or(-1), output })
         };
         tokio::time::timeout(timeout, run)
@@ -208,11 +227,14 @@ impl ContainerRuntime for DockerRuntime {
         id: &str,
         options: &LogOptions,
     ) -> Result<BoxStream<'static, Result<Vec<u8>, RuntimeError>>, RuntimeError> {
-        self.docker.inspect_container(id, None).await.map_err(engine)?;
+        self.docker().await?.inspect_container(id, None).await.map_err(engine)?;
         let tail = options.tail.map_or_else(|| "all".to_string(), |n| n.to_string());
         let query = LogsOptionsBuilder::default().stdout(true).stderr(true).follow(options.follow).tail(&tail).build();
-        let stream =
-            self.docker.logs(id, Some(query)).map(|chunk| chunk.map(|c| c.into_bytes().to_vec()).map_err(engine));
+        let stream = self
+            .docker()
+            .await?
+            .logs(id, Some(query))
+            .map(|chunk| chunk.map(|c| c.into_bytes().to_vec()).map_err(engine));
         Ok(Box::pin(stream))
     }
 }

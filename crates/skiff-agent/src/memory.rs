@@ -1,5 +1,5 @@
 //! A container runtime in memory: containers are records whose state tests (and simulated nodes)
-//! drive. Nothing runs.
+//! drive. Nothing runs. [`MemoryProber`] answers TCP and HTTP probes the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -161,6 +161,62 @@ impl ContainerRuntime for MemoryRuntime {
     ) -> Result<BoxStream<'static, Result<Vec<u8>, RuntimeError>>, RuntimeError> {
         self.inspect(id).await?;
         Ok(Box::pin(futures::stream::empty()))
+    }
+}
+
+/// TCP and HTTP probes answered from a table: `(host, port)` to the HTTP status code an HTTP
+/// probe gets (a TCP probe succeeds when the pair is there). Everything else gets the default
+/// answer: none, or 200 for a prober made [`MemoryProber::healthy`].
+#[derive(Default)]
+pub struct MemoryProber {
+    answers: Mutex<BTreeMap<(String, u16), u16>>,
+    otherwise: Option<u16>,
+}
+
+impl MemoryProber {
+    /// Nothing answers until told to.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything answers 200 unless told otherwise (simulated nodes whose pods are healthy).
+    pub fn healthy() -> Self {
+        Self { otherwise: Some(200), ..Self::default() }
+    }
+
+    /// `host:port` answers with `code` from now on.
+    pub fn answer(&self, host: &str, port: u16, code: u16) {
+        if let Ok(mut a) = self.answers.lock() {
+            a.insert((host.to_string(), port), code);
+        }
+    }
+
+    /// `host:port` no longer answers.
+    pub fn silence(&self, host: &str, port: u16) {
+        if let Ok(mut a) = self.answers.lock() {
+            a.remove(&(host.to_string(), port));
+        }
+    }
+
+    fn code(&self, host: &str, port: u16) -> Option<u16> {
+        self.answers.lock().ok()?.get(&(host.to_string(), port)).copied().or(self.otherwise)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::probe::Prober for MemoryProber {
+    async fn tcp(&self, host: &str, port: u16, _timeout: Duration) -> bool {
+        self.code(host, port).is_some()
+    }
+
+    async fn http_get(
+        &self,
+        host: &str,
+        port: u16,
+        _get: &skiff_api::kinds::pod::HttpGetAction,
+        _timeout: Duration,
+    ) -> Option<u16> {
+        self.code(host, port)
     }
 }
 

@@ -1,12 +1,22 @@
-//! When to probe a container and what the results mean, as the kubelet does it: nothing before
-//! `initialDelaySeconds`, then one probe every `periodSeconds`, each allowed `timeoutSeconds`; the
-//! verdict flips to success after `successThreshold` successes in a row and to failure after
-//! `failureThreshold` failures in a row. Pure: the worker runs the probe and says what time it is.
+//! Probing a container, as the kubelet does it.
+//!
+//! When ([`ProbeSchedule`], pure): nothing before `initialDelaySeconds`, then one probe every
+//! `periodSeconds`, each allowed `timeoutSeconds`; the verdict flips to success after
+//! `successThreshold` successes in a row and to failure after `failureThreshold` failures in a row.
+//!
+//! How ([`run`]): an exec probe runs its command through the container runtime; TCP and HTTP
+//! probes go through a [`Prober`] to the pod IP (or the probe's `host`). [`NetProber`] is the real
+//! network; tests give a double that answers as they say.
 
 use std::time::Duration;
 
-use skiff_api::kinds::pod::Probe;
+use async_trait::async_trait;
+use skiff_api::kinds::pod::{Container, HttpGetAction, Probe};
+use skiff_api::meta::IntOrString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+
+use crate::runtime::ContainerRuntime;
 
 /// The verdict of a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +109,84 @@ impl ProbeSchedule {
     pub fn in_initial_delay(&self, now: Instant) -> bool {
         self.running_for(now) < self.initial_delay
     }
+}
+
+/// How TCP and HTTP probes reach a pod.
+#[async_trait]
+pub trait Prober: Send + Sync {
+    /// Whether a TCP connection to `host:port` opens within `timeout`.
+    async fn tcp(&self, host: &str, port: u16, timeout: Duration) -> bool;
+    /// The status code of an HTTP GET of `get`'s path at `host:port`, if it answers within `timeout`.
+    async fn http_get(&self, host: &str, port: u16, get: &HttpGetAction, timeout: Duration) -> Option<u16>;
+}
+
+/// Probes over the real network.
+pub struct NetProber;
+
+#[async_trait]
+impl Prober for NetProber {
+    async fn tcp(&self, host: &str, port: u16, timeout: Duration) -> bool {
+        matches!(tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await, Ok(Ok(_)))
+    }
+
+    async fn http_get(&self, host: &str, port: u16, get: &HttpGetAction, timeout: Duration) -> Option<u16> {
+        tokio::time::timeout(timeout, http_get(host, port, get)).await.ok()?.ok()
+    }
+}
+
+/// A minimal HTTP/1.0 GET (probes need the status code only).
+async fn http_get(host: &str, port: u16, get: &HttpGetAction) -> std::io::Result<u16> {
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+    let path = get.path.clone().unwrap_or_else(|| "/".into());
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: skiff-probe\r\n");
+    for h in &get.http_headers {
+        request.push_str(&format!("{}: {}\r\n", h.name, h.value));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = [0u8; 32];
+    let n = stream.read(&mut head).await?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
+}
+
+/// Runs one probe of container `c` (runtime id `id`): exec in the container, or TCP / HTTP to the
+/// pod IP. A port may be named after one of the container's ports.
+pub async fn run(
+    runtime: &dyn ContainerRuntime,
+    prober: &dyn Prober,
+    probe: &Probe,
+    c: &Container,
+    id: &str,
+    pod_ip: Option<&str>,
+    timeout: Duration,
+) -> bool {
+    if let Some(exec) = &probe.exec {
+        return matches!(runtime.exec(id, &exec.command, timeout).await, Ok(out) if out.exit_code == 0);
+    }
+    let Some(ip) = pod_ip else { return false };
+    let port = |p: &IntOrString| match p {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .find(|cp| cp.name.as_deref() == Some(name))
+            .and_then(|cp| u16::try_from(cp.container_port).ok()),
+    };
+    if let Some(tcp) = &probe.tcp_socket {
+        let Some(port) = port(&tcp.port) else { return false };
+        let host = tcp.host.clone().unwrap_or_else(|| ip.to_string());
+        return prober.tcp(&host, port, timeout).await;
+    }
+    if let Some(get) = &probe.http_get {
+        let Some(port) = port(&get.port) else { return false };
+        let host = get.host.clone().unwrap_or_else(|| ip.to_string());
+        return prober.http_get(&host, port, get, timeout).await.is_some_and(|code| (200..400).contains(&code));
+    }
+    false
 }
 
 #[cfg(test)]

@@ -2,10 +2,13 @@
 //! phase, conditions, per-container state, ready, restart count and last state. Pure.
 
 use skiff_api::kinds::pod::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
-    PodCondition, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    Pod, PodCondition, PodStatus,
 };
 use skiff_api::meta::{Time, CONDITION_FALSE, CONDITION_TRUE};
+
+use crate::plan::Run;
+use crate::runtime;
 
 /// What one container is doing now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,88 @@ pub struct Placement {
     pub pod_ip: Option<String>,
     pub host_ip: Option<String>,
     pub start_time: Option<Time>,
+}
+
+/// Why a container is not running when no run of it says so (its image is missing, its config
+/// cannot be built).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub reason: String,
+    pub message: Option<String>,
+}
+
+/// What the probes say of a container's current run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeState {
+    /// Its startup probe succeeded (or it has none).
+    pub started: bool,
+    /// Its readiness probe succeeded (or it has none).
+    pub ready: bool,
+}
+
+fn time_of(text: &Option<String>) -> Option<Time> {
+    text.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(Time)
+}
+
+/// How a finished run ended, if it has.
+pub fn termination(run: &Run) -> Option<Termination> {
+    match &run.state {
+        runtime::ContainerState::Exited { exit_code, oom_killed, started_at, finished_at } => Some(Termination {
+            exit_code: i32::try_from(*exit_code).unwrap_or(-1),
+            reason: if *oom_killed {
+                "OOMKilled"
+            } else if *exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            }
+            .into(),
+            started_at: time_of(started_at),
+            finished_at: time_of(finished_at),
+            container_id: Some(format!("docker://{}", run.id)),
+        }),
+        _ => None,
+    }
+}
+
+/// One container's report from its runs (newest first), what blocks it, its probes and whether it
+/// is backing off: what it is doing now and how its previous run ended.
+pub fn container_report(
+    c: &Container,
+    runs: &[&Run],
+    waiting: Option<&Waiting>,
+    probes: ProbeState,
+    backing_off: bool,
+    pod_name: &str,
+) -> (Observation, Option<Termination>) {
+    let now = match (runs.first(), waiting) {
+        (_, Some(w)) => Observation::Waiting { reason: w.reason.clone(), message: w.message.clone() },
+        (None, None) => Observation::Waiting { reason: "ContainerCreating".into(), message: None },
+        (Some(run), None) => match &run.state {
+            runtime::ContainerState::Running { started_at } => {
+                Observation::Running { started_at: time_of(started_at), ready: probes.started && probes.ready }
+            }
+            runtime::ContainerState::Created => {
+                Observation::Waiting { reason: "ContainerCreating".into(), message: None }
+            }
+            runtime::ContainerState::Exited { .. } if backing_off => Observation::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: Some(format!("back-off restarting failed container {} in pod {pod_name}", c.name)),
+            },
+            runtime::ContainerState::Exited { .. } => termination(run).map_or(
+                Observation::Waiting { reason: "ContainerCreating".into(), message: None },
+                Observation::Terminated,
+            ),
+        },
+    };
+    let last = match &now {
+        Observation::Terminated(_) => runs.get(1).and_then(|r| termination(r)),
+        _ => runs
+            .iter()
+            .find(|r| !matches!(r.state, runtime::ContainerState::Running { .. } | runtime::ContainerState::Created))
+            .and_then(|r| termination(r)),
+    };
+    (now, last)
 }
 
 fn terminated(t: &Termination) -> ContainerState {
@@ -254,5 +339,30 @@ mod tests {
         let scheduled = later.conditions.iter().find(|c| c.type_ == "PodScheduled").expect("PodScheduled");
         assert_eq!(scheduled.last_transition_time, Some(t0));
         assert_eq!(later.pod_ip.as_deref(), Some("10.0.0.5"));
+    }
+
+    #[test]
+    fn a_container_report_says_what_blocks_it_and_how_its_last_run_ended() {
+        use crate::runtime::ContainerState as Rt;
+        let c = Container { name: "app".into(), ..Default::default() };
+        let exited = Run {
+            id: "c1".into(),
+            attempt: 1,
+            state: Rt::Exited { exit_code: 2, oom_killed: false, started_at: None, finished_at: None },
+        };
+        let running = Run { id: "c2".into(), attempt: 2, state: Rt::Running { started_at: None } };
+        let probes = ProbeState { started: true, ready: true };
+        let (now, last) = container_report(&c, &[&exited], None, probes, true, "web");
+        assert!(matches!(now, Observation::Waiting { ref reason, .. } if reason == "CrashLoopBackOff"), "{now:?}");
+        assert_eq!(last.map(|t| (t.exit_code, t.reason)), Some((2, "Error".to_string())));
+        let (now, last) = container_report(&c, &[&running, &exited], None, probes, false, "web");
+        assert_eq!(now, Observation::Running { started_at: None, ready: true });
+        assert_eq!(last.map(|t| t.exit_code), Some(2));
+        let not_started = ProbeState { started: false, ready: true };
+        let (now, _) = container_report(&c, &[&running], None, not_started, false, "web");
+        assert_eq!(now, Observation::Running { started_at: None, ready: false }, "ready only once started");
+        let blocked = Waiting { reason: "ErrImageNeverPull".into(), message: None };
+        let (now, _) = container_report(&c, &[], Some(&blocked), probes, false, "web");
+        assert!(matches!(now, Observation::Waiting { ref reason, .. } if reason == "ErrImageNeverPull"));
     }
 }

@@ -6,35 +6,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_api::kinds::pod::{Container, HttpGetAction, Probe};
+use skiff_api::api::{Consistency, DeleteOptions, Filter, ResourceApi};
+use skiff_api::kinds::pod::Container;
 use skiff_api::kinds::{ConfigMap, Pod};
-use skiff_api::meta::{IntOrString, Time};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use skiff_api::meta::Time;
+use skiff_api::{Kind, Object, Reason};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backoff::BackoffConfig;
+use crate::events;
 use crate::plan::{plan, Action, Memory, Observed, Run, StopReason};
 use crate::pod_spec::{
     container_spec, sandbox_spec, PodContext, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID,
     SANDBOX,
 };
-use crate::probe::{ProbeSchedule, Verdict};
+use crate::probe::{self, ProbeSchedule, Prober, Verdict};
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerState, RuntimeError};
-use crate::status::{pod_status, ContainerReport, Observation, Placement, Termination};
-
-/// What the worker needs from the cluster's API (the agent implements it over gRPC; tests in memory).
-#[async_trait::async_trait]
-pub trait PodApi: Send + Sync + 'static {
-    /// Writes `pod`'s status (only the status).
-    async fn update_status(&self, pod: &Pod) -> Result<(), String>;
-    /// Removes the pod object once its containers are gone (grace 0, on its uid).
-    async fn finalize(&self, pod: &Pod) -> Result<(), String>;
-    /// The config maps of a namespace.
-    async fn config_maps(&self, namespace: &str) -> Result<BTreeMap<String, ConfigMap>, String>;
-    /// Records an event about the pod (`Normal` or `Warning`). Losing one is not an error.
-    async fn event(&self, _pod: &Pod, _type: &str, _reason: &str, _message: &str) {}
-}
+use crate::status::{container_report, pod_status, ContainerReport, Placement, ProbeState, Waiting};
 
 /// The node's settings every worker shares.
 #[derive(Debug, Clone)]
@@ -50,16 +39,10 @@ pub struct WorkerConfig {
     pub resync: Duration,
 }
 
-/// Why a container is not running, when no run of it says so.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Waiting {
-    reason: String,
-    message: Option<String>,
-}
-
 pub struct PodWorker {
     runtime: Arc<dyn ContainerRuntime>,
-    api: Arc<dyn PodApi>,
+    prober: Arc<dyn Prober>,
+    api: Arc<dyn ResourceApi>,
     config: WorkerConfig,
     memory: BTreeMap<String, Memory>,
     waiting: BTreeMap<String, Waiting>,
@@ -80,14 +63,16 @@ fn labels_of(config: &WorkerConfig, uid: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn time_of(text: &Option<String>) -> Option<Time> {
-    text.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(Time)
-}
-
 impl PodWorker {
-    pub fn new(runtime: Arc<dyn ContainerRuntime>, api: Arc<dyn PodApi>, config: WorkerConfig) -> Self {
+    pub fn new(
+        runtime: Arc<dyn ContainerRuntime>,
+        prober: Arc<dyn Prober>,
+        api: Arc<dyn ResourceApi>,
+        config: WorkerConfig,
+    ) -> Self {
         Self {
             runtime,
+            prober,
             api,
             config,
             memory: BTreeMap::new(),
@@ -197,7 +182,7 @@ impl PodWorker {
                         StopReason::Deleted => format!("Stopping container {name}"),
                         StopReason::SandboxLost => "Pod sandbox changed, it will be killed and re-created".to_string(),
                     };
-                    self.api.event(pod, "Normal", "Killing", &message).await;
+                    self.event(pod, "Normal", "Killing", &message).await;
                     // The grace period covers the preStop hook and the SIGTERM wait together, as in
                     // Kubernetes (with at least 2 s left for SIGTERM).
                     let started = Instant::now();
@@ -214,7 +199,7 @@ impl PodWorker {
                     Err(e) => return Err(e),
                 },
                 Action::Finalize => {
-                    if let Err(e) = self.api.finalize(pod).await {
+                    if let Err(e) = self.finalize(pod).await {
                         tracing::warn!(pod = %pod.metadata.name, error = %e, "finalizing");
                         return Ok(Some(Instant::now() + Duration::from_secs(1)));
                     }
@@ -236,7 +221,7 @@ impl PodWorker {
             if backing_off && self.backoff_reported.get(name) != Some(&mem.backoff.crashes()) {
                 self.backoff_reported.insert(name.clone(), mem.backoff.crashes());
                 let message = format!("Back-off restarting failed container {name} in pod {}", pod.metadata.name);
-                self.api.event(pod, "Warning", "BackOff", &message).await;
+                self.event(pod, "Warning", "BackOff", &message).await;
             }
         }
         let mut wake = decided.wake_at.unwrap_or(now + self.config.resync).min(now + self.config.resync);
@@ -265,8 +250,39 @@ impl PodWorker {
         }
     }
 
+    /// Records an event about the pod.
+    async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
+        events::record(self.api.as_ref(), pod, type_, reason, message).await;
+    }
+
+    /// Removes the pod object once its containers are gone (at once, and only this pod: its uid).
+    async fn finalize(&self, pod: &Pod) -> Result<(), skiff_api::ApiError> {
+        let options = DeleteOptions {
+            grace_period_seconds: Some(0),
+            force: true,
+            uid: Some(pod.metadata.uid.clone()),
+            ..Default::default()
+        };
+        match self.api.delete(Kind::Pod, &pod.metadata.namespace, &pod.metadata.name, &options).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is(Reason::NotFound) => Ok(()), // already gone
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The config maps of the pod's namespace, from this member's replica.
+    async fn config_maps(&self, namespace: &str) -> Result<BTreeMap<String, ConfigMap>, String> {
+        let list = self.api.list(Kind::ConfigMap, &Filter::namespace(namespace), Consistency::Stale).await;
+        let list = list.map_err(|e| e.to_string())?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|o| if let Object::ConfigMap(c) = o { Some((c.metadata.name.clone(), c)) } else { None })
+            .collect())
+    }
+
     async fn start_container(&mut self, pod: &Pod, container: &Container, sandbox: &str, attempt: u32) {
-        let config_maps = match self.api.config_maps(&pod.metadata.namespace).await {
+        let config_maps = match self.config_maps(&pod.metadata.namespace).await {
             Ok(c) => c,
             Err(e) => {
                 self.set_waiting(&container.name, "CreateContainerConfigError", e);
@@ -295,10 +311,10 @@ impl PodWorker {
                         "imagePullPolicy is Always but no registry is reachable: running the local image {:?} as it is on node {:?}",
                         container.image, self.config.node
                     );
-                    self.api.event(pod, "Warning", "ImageNotPulled", &message).await;
+                    self.event(pod, "Warning", "ImageNotPulled", &message).await;
                 }
-                self.api.event(pod, "Normal", "Created", &format!("Created container {name}")).await;
-                self.api.event(pod, "Normal", "Started", &format!("Started container {name}")).await;
+                self.event(pod, "Normal", "Created", &format!("Created container {name}")).await;
+                self.event(pod, "Normal", "Started", &format!("Started container {name}")).await;
             }
             Err(RuntimeError::ImageNotPresent(image)) => {
                 let message = format!(
@@ -306,7 +322,7 @@ impl PodWorker {
                     self.config.node
                 );
                 if self.waiting.get(name).map(|w| w.reason.as_str()) != Some("ErrImageNeverPull") {
-                    self.api.event(pod, "Warning", "Failed", &message).await;
+                    self.event(pod, "Warning", "Failed", &message).await;
                 }
                 self.set_waiting(name, "ErrImageNeverPull", message);
             }
@@ -353,16 +369,17 @@ impl PodWorker {
                 if entry.1.verdict() != Verdict::Success {
                     if entry.1.due(now) {
                         let timeout = entry.1.timeout;
-                        let ok = run_probe(self.runtime.as_ref(), probe, c, &run.id, pod_ip, timeout).await;
-                        if entry.1.record(ok, Instant::now()) == Verdict::Failure {
-                            self.api
-                                .event(
-                                    pod,
-                                    "Warning",
-                                    "Unhealthy",
-                                    &format!("Startup probe failed for container {}", c.name),
-                                )
+                        let ok =
+                            probe::run(self.runtime.as_ref(), self.prober.as_ref(), probe, c, &run.id, pod_ip, timeout)
                                 .await;
+                        if entry.1.record(ok, Instant::now()) == Verdict::Failure {
+                            self.event(
+                                pod,
+                                "Warning",
+                                "Unhealthy",
+                                &format!("Startup probe failed for container {}", c.name),
+                            )
+                            .await;
                             if let Some(m) = self.memory.get_mut(&c.name) {
                                 m.liveness_failed = Some(run.attempt);
                             }
@@ -389,17 +406,18 @@ impl PodWorker {
                 }
                 if entry.1.due(now) {
                     let timeout = entry.1.timeout;
-                    let ok = run_probe(self.runtime.as_ref(), probe, c, &run.id, pod_ip, timeout).await;
+                    let ok =
+                        probe::run(self.runtime.as_ref(), self.prober.as_ref(), probe, c, &run.id, pod_ip, timeout)
+                            .await;
                     let verdict = entry.1.record(ok, Instant::now());
                     if !readiness && !ok {
-                        self.api
-                            .event(
-                                pod,
-                                "Warning",
-                                "Unhealthy",
-                                &format!("Liveness probe failed for container {}", c.name),
-                            )
-                            .await;
+                        self.event(
+                            pod,
+                            "Warning",
+                            "Unhealthy",
+                            &format!("Liveness probe failed for container {}", c.name),
+                        )
+                        .await;
                     }
                     if !readiness && verdict == Verdict::Failure {
                         if let Some(m) = self.memory.get_mut(&c.name) {
@@ -428,73 +446,25 @@ impl PodWorker {
         for c in &pod.spec.containers {
             let mut runs: Vec<&Run> = observed.containers.get(&c.name).map(|r| r.iter().collect()).unwrap_or_default();
             runs.sort_by_key(|r| std::cmp::Reverse(r.attempt));
-            let termination = |run: &Run| match &run.state {
-                ContainerState::Exited { exit_code, oom_killed, started_at, finished_at } => Some(Termination {
-                    exit_code: i32::try_from(*exit_code).unwrap_or(-1),
-                    reason: if *oom_killed {
-                        "OOMKilled"
-                    } else if *exit_code == 0 {
-                        "Completed"
-                    } else {
-                        "Error"
-                    }
-                    .into(),
-                    started_at: time_of(started_at),
-                    finished_at: time_of(finished_at),
-                    container_id: Some(format!("docker://{}", run.id)),
-                }),
-                _ => None,
+            let verdict = |schedules: &BTreeMap<String, (u32, ProbeSchedule)>, probe: bool| match runs.first() {
+                _ if !probe => true,
+                Some(run) => schedules
+                    .get(&c.name)
+                    .is_some_and(|(attempt, s)| *attempt == run.attempt && s.verdict() == Verdict::Success),
+                None => false,
+            };
+            let probes = ProbeState {
+                started: verdict(&self.startup, c.startup_probe.is_some()),
+                ready: verdict(&self.readiness, c.readiness_probe.is_some()),
             };
             let memory = self.memory.get(&c.name);
-            let now_obs = match (runs.first(), self.waiting.get(&c.name)) {
-                (_, Some(w)) => Observation::Waiting { reason: w.reason.clone(), message: w.message.clone() },
-                (None, None) => Observation::Waiting { reason: "ContainerCreating".into(), message: None },
-                (Some(run), None) => match &run.state {
-                    ContainerState::Running { started_at } => {
-                        let started = match (&c.startup_probe, self.startup.get(&c.name)) {
-                            (None, _) => true,
-                            (Some(_), Some((attempt, s))) => *attempt == run.attempt && s.verdict() == Verdict::Success,
-                            (Some(_), None) => false,
-                        };
-                        let ready = started
-                            && match (&c.readiness_probe, self.readiness.get(&c.name)) {
-                                (None, _) => true,
-                                (Some(_), Some((attempt, s))) => {
-                                    *attempt == run.attempt && s.verdict() == Verdict::Success
-                                }
-                                (Some(_), None) => false,
-                            };
-                        Observation::Running { started_at: time_of(started_at), ready }
-                    }
-                    ContainerState::Created => {
-                        Observation::Waiting { reason: "ContainerCreating".into(), message: None }
-                    }
-                    ContainerState::Exited { .. } => match memory.and_then(|m| m.not_before) {
-                        Some(_) => Observation::Waiting {
-                            reason: "CrashLoopBackOff".into(),
-                            message: Some(format!(
-                                "back-off restarting failed container {} in pod {}",
-                                c.name, pod.metadata.name
-                            )),
-                        },
-                        None => termination(run).map_or(
-                            Observation::Waiting { reason: "ContainerCreating".into(), message: None },
-                            Observation::Terminated,
-                        ),
-                    },
-                },
-            };
-            let last = match &now_obs {
-                Observation::Terminated(_) => runs.get(1).and_then(|r| termination(r)),
-                _ => runs
-                    .iter()
-                    .find(|r| !matches!(r.state, ContainerState::Running { .. } | ContainerState::Created))
-                    .and_then(|r| termination(r)),
-            };
+            let backing_off = memory.and_then(|m| m.not_before).is_some();
+            let (now, last) =
+                container_report(c, &runs, self.waiting.get(&c.name), probes, backing_off, &pod.metadata.name);
             let info = runs.first().and_then(|r| infos.get(&r.id));
             reports.push(ContainerReport {
                 name: c.name.clone(),
-                now: now_obs,
+                now,
                 last,
                 restart_count: memory.map_or(0, |m| m.restarts),
                 image: c.image.clone(),
@@ -511,65 +481,9 @@ impl PodWorker {
         let mut updated = pod.clone();
         updated.status = Some(status.clone());
         updated.metadata.resource_version.clear();
-        match self.api.update_status(&updated).await {
-            Ok(()) => self.written = Some(status),
+        match self.api.update_status(Object::Pod(updated)).await {
+            Ok(_) => self.written = Some(status),
             Err(e) => tracing::debug!(pod = %pod.metadata.name, error = %e, "status update (retried next round)"),
         }
     }
-}
-
-/// Runs one probe: exec in the container, or TCP / HTTP against the pod IP.
-async fn run_probe(
-    runtime: &dyn ContainerRuntime,
-    probe: &Probe,
-    c: &Container,
-    id: &str,
-    pod_ip: Option<&str>,
-    timeout: Duration,
-) -> bool {
-    if let Some(exec) = &probe.exec {
-        return matches!(runtime.exec(id, &exec.command, timeout).await, Ok(out) if out.exit_code == 0);
-    }
-    let Some(ip) = pod_ip else { return false };
-    let port = |p: &IntOrString| match p {
-        IntOrString::Int(n) => u16::try_from(*n).ok(),
-        IntOrString::String(name) => c
-            .ports
-            .iter()
-            .find(|cp| cp.name.as_deref() == Some(name))
-            .and_then(|cp| u16::try_from(cp.container_port).ok()),
-    };
-    if let Some(tcp) = &probe.tcp_socket {
-        let Some(port) = port(&tcp.port) else { return false };
-        let host = tcp.host.clone().unwrap_or_else(|| ip.to_string());
-        return matches!(
-            tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await,
-            Ok(Ok(_))
-        );
-    }
-    if let Some(get) = &probe.http_get {
-        let Some(port) = port(&get.port) else { return false };
-        return matches!(tokio::time::timeout(timeout, http_get(ip, port, get)).await, Ok(Ok(code)) if (200..400).contains(&code));
-    }
-    false
-}
-
-/// A minimal HTTP/1.0 GET (probes need the status code only).
-async fn http_get(ip: &str, port: u16, get: &HttpGetAction) -> std::io::Result<u16> {
-    let host = get.host.clone().unwrap_or_else(|| ip.to_string());
-    let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-    let path = get.path.clone().unwrap_or_else(|| "/".into());
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: skiff-probe\r\n");
-    for h in &get.http_headers {
-        request.push_str(&format!("{}: {}\r\n", h.name, h.value));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = [0u8; 32];
-    let n = stream.read(&mut head).await?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
 }

@@ -276,12 +276,8 @@ mod tests {
         }
     }
 
-    async fn until(what: &str, mut check: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !check() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        skiff_testkit::eventually(what, Duration::from_secs(10), || async { check().then_some(()) }).await
     }
 
     #[tokio::test]
@@ -291,14 +287,18 @@ mod tests {
         let api =
             Arc::new(DeposedOnFirstWrite { api: memory.clone(), leadership: std::sync::Mutex::new(Some(tx.clone())) });
         let runner = tokio::spawn(run(Arc::new(WantsTwo), api, rx));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(memory.writes().is_empty(), "a follower does nothing");
+        skiff_testkit::consistently("a follower does nothing", Duration::from_millis(200), || async {
+            memory.writes().is_empty()
+        })
+        .await;
 
         // It leads: the first create deposes it, and the second is never sent.
         tx.send_replace(Leadership { term: 2, leads: true });
         until("the first create", || !memory.writes().is_empty()).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(memory.writes(), ["create ConfigMap default/a"], "stopped before its next write");
+        skiff_testkit::consistently("stopped before its next write", Duration::from_millis(200), || async {
+            memory.writes() == ["create ConfigMap default/a"]
+        })
+        .await;
 
         // Leading again (a new term), it starts from a fresh list and finishes the job.
         tx.send_replace(Leadership { term: 3, leads: true });

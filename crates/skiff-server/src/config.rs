@@ -131,12 +131,24 @@ pub struct NodeConfig {
     pub agent: AgentSettings,
 }
 
+/// Where a member runs its pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// The local Docker engine (the default).
+    Docker,
+    /// In memory: nothing runs, containers are records (simulated nodes, control-plane tests).
+    Memory,
+    /// No pods: the member stores and serves, its node does not register.
+    None,
+}
+
 /// `[agent]`: how this member runs the pods bound to it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentSettings {
-    /// `docker` (the default: the local engine) or `none` (a member that runs no pods).
-    pub runtime: String,
+    /// `docker` (the default: the local engine), `memory` (simulated) or `none` (no pods).
+    pub runtime: RuntimeKind,
     /// The engine's unix socket; default: `DOCKER_HOST` or /var/run/docker.sock.
     pub docker_socket: Option<String>,
     /// The image of pod sandboxes (built locally by scripts/build-pause-image.sh).
@@ -161,7 +173,7 @@ pub struct AgentSettings {
 impl Default for AgentSettings {
     fn default() -> Self {
         Self {
-            runtime: "docker".into(),
+            runtime: RuntimeKind::Docker,
             docker_socket: None,
             sandbox_image: "skiff-pause:1".into(),
             network: None,
@@ -180,7 +192,7 @@ impl Default for AgentSettings {
 impl AgentSettings {
     /// A member that runs no pods (in-process test clusters).
     pub fn none() -> Self {
-        Self { runtime: "none".into(), ..Self::default() }
+        Self { runtime: RuntimeKind::None, ..Self::default() }
     }
 }
 
@@ -294,9 +306,6 @@ impl NodeConfig {
             return Err(invalid("initial_members", format!("does not list this member (id {})", self.id)));
         }
         let a = &self.agent;
-        if !matches!(a.runtime.as_str(), "docker" | "none") {
-            return Err(invalid("agent.runtime", format!("{:?}: use \"docker\" or \"none\"", a.runtime)));
-        }
         for (field, value) in [("agent.cpu", &a.cpu), ("agent.memory", &a.memory)] {
             if let Some(v) = value {
                 skiff_api::quantity::Quantity::parse(v).map_err(|e| invalid(field, e.to_string()))?;

@@ -16,7 +16,6 @@ use skiff_apiserver::ApiServer;
 use skiff_proto::api::containers_client::ContainersClient;
 use skiff_proto::api::containers_server::Containers;
 use skiff_proto::api::{ExecRequest, ExecResponse, LogChunk, LogsRequest};
-use tokio::sync::OnceCell;
 use tonic::{Request, Response, Status};
 
 use crate::forward::{forwarded, is_forwarded, Channels};
@@ -27,10 +26,8 @@ pub struct ContainerService {
     channels: Arc<Channels>,
     /// This member's name (= its node's name).
     node: String,
-    docker_socket: Option<String>,
-    /// Connected on first use; `None` inside when this member runs no pods.
-    runtime: OnceCell<Option<Arc<dyn ContainerRuntime>>>,
-    runs_pods: bool,
+    /// The runtime this member's agent runs pods on (shared with it); `None`: it runs no pods.
+    runtime: Option<Arc<dyn ContainerRuntime>>,
 }
 
 impl ContainerService {
@@ -38,29 +35,13 @@ impl ContainerService {
         api: Arc<ApiServer>,
         channels: Arc<Channels>,
         node: String,
-        docker_socket: Option<String>,
-        runs_pods: bool,
+        runtime: Option<Arc<dyn ContainerRuntime>>,
     ) -> Self {
-        Self { api, channels, node, docker_socket, runtime: OnceCell::new(), runs_pods }
+        Self { api, channels, node, runtime }
     }
 
-    async fn runtime(&self) -> Result<Arc<dyn ContainerRuntime>, Status> {
-        let rt = self
-            .runtime
-            .get_or_init(|| async {
-                if !self.runs_pods {
-                    return None;
-                }
-                match skiff_agent::docker::DockerRuntime::connect(self.docker_socket.as_deref()).await {
-                    Ok(rt) => Some(Arc::new(rt) as Arc<dyn ContainerRuntime>),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "logs/exec: the Docker engine is not reachable");
-                        None
-                    }
-                }
-            })
-            .await;
-        rt.clone().ok_or_else(|| {
+    fn runtime(&self) -> Result<Arc<dyn ContainerRuntime>, Status> {
+        self.runtime.clone().ok_or_else(|| {
             Status::unavailable(format!("member {:?} runs no pods (its agent has no container engine)", self.node))
         })
     }
@@ -116,7 +97,7 @@ impl ContainerService {
         if !pod.spec.containers.iter().any(|c| c.name == name) {
             return Err(Status::not_found(format!("pod {:?} has no container {name:?}", pod.metadata.name)));
         }
-        let runtime = self.runtime().await?;
+        let runtime = self.runtime()?;
         let mut labels = BTreeMap::from([
             (LABEL_NODE.to_string(), self.node.clone()),
             (LABEL_POD_UID.to_string(), pod.metadata.uid.clone()),
@@ -160,7 +141,7 @@ impl Containers for ContainerService {
             return Ok(Response::new(Box::pin(stream)));
         }
         let container = self.container(&pod, &msg.container, msg.previous).await?;
-        let runtime = self.runtime().await?;
+        let runtime = self.runtime()?;
         let options = LogOptions { follow: msg.follow, tail: (msg.tail > 0).then_some(msg.tail) };
         let stream = runtime.logs(&container.id, &options).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(Box::pin(
@@ -182,7 +163,7 @@ impl Containers for ContainerService {
                 .map_err(|s| forwarded_status(s, &addr, true));
         }
         let container = self.container(&pod, &msg.container, false).await?;
-        let runtime = self.runtime().await?;
+        let runtime = self.runtime()?;
         let timeout = Duration::from_secs(if msg.timeout_seconds == 0 { 60 } else { msg.timeout_seconds });
         let out =
             runtime.exec(&container.id, &msg.command, timeout).await.map_err(|e| Status::unavailable(e.to_string()))?;

@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
 
+use crate::agent_api::PodRuntime;
 use crate::cluster_service::ClusterService;
 use crate::config::NodeConfig;
 use crate::container_service::ContainerService;
@@ -61,11 +62,13 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a member on `listener`. Returns once it serves and has bootstrapped or joined.
+    /// Starts a member on `listener`, its pods on `pods` (none: it runs no pods; see
+    /// [`PodRuntime::from_settings`]). Returns once it serves and has bootstrapped or joined.
     pub async fn start(
         config: NodeConfig,
         listener: TcpListener,
         connector: Arc<dyn Connector>,
+        pods: Option<PodRuntime>,
     ) -> Result<Node, NodeError> {
         let addr = listener
             .local_addr()
@@ -105,8 +108,7 @@ impl Node {
                 api.clone(),
                 channels.clone(),
                 config.name.clone(),
-                config.agent.docker_socket.clone(),
-                config.agent.runtime == "docker",
+                pods.as_ref().map(|p| p.containers.clone()),
             )))
             .add_service(
                 ResourcesServer::new(ResourceService::new(api.clone()))
@@ -146,8 +148,8 @@ impl Node {
             controllers,
             control_leadership(&store),
         )));
-        if config.agent.runtime == "docker" {
-            node.background.push(tokio::spawn(crate::agent_api::run_agent(api.clone(), config.clone())));
+        if let Some(pods) = pods {
+            node.background.push(tokio::spawn(crate::agent_api::run_agent(api.clone(), pods, config.clone())));
         }
         tracing::info!(id = config.id, name = %config.name, %addr, "member started");
         Ok(node)
