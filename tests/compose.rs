@@ -98,12 +98,13 @@ fn eventually<T>(what: &str, timeout: Duration, end: Instant, mut check: impl Fn
     }
 }
 
-/// Three distinct free ports: all three listeners are held until each has its port.
-fn free_ports() -> [u16; 3] {
+/// Six distinct free ports (the members' API and metrics): all listeners are held until each has
+/// its port.
+fn free_ports() -> ([u16; 3], [u16; 3]) {
     let listeners: Vec<std::net::TcpListener> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
+        (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
     let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
-    [ports[0], ports[1], ports[2]]
+    ([ports[0], ports[1], ports[2]], [ports[3], ports[4], ports[5]])
 }
 
 fn ensure_image() {
@@ -173,6 +174,8 @@ fn run_docker(args: &[&str]) -> String {
 struct Project {
     name: String,
     ports: [u16; 3],
+    /// Where each member's `/metrics` is published.
+    metrics_ports: [u16; 3],
     /// The members' configs (`SKIFF_CONFIG_DIR`).
     configs: tempfile::TempDir,
     down: bool,
@@ -188,6 +191,9 @@ impl Project {
                 .env("SKIFF_PORT1", self.ports[0].to_string())
                 .env("SKIFF_PORT2", self.ports[1].to_string())
                 .env("SKIFF_PORT3", self.ports[2].to_string())
+                .env("SKIFF_METRICS_PORT1", self.metrics_ports[0].to_string())
+                .env("SKIFF_METRICS_PORT2", self.metrics_ports[1].to_string())
+                .env("SKIFF_METRICS_PORT3", self.metrics_ports[2].to_string())
                 .env("SKIFF_CONFIG_DIR", self.configs.path()),
             limit,
         )
@@ -313,7 +319,8 @@ fn compose_cluster_survives_docker_kill_of_the_leader_converges_and_runs_a_pod()
     let name = format!("skiff-test-{}", std::process::id());
     let configs = tempfile::tempdir().expect("tempdir");
     test_configs(configs.path(), &name);
-    let mut project = Project { name, ports: free_ports(), configs, down: false };
+    let (ports, metrics_ports) = free_ports();
+    let mut project = Project { name, ports, metrics_ports, configs, down: false };
     project.compose_ok(&["up", "-d"]);
 
     let (leader, status) = eventually("a leader and three healthy members", Duration::from_secs(60), end, || {
@@ -462,6 +469,27 @@ spec:
     let exec = project.skiff(&node1, &["exec", "web", "--", "wget", "-qO-", "http://127.0.0.1:8080/"]);
     assert!(exec.ok() && exec.stdout.contains("hello from"), "exec via node1: {}{}", exec.stdout, exec.stderr);
 
+    // node2's metrics, from the host: the figures of its Raft member, its API server and its agent.
+    let metrics = eventually("node2's metrics", Duration::from_secs(20), end, || {
+        http_get_path("127.0.0.1", project.metrics_ports[1], "/metrics")
+    });
+    for figure in [
+        "skiff_raft_term ",
+        "skiff_raft_leader ",
+        "skiff_raft_is_leader ",
+        "skiff_raft_last_log_index ",
+        "skiff_raft_applied_index ",
+        "skiff_raft_proposals_total ",
+        "skiff_raft_proposal_batch_size_bucket",
+        "skiff_api_calls_total{call=",
+        "skiff_api_call_seconds_bucket{",
+        "skiff_api_open_watches ",
+        "skiff_node_pods{phase=\"Running\"} 1",
+        "skiff_agent_actions_total{action=\"start-container\"}",
+    ] {
+        assert!(metrics.contains(figure), "{figure} missing from node2's /metrics:\n{metrics}");
+    }
+
     let deleted = project.skiff(&members, &["delete", "pod", "web"]);
     assert!(deleted.ok(), "delete the pod: {}", deleted.stderr);
     eventually("the pod's containers removed", Duration::from_secs(30), end, || {
@@ -474,11 +502,16 @@ spec:
 
 /// The body of `GET /` at `ip:port`, if it answered.
 fn http_get(ip: &str, port: u16) -> Option<String> {
+    http_get_path(ip, port, "/")
+}
+
+/// The body of `GET path` at `ip:port`, if it answered.
+fn http_get_path(ip: &str, port: u16, path: &str) -> Option<String> {
     use std::io::Write;
     let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().ok()?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n").ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n").as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_string())

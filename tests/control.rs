@@ -110,6 +110,22 @@ async fn a_three_member_cluster_runs_a_pod_end_to_end_on_the_in_memory_runtime()
     let on2 = containers(2).list(&Default::default()).await.expect("list");
     assert_eq!(on2.len(), 2, "a sandbox and the app: {on2:?}");
     assert!(containers(1).list(&Default::default()).await.expect("list").is_empty());
+    // node2's metrics say what happened.
+    let metrics = http_get(cluster.nodes[&2].http_addr().expect("an HTTP listener"), "/metrics").await;
+    for figure in [
+        "skiff_raft_term ",
+        "skiff_raft_leader ",
+        "skiff_raft_last_log_index ",
+        "skiff_raft_applied_index ",
+        "skiff_raft_proposal_batch_size_bucket",
+        "skiff_api_calls_total{call=\"update-status\",code=\"OK\"}",
+        "skiff_api_call_seconds_bucket",
+        "skiff_api_open_watches ",
+        "skiff_node_pods{phase=\"Running\"} 1",
+        "skiff_agent_actions_total{action=\"start-container\"} 1",
+    ] {
+        assert!(metrics.contains(figure), "{figure} missing in:\n{metrics}");
+    }
     // Deleted gracefully: its agent stops the containers, then the object goes.
     api.delete(Kind::Pod, "default", "web", &DeleteOptions::default()).await.expect("delete");
     eventually("the pod gone and its containers removed", T, || async {
@@ -119,4 +135,15 @@ async fn a_three_member_cluster_runs_a_pod_end_to_end_on_the_in_memory_runtime()
     })
     .await;
     cluster.shutdown().await;
+}
+
+/// The body of `GET path` from `addr`.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: skiff\r\n\r\n").as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }

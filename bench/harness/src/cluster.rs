@@ -83,7 +83,7 @@ impl Cluster {
         for (i, port) in ports.iter().enumerate() {
             let config = dir.path().join(format!("node{}.toml", i + 1));
             let text = format!(
-                "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n\n{agent}",
+                "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n\n{agent}",
                 i + 1,
                 i + 1,
                 port,

@@ -17,6 +17,7 @@ use skiff_api::{Kind, Object};
 use skiff_control::reflector::{Change, Reflector};
 use tokio::sync::watch;
 
+use crate::metrics::AgentMetrics;
 use crate::pod_spec::{LABEL_CLUSTER, LABEL_NODE, LABEL_POD_UID};
 use crate::probe::Prober;
 use crate::runtime::ContainerRuntime;
@@ -42,6 +43,8 @@ pub struct Agent {
     pub prober: Arc<dyn Prober>,
     pub api: Arc<dyn ResourceApi>,
     pub config: AgentConfig,
+    /// Where its workers count their actions.
+    pub metrics: AgentMetrics,
 }
 
 /// The pods bound to `node`.
@@ -89,7 +92,8 @@ fn deliver(agent: &Agent, workers: &mut BTreeMap<String, watch::Sender<Option<Po
     }
     let (tx, rx) = watch::channel(Some(pod));
     let worker =
-        PodWorker::new(agent.runtime.clone(), agent.prober.clone(), agent.api.clone(), agent.config.worker.clone());
+        PodWorker::new(agent.runtime.clone(), agent.prober.clone(), agent.api.clone(), agent.config.worker.clone())
+            .counting(agent.metrics.clone());
     tokio::spawn(worker.run(rx));
     workers.insert(uid, tx);
 }

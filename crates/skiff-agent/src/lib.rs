@@ -10,7 +10,7 @@
 //! - [`pod_spec`]: what the runtime is asked to create for a pod (pure).
 //! - [`probe`]: when probes run and what their results mean (pure), and running them (exec
 //!   through the runtime, TCP and HTTP through a [`probe::Prober`]).
-//! - [`events`]: the events the agent records about pods.
+//! - [`events`]: the events the agent records about pods; [`metrics`]: the actions it counts.
 //! - [`status`]: a pod's status from what was observed of its containers (pure).
 //! - [`worker`]: the pod worker: observes, acts on the plan, probes, reports status.
 //! - [`backoff`]: the crash-loop back-off schedule (pure).
@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod docker;
 pub mod events;
 pub mod memory;
+pub mod metrics;
 pub mod plan;
 pub mod pod_spec;
 pub mod probe;

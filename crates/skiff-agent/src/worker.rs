@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::backoff::BackoffConfig;
 use crate::events;
+use crate::metrics::AgentMetrics;
 use crate::plan::{plan, Action, Memory, Observed, Run, StopReason};
 use crate::pod_spec::{
     container_spec, sandbox_spec, PodContext, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID,
@@ -53,6 +54,7 @@ pub struct PodWorker {
     written: Option<skiff_api::kinds::pod::PodStatus>,
     /// The crash count of each container whose back-off was already reported.
     backoff_reported: BTreeMap<String, u32>,
+    metrics: AgentMetrics,
 }
 
 fn labels_of(config: &WorkerConfig, uid: &str) -> BTreeMap<String, String> {
@@ -83,7 +85,14 @@ impl PodWorker {
             start_time: None,
             written: None,
             backoff_reported: BTreeMap::new(),
+            metrics: AgentMetrics::default(),
         }
+    }
+
+    /// Counts this worker's actions into `metrics` (the agent's, shared by its workers).
+    pub fn counting(mut self, metrics: AgentMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until the pod is finalized, or removed without waiting for us (then its containers go).
@@ -160,6 +169,13 @@ impl PodWorker {
             .map(|r| r.id.clone());
         let acted = !decided.actions.is_empty();
         for action in decided.actions {
+            self.metrics.count(match &action {
+                Action::StartSandbox { .. } => "start-sandbox",
+                Action::StartContainer { .. } => "start-container",
+                Action::Stop { .. } => "stop",
+                Action::Remove { .. } => "remove",
+                Action::Finalize => "finalize",
+            });
             match action {
                 Action::StartSandbox { attempt } => {
                     let none = BTreeMap::new();

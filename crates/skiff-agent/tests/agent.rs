@@ -85,8 +85,13 @@ async fn agent_registers_runs_bound_pods_and_removes_only_its_own_orphans() {
         capacity: BTreeMap::from([("memory".to_string(), Quantity::parse("2Gi").expect("quantity"))]),
         heartbeat: Duration::from_millis(200),
     };
-    let agent =
-        Agent { runtime: rt.clone(), prober: Arc::new(MemoryProber::new()), api: Arc::new(api.clone()), config };
+    let agent = Agent {
+        runtime: rt.clone(),
+        prober: Arc::new(MemoryProber::new()),
+        api: Arc::new(api.clone()),
+        config,
+        metrics: Default::default(),
+    };
     let agent = tokio::spawn(skiff_agent::agent::run(agent));
 
     let uid_a = eventually("pod a running", T, || running(&api, "a")).await;

@@ -14,6 +14,7 @@
 //! - [`call`]: every call that may be forwarded, as a value; [`server`]: [`server::ApiServer`],
 //!   the one serve-here-or-forward path, which implements `ResourceApi`.
 //! - [`error`]: store failures as API errors; "not the leader".
+//! - [`metrics`]: calls, their latency and open watches, for `/metrics`.
 
 pub mod binding;
 pub mod call;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod gc;
 pub mod keys;
 pub mod kv;
+pub mod metrics;
 pub mod resources;
 pub mod server;
 pub mod strategy;

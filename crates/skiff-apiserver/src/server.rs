@@ -21,6 +21,7 @@ use skiff_store::{KeyValue, KvStore, Member, StoreError};
 use crate::call::{self, Call, Here, RawObject};
 use crate::error::ServeError;
 use crate::kv;
+use crate::metrics::ApiMetrics;
 use crate::resources::{namespace_of, Resources};
 
 /// Sends an encoded call to the leader and brings back its encoded answer (or the leader's error).
@@ -37,6 +38,7 @@ pub struct ApiServer {
     forward: Arc<dyn Forward>,
     /// Serve here only, never forward (see [`ApiServer::here_only`]).
     here_only: bool,
+    metrics: ApiMetrics,
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
@@ -50,22 +52,39 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 impl ApiServer {
     pub fn new(store: KvStore, forward: Arc<dyn Forward>) -> Self {
         let here = Here { resources: Resources::new(store.clone()), membership: Membership::new(store.clone()), store };
-        ApiServer { here: Arc::new(here), forward, here_only: false }
+        ApiServer { here: Arc::new(here), forward, here_only: false, metrics: ApiMetrics::default() }
     }
 
     /// The same API, but a call is served here or refused, never forwarded: what the leader's
     /// controllers use, so that a deposed leader's decisions are not carried out by the new leader.
     /// Reads and watches are this member's replica, which on the leader is current.
     pub fn here_only(&self) -> ApiServer {
-        ApiServer { here: self.here.clone(), forward: self.forward.clone(), here_only: true }
+        ApiServer {
+            here: self.here.clone(),
+            forward: self.forward.clone(),
+            here_only: true,
+            metrics: self.metrics.clone(),
+        }
     }
 
     pub fn store(&self) -> &KvStore {
         &self.here.store
     }
 
-    /// Serves `call` here or at the leader.
+    /// What the API server counts, for `/metrics`.
+    pub fn metrics(&self) -> &ApiMetrics {
+        &self.metrics
+    }
+
+    /// Serves `call` here or at the leader, and counts it.
     pub async fn call<C: Call>(&self, call: C) -> Result<C::Reply, ApiError> {
+        let started = std::time::Instant::now();
+        let outcome = self.route(call).await;
+        self.metrics.record(C::NAME, started.elapsed(), &outcome);
+        outcome
+    }
+
+    async fn route<C: Call>(&self, call: C) -> Result<C::Reply, ApiError> {
         if self.here_only {
             return self.call_here(call).await;
         }
@@ -140,8 +159,9 @@ impl ApiServer {
         prefix: &str,
         start: u64,
         progress_every: Duration,
-    ) -> Result<skiff_store::watch::WatchReceiver, ApiError> {
-        kv::watch(&self.here.store, prefix, start, progress_every)
+    ) -> Result<(skiff_store::watch::WatchReceiver, crate::metrics::WatchGuard), ApiError> {
+        let rx = kv::watch(&self.here.store, prefix, start, progress_every)?;
+        Ok((rx, self.metrics.watch_opened()))
     }
 
     pub async fn add_member(&self, id: u64, name: &str, addr: &str) -> Result<call::MembersReply, ApiError> {
@@ -167,7 +187,15 @@ impl ResourceApi for ApiServer {
     }
 
     async fn watch(&self, kind: Kind, options: WatchOptions) -> Result<WatchStream, ApiError> {
-        self.here.resources.watch(kind, options).map_err(ServeError::into_api)
+        use futures::StreamExt;
+        let events = self.here.resources.watch(kind, options).map_err(ServeError::into_api)?;
+        let open = self.metrics.watch_opened();
+        Ok(events
+            .map(move |event| {
+                let _counted = &open;
+                event
+            })
+            .boxed())
     }
 
     async fn apply(&self, object: Object, dry_run: bool) -> Result<(Object, ApplyOutcome), ApiError> {

@@ -12,11 +12,13 @@ use skiff_apiserver::ApiServer;
 
 use crate::config::{AgentSettings, RuntimeKind};
 
-/// Where a member's pods run: its container runtime and how its probes reach pods.
+/// Where a member's pods run: its container runtime and how its probes reach pods, and what its
+/// agent counts.
 #[derive(Clone)]
 pub struct PodRuntime {
     pub containers: Arc<dyn ContainerRuntime>,
     pub prober: Arc<dyn Prober>,
+    pub metrics: skiff_agent::metrics::AgentMetrics,
 }
 
 impl PodRuntime {
@@ -27,10 +29,12 @@ impl PodRuntime {
             RuntimeKind::Docker => Some(PodRuntime {
                 containers: Arc::new(skiff_agent::docker::DockerRuntime::new(settings.docker_socket.as_deref())),
                 prober: Arc::new(skiff_agent::probe::NetProber),
+                metrics: Default::default(),
             }),
             RuntimeKind::Memory => Some(PodRuntime {
                 containers: Arc::new(skiff_agent::memory::MemoryRuntime::new()),
                 prober: Arc::new(skiff_agent::memory::MemoryProber::healthy()),
+                metrics: Default::default(),
             }),
             RuntimeKind::None => None,
         }
@@ -84,6 +88,12 @@ pub async fn run_agent(api: Arc<ApiServer>, pods: PodRuntime, config: crate::con
         heartbeat: Duration::from_millis(settings.heartbeat_ms),
     };
     tracing::info!(node = %config.name, runtime = ?settings.runtime, "agent started");
-    let agent = skiff_agent::agent::Agent { runtime: pods.containers, prober: pods.prober, api, config: agent_config };
+    let agent = skiff_agent::agent::Agent {
+        runtime: pods.containers,
+        prober: pods.prober,
+        api,
+        config: agent_config,
+        metrics: pods.metrics,
+    };
     skiff_agent::agent::run(agent).await;
 }

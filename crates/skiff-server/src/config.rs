@@ -119,6 +119,10 @@ pub struct NodeConfig {
     /// Defaults to `listen`.
     #[serde(default)]
     pub advertise: Option<String>,
+    /// The member's HTTP listener: Prometheus metrics at `/metrics` (and later the Kubernetes REST
+    /// API). Default `127.0.0.1:9420`; `""` turns it off.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     #[serde(default)]
@@ -196,6 +200,13 @@ impl AgentSettings {
     }
 }
 
+/// Where a member serves HTTP unless its config says otherwise.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9420";
+
+fn default_http_listen() -> String {
+    DEFAULT_HTTP_LISTEN.into()
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./skiff-data")
 }
@@ -222,6 +233,7 @@ impl NodeConfig {
             name: "node1".into(),
             listen: DEFAULT_ADDR.into(),
             advertise: None,
+            http_listen: default_http_listen(),
             data_dir: default_data_dir(),
             initial_members: vec![InitialMember { id: 1, name: "node1".into(), addr: DEFAULT_ADDR.into() }],
             join: None,
@@ -261,6 +273,16 @@ impl NodeConfig {
         }
         check_name(&self.name).map_err(|m| invalid("name", m))?;
         check_addr(&self.listen).map_err(|m| invalid("listen", m))?;
+        if !self.http_listen.is_empty() {
+            // Port 0 is allowed here: the system picks one (tests).
+            let port = self.http_listen.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) || self.http_listen.starts_with(':') {
+                return Err(invalid(
+                    "http_listen",
+                    format!("{:?} is not host:port (\"\" turns the HTTP listener off)", self.http_listen),
+                ));
+            }
+        }
         if let Some(a) = &self.advertise {
             check_addr(a).map_err(|m| invalid("advertise", m))?;
         }

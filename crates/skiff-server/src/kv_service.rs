@@ -105,8 +105,8 @@ impl Kv for KvService {
             0 => self.default_progress,
             ms => Duration::from_millis(ms.max(10)),
         };
-        let rx = self.api.kv_watch(&msg.prefix, msg.start_revision, every).map_err(api_status)?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
+        let (rx, open) = self.api.kv_watch(&msg.prefix, msg.start_revision, every).map_err(api_status)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |item| match item {
             Ok(WatchItem::Change(e)) => Ok(WatchEvent {
                 kind: match e.kind {
                     ChangeKind::Put => watch_event::Kind::Put as i32,
@@ -118,7 +118,10 @@ impl Kv for KvService {
             Ok(WatchItem::Progress(revision)) => {
                 Ok(WatchEvent { kind: watch_event::Kind::Progress as i32, revision, kv: None })
             }
-            Err(e) => Err(api_status(watch_error(e))),
+            Err(e) => {
+                let _counted = &open;
+                Err(api_status(watch_error(e)))
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -9,13 +9,15 @@
 //!   (`proto/skiff.proto`), thin adapters over the member's `ApiServer` (skiff-apiserver).
 //! - [`forward`]: the member-to-member `Members` service and its client, which carry the API
 //!   server's calls to the leader; [`rpc_error`]: API errors as gRPC statuses.
-//! - [`agent_api`]: the agent's view of the cluster on a member, in-process.
+//! - [`agent_api`]: this member's agent, wired to its runtime and the member's API in-process.
+//! - [`http`]: the HTTP listener: `/metrics` now, the Kubernetes REST front door later.
 
 pub mod agent_api;
 pub mod cluster_service;
 pub mod config;
 pub mod container_service;
 pub mod forward;
+pub mod http;
 pub mod kv_service;
 pub mod node;
 pub mod resource_service;

@@ -56,6 +56,8 @@ pub struct Node {
     store: KvStore,
     api: Arc<ApiServer>,
     addr: SocketAddr,
+    /// Where `/metrics` is served, when it is.
+    http_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -134,8 +136,32 @@ impl Node {
             }
         });
 
-        let mut node =
-            Node { store: store.clone(), api: api.clone(), addr, stop: Some(stop_tx), server, background: Vec::new() };
+        let mut node = Node {
+            store: store.clone(),
+            api: api.clone(),
+            addr,
+            http_addr: None,
+            stop: Some(stop_tx),
+            server,
+            background: Vec::new(),
+        };
+        if !config.http_listen.is_empty() {
+            let sources = crate::http::Sources {
+                api: api.clone(),
+                node: config.name.clone(),
+                agent: pods.as_ref().map(|p| p.metrics.clone()),
+            };
+            match serve_http(&config.http_listen, sources).await {
+                Ok((http_addr, task)) => {
+                    node.http_addr = Some(http_addr);
+                    node.background.push(task);
+                }
+                Err(e) => {
+                    node.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
         if let Err(e) = node.bootstrap_or_join(&config, connector).await {
             node.shutdown().await;
             return Err(e);
@@ -207,6 +233,11 @@ impl Node {
         self.addr
     }
 
+    /// Where the HTTP listener (`/metrics`) is bound, when it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// Stops serving, stops Raft and waits for both.
     pub async fn shutdown(mut self) {
         for task in self.background.drain(..) {
@@ -222,6 +253,22 @@ impl Node {
             server.abort();
         }
     }
+}
+
+/// Serves the member's HTTP routes on `addr` until the task is aborted.
+async fn serve_http(addr: &str, sources: crate::http::Sources) -> Result<(SocketAddr, JoinHandle<()>), NodeError> {
+    let listen_err =
+        |e: std::io::Error| NodeError::Listen { addr: format!("{addr} (field `http_listen`)"), message: e.to_string() };
+    let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+    let bound = listener.local_addr().map_err(listen_err)?;
+    let router = crate::http::router(sources);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the HTTP listener stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "serving /metrics");
+    Ok((bound, task))
 }
 
 /// The store's leadership as the controllers' runner takes it; closed when Raft stops.

@@ -18,11 +18,13 @@
 //! - [`store`]: [`store::KvStore`], the handle the API layer uses: writes, reads, watches.
 //! - [`leadership`]: who leads ([`Leadership`], watched) and each member's status, as values.
 //! - [`membership`]: which members vote (odd up to five), adding and removing members.
+//! - [`metrics`]: what the store counts for `/metrics`.
 
 pub mod codec;
 pub mod leadership;
 pub mod log_store;
 pub mod membership;
+pub mod metrics;
 pub mod network;
 mod proposer;
 pub mod raft_service;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::metrics::StoreMetrics;
 use crate::store::StoreError;
 use crate::types::{Command, Op, WriteResult};
 use crate::Raft;
@@ -53,9 +54,9 @@ pub(crate) struct Proposer {
 
 impl Proposer {
     /// Starts the proposer task for `raft`.
-    pub(crate) fn start(raft: Raft, max_in_flight: usize, commit_timeout: Duration) -> Self {
+    pub(crate) fn start(raft: Raft, max_in_flight: usize, commit_timeout: Duration, metrics: StoreMetrics) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, max_in_flight.max(1), commit_timeout));
+        tokio::spawn(run(raft, rx, max_in_flight.max(1), commit_timeout, metrics));
         Self { tx }
     }
 
@@ -69,7 +70,13 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, max_in_flight: usize, commit_timeout: Duration) {
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    max_in_flight: usize,
+    commit_timeout: Duration,
+    metrics: StoreMetrics,
+) {
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     // Writes held back from the previous entry because they touched a key already in it.
     let mut held: VecDeque<Pending> = VecDeque::new();
@@ -108,6 +115,9 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, max_in_flight
         held = next_held;
 
         let (writes, replies): (Vec<Vec<Op>>, Vec<Reply>) = batch.into_iter().map(|p| (p.ops, p.reply)).unzip();
+        metrics.proposals.inc();
+        metrics.proposed_writes.inc_by(writes.len() as u64);
+        metrics.batch_size.observe(writes.len() as f64);
         // Hand the entry to Raft here, in order; only the wait for its result runs concurrently.
         let rx = match raft.client_write_ff(Command::Writes(writes)).await {
             Ok(rx) => rx,

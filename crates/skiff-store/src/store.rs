@@ -13,6 +13,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 
 use crate::leadership::{watch_leadership, Leadership, MemberStatus};
 use crate::log_store::LogStore;
+use crate::metrics::StoreMetrics;
 use crate::network::{Connector, Network};
 use crate::proposer::Proposer;
 use crate::state_machine::{Shared, StateMachineConfig, StateMachineStore};
@@ -166,6 +167,8 @@ pub struct KvStore {
     barrier: mpsc::UnboundedSender<oneshot::Sender<Result<(), StoreError>>>,
     /// Who leads, kept current from Raft's metrics.
     leadership: tokio::sync::watch::Receiver<Leadership>,
+    /// What the store counts for `/metrics`.
+    metrics: StoreMetrics,
 }
 
 impl KvStore {
@@ -185,7 +188,9 @@ impl KvStore {
         let raft = Raft::new(config.node_id, Arc::new(raft_config), Network::new(connector), log, sm)
             .await
             .map_err(|e| StoreError::Storage(format!("cannot start raft: {e}")))?;
-        let proposer = Proposer::start(raft.clone(), config.max_in_flight_entries, config.write_timeout);
+        let metrics = StoreMetrics::default();
+        let proposer =
+            Proposer::start(raft.clone(), config.max_in_flight_entries, config.write_timeout, metrics.clone());
         let barrier = start_read_barriers(raft.clone(), config.write_timeout);
         let leadership = watch_leadership(&raft);
         Ok(Self {
@@ -196,6 +201,7 @@ impl KvStore {
             write_timeout: config.write_timeout,
             barrier,
             leadership,
+            metrics,
         })
     }
 
@@ -211,6 +217,11 @@ impl KvStore {
     /// Who leads; changes with every new term or leader. Controllers start and stop on it.
     pub fn leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
         self.leadership.clone()
+    }
+
+    /// What the store counts (proposals, batch sizes), for `/metrics`.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
     }
 
     /// This member's own view of itself and of the membership, now.
