@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{Kind, Resource};
 use crate::meta::ObjectMeta;
+use crate::path::FieldPath;
+use crate::validate::Errors;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -18,4 +21,36 @@ pub struct ConfigMap {
     pub binary_data: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immutable: Option<bool>,
+}
+
+impl Resource for ConfigMap {
+    const KIND: Kind = Kind::ConfigMap;
+    const HAS_STATUS: bool = false;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+
+    fn same_desired_state(&self, other: &Self) -> bool {
+        self.data == other.data && self.binary_data == other.binary_data && self.immutable == other.immutable
+    }
+
+    /// Keys are file names when a config map is mounted: letters, digits, '-', '_' and '.'.
+    fn validate(&self, errs: &mut Errors, root: &FieldPath) {
+        for key in self.data.keys().chain(self.binary_data.keys()) {
+            let ok = !key.is_empty()
+                && key.len() <= 253
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !ok {
+                errs.add(
+                    root.at("data").key(key),
+                    format!("key {key:?} must be 1-253 letters, digits, '-', '_' or '.'"),
+                );
+            }
+        }
+    }
 }

@@ -3,8 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kinds::pod::PodTemplateSpec;
+use crate::kinds::{Kind, Resource};
 use crate::meta::{IntOrString, ObjectMeta, Time};
+use crate::path::FieldPath;
 use crate::selector::LabelSelector;
+use crate::validate::{labels, non_negative, one_of, Errors};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -98,4 +101,113 @@ pub struct DeploymentCondition {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+fn validate_spec(errs: &mut Errors, path: &FieldPath, spec: &DeploymentSpec) {
+    non_negative(errs, path.at("replicas"), spec.replicas);
+    let selector_path = path.at("selector");
+    if spec.selector.match_labels.is_empty() && spec.selector.match_expressions.is_empty() {
+        errs.add(selector_path.clone(), "required: a selector with matchLabels or matchExpressions");
+    } else {
+        match spec.selector.to_selector(&selector_path.to_string()) {
+            Ok(selector) => {
+                if !selector.matches(&spec.template.metadata.labels) {
+                    errs.add(
+                        path.at("template.metadata.labels"),
+                        format!("the labels do not match the selector {selector}: the deployment would not own its own pods"),
+                    );
+                }
+            }
+            Err(message) => {
+                let prefix = format!("{selector_path}.");
+                let message = message.strip_prefix(&prefix).unwrap_or(&message).to_string();
+                errs.add(selector_path, message)
+            }
+        }
+    }
+    labels(errs, &path.at("template.metadata.labels"), &spec.template.metadata.labels);
+    crate::kinds::pod::validate_spec(errs, &path.at("template.spec"), &spec.template.spec);
+    if let Some(policy) = &spec.template.spec.restart_policy {
+        if policy != "Always" {
+            errs.add(
+                path.at("template.spec.restartPolicy"),
+                format!("{policy:?}: a deployment's pods must use Always"),
+            );
+        }
+    }
+    if let Some(strategy) = &spec.strategy {
+        let sp = path.at("strategy");
+        errs.check(&sp.at("type"), one_of(&strategy.type_, &["RollingUpdate", "Recreate"]));
+        if let Some(ru) = &strategy.rolling_update {
+            if strategy.type_.as_deref() == Some("Recreate") {
+                errs.add(sp.at("rollingUpdate"), "may not be set when type is Recreate");
+            }
+            let mut resolved = Vec::new();
+            for (name, value) in [("maxSurge", &ru.max_surge), ("maxUnavailable", &ru.max_unavailable)] {
+                let Some(value) = value else { continue };
+                let fp = sp.at("rollingUpdate").at(name);
+                match value.scaled(100, false) {
+                    Ok(v) if v < 0 => errs.add(fp, format!("{value} must be >= 0")),
+                    Ok(v) if name == "maxUnavailable" && matches!(value, IntOrString::String(_)) && v > 100 => {
+                        errs.add(fp, format!("{value} must be at most 100%"))
+                    }
+                    Ok(v) => resolved.push(v),
+                    Err(message) => errs.add(fp, message),
+                }
+            }
+            if resolved.len() == 2 && resolved.iter().all(|v| *v == 0) {
+                errs.add(
+                    sp.at("rollingUpdate"),
+                    "maxSurge and maxUnavailable may not both be 0: the rollout could never progress",
+                );
+            }
+        }
+    }
+    non_negative(errs, path.at("minReadySeconds"), spec.min_ready_seconds);
+    non_negative(errs, path.at("revisionHistoryLimit"), spec.revision_history_limit);
+    if let Some(deadline) = spec.progress_deadline_seconds {
+        if deadline <= spec.min_ready_seconds.unwrap_or(0) {
+            errs.add(path.at("progressDeadlineSeconds"), format!("{deadline} must be greater than minReadySeconds"));
+        }
+    }
+}
+
+impl Resource for Deployment {
+    const KIND: Kind = Kind::Deployment;
+    const HAS_STATUS: bool = true;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+
+    fn same_desired_state(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+
+    fn copy_status_from(&mut self, other: &Self) {
+        self.status = other.status.clone();
+    }
+
+    fn apply_defaults(&mut self) {
+        let spec = &mut self.spec;
+        spec.replicas.get_or_insert(1);
+        spec.revision_history_limit.get_or_insert(10);
+        spec.progress_deadline_seconds.get_or_insert(600);
+        let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
+        let kind = strategy.type_.get_or_insert_with(|| "RollingUpdate".to_string());
+        if kind == "RollingUpdate" {
+            let ru = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
+            ru.max_surge.get_or_insert(IntOrString::String("25%".into()));
+            ru.max_unavailable.get_or_insert(IntOrString::String("25%".into()));
+        }
+        crate::kinds::pod::default_spec(&mut spec.template.spec);
+    }
+
+    fn validate(&self, errs: &mut Errors, root: &FieldPath) {
+        validate_spec(errs, &root.at("spec"), &self.spec);
+    }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{Kind, Resource};
 use crate::meta::{ObjectMeta, Time};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,4 +59,25 @@ pub struct EventSource {
     pub component: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+impl Resource for Event {
+    const KIND: Kind = Kind::Event;
+    const HAS_STATUS: bool = false;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+
+    /// An event is all desired state: everything but its metadata.
+    fn same_desired_state(&self, other: &Self) -> bool {
+        let (mut a, mut b) = (self.clone(), other.clone());
+        a.metadata = Default::default();
+        b.metadata = Default::default();
+        a == b
+    }
 }

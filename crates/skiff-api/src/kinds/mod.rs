@@ -24,6 +24,33 @@ pub use service::Service;
 
 use crate::meta::ObjectMeta;
 use crate::path::FieldPath;
+use crate::validate::Errors;
+
+/// What every kind is and does: its [`Kind`] (name, plural, namespaced), its metadata, which part
+/// of it is the desired state, its status, Kubernetes' defaults and its own validation. Each
+/// `kinds/<kind>.rs` implements it beside the kind's types; [`Object`] dispatches to it.
+pub trait Resource: Clone + PartialEq {
+    const KIND: Kind;
+    /// Whether the kind has a `status` written through the status call.
+    const HAS_STATUS: bool;
+
+    fn metadata(&self) -> &ObjectMeta;
+    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+
+    /// Whether the user-declared parts (everything but `metadata` and `status`) are equal: a
+    /// change here bumps `metadata.generation`.
+    fn same_desired_state(&self, other: &Self) -> bool;
+
+    /// Replaces this object's status with `other`'s (nothing for kinds without one).
+    fn copy_status_from(&mut self, _other: &Self) {}
+
+    /// Fills in the kind's defaults (the namespace is done for every kind).
+    fn apply_defaults(&mut self) {}
+
+    /// The kind's own checks (the metadata and the size are checked for every kind), errors
+    /// added to `errs` with paths under `root`.
+    fn validate(&self, _errs: &mut Errors, _root: &FieldPath) {}
+}
 
 /// A kind Skiff knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -139,6 +166,22 @@ macro_rules! each_kind {
     };
 }
 
+/// Runs `$body` with `$a` and `$b` bound to two objects of the same kind, `$other` otherwise.
+macro_rules! each_pair {
+    ($x:expr, $y:expr, ($a:ident, $b:ident) => $body:expr, $other:expr) => {
+        match ($x, $y) {
+            (Object::Namespace($a), Object::Namespace($b)) => $body,
+            (Object::Node($a), Object::Node($b)) => $body,
+            (Object::Pod($a), Object::Pod($b)) => $body,
+            (Object::Deployment($a), Object::Deployment($b)) => $body,
+            (Object::Service($a), Object::Service($b)) => $body,
+            (Object::ConfigMap($a), Object::ConfigMap($b)) => $body,
+            (Object::Event($a), Object::Event($b)) => $body,
+            _ => $other,
+        }
+    };
+}
+
 /// The wire shape: `apiVersion` and `kind` beside the object's own fields.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -158,23 +201,18 @@ impl Serialize for Object {
 
 impl Object {
     pub fn kind(&self) -> Kind {
-        match self {
-            Object::Namespace(_) => Kind::Namespace,
-            Object::Node(_) => Kind::Node,
-            Object::Pod(_) => Kind::Pod,
-            Object::Deployment(_) => Kind::Deployment,
-            Object::Service(_) => Kind::Service,
-            Object::ConfigMap(_) => Kind::ConfigMap,
-            Object::Event(_) => Kind::Event,
+        fn kind_of<R: Resource>(_: &R) -> Kind {
+            R::KIND
         }
+        each_kind!(self, o => kind_of(o))
     }
 
     pub fn meta(&self) -> &ObjectMeta {
-        each_kind!(self, o => &o.metadata)
+        each_kind!(self, o => o.metadata())
     }
 
     pub fn meta_mut(&mut self) -> &mut ObjectMeta {
-        each_kind!(self, o => &mut o.metadata)
+        each_kind!(self, o => o.metadata_mut())
     }
 
     /// `Pod "web"` or `Pod "web" in namespace "prod"`, for messages.
@@ -280,42 +318,37 @@ impl Object {
     }
 
     /// Whether the user-declared parts (everything but `metadata` and `status`) are equal: a
-    /// change here bumps `metadata.generation`.
+    /// change here bumps `metadata.generation`. Objects of different kinds never are.
     pub fn same_desired_state(&self, other: &Object) -> bool {
-        match (self, other) {
-            (Object::Namespace(a), Object::Namespace(b)) => a.spec == b.spec,
-            (Object::Node(a), Object::Node(b)) => a.spec == b.spec,
-            (Object::Pod(a), Object::Pod(b)) => a.spec == b.spec,
-            (Object::Deployment(a), Object::Deployment(b)) => a.spec == b.spec,
-            (Object::Service(a), Object::Service(b)) => a.spec == b.spec,
-            (Object::ConfigMap(a), Object::ConfigMap(b)) => {
-                a.data == b.data && a.binary_data == b.binary_data && a.immutable == b.immutable
-            }
-            (Object::Event(a), Object::Event(b)) => {
-                let (mut a, mut b) = (a.clone(), b.clone());
-                a.metadata = Default::default();
-                b.metadata = Default::default();
-                a == b
-            }
-            _ => false,
-        }
+        each_pair!(self, other, (a, b) => a.same_desired_state(b), false)
     }
 
     /// Whether the kind has a `status` written through the status call.
     pub fn has_status(kind: Kind) -> bool {
-        !matches!(kind, Kind::ConfigMap | Kind::Event)
+        match kind {
+            Kind::Namespace => Namespace::HAS_STATUS,
+            Kind::Node => Node::HAS_STATUS,
+            Kind::Pod => Pod::HAS_STATUS,
+            Kind::Deployment => Deployment::HAS_STATUS,
+            Kind::Service => Service::HAS_STATUS,
+            Kind::ConfigMap => ConfigMap::HAS_STATUS,
+            Kind::Event => Event::HAS_STATUS,
+        }
     }
 
     /// Replaces this object's status with `other`'s (same kind; otherwise nothing changes).
     pub fn copy_status_from(&mut self, other: &Object) {
-        match (self, other) {
-            (Object::Namespace(a), Object::Namespace(b)) => a.status = b.status.clone(),
-            (Object::Node(a), Object::Node(b)) => a.status = b.status.clone(),
-            (Object::Pod(a), Object::Pod(b)) => a.status = b.status.clone(),
-            (Object::Deployment(a), Object::Deployment(b)) => a.status = b.status.clone(),
-            (Object::Service(a), Object::Service(b)) => a.status = b.status.clone(),
-            _ => {}
-        }
+        each_pair!(self, other, (a, b) => a.copy_status_from(b), ())
+    }
+
+    /// Fills in the defaults of the object's kind.
+    pub(crate) fn apply_kind_defaults(&mut self) {
+        each_kind!(self, o => o.apply_defaults())
+    }
+
+    /// Runs the validation of the object's kind.
+    pub(crate) fn validate_kind(&self, errs: &mut Errors, root: &FieldPath) {
+        each_kind!(self, o => o.validate(errs, root))
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{Kind, Resource};
 use crate::meta::ObjectMeta;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,4 +29,29 @@ pub struct NamespaceStatus {
     /// `Active` or `Terminating`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+}
+
+impl Resource for Namespace {
+    const KIND: Kind = Kind::Namespace;
+    const HAS_STATUS: bool = true;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+
+    fn same_desired_state(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+
+    fn copy_status_from(&mut self, other: &Self) {
+        self.status = other.status.clone();
+    }
+
+    fn apply_defaults(&mut self) {
+        self.status.get_or_insert_with(NamespaceStatus::default).phase.get_or_insert_with(|| "Active".to_string());
+    }
 }

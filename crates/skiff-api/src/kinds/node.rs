@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{Kind, Resource};
 use crate::meta::{ObjectMeta, Time};
 use crate::quantity::Quantity;
 
@@ -85,4 +86,25 @@ pub struct NodeSystemInfo {
     pub operating_system: String,
     #[serde(default)]
     pub architecture: String,
+}
+
+impl Resource for Node {
+    const KIND: Kind = Kind::Node;
+    const HAS_STATUS: bool = true;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+
+    fn same_desired_state(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+
+    fn copy_status_from(&mut self, other: &Self) {
+        self.status = other.status.clone();
+    }
 }

@@ -1,11 +1,15 @@
 //! `v1/Pod`: one or more containers that share a network namespace and run on one node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{Kind, Resource};
 use crate::meta::{IntOrString, ObjectMeta, Time};
+use crate::name::{check_dns1123_label, check_dns1123_subdomain};
+use crate::path::FieldPath;
 use crate::quantity::Quantity;
+use crate::validate::{check_port, check_port_name, check_protocol, labels, non_negative, one_of, Errors};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -357,4 +361,271 @@ pub struct ContainerStateTerminated {
     pub finished_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "containerID")]
     pub container_id: Option<String>,
+}
+
+// Validation of a pod spec (also a deployment's template), as Kubernetes' API server does it.
+
+pub(crate) fn validate_spec(errs: &mut Errors, path: &FieldPath, spec: &PodSpec) {
+    if spec.containers.is_empty() {
+        errs.add(path.at("containers"), "required: a pod needs at least one container");
+    }
+    let mut names = BTreeSet::new();
+    let mut host_ports = BTreeSet::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let p = path.at("containers").index(i);
+        if !names.insert(c.name.as_str()) {
+            errs.add(p.at("name"), format!("{:?} is used by another container of this pod", c.name));
+        }
+        container(errs, &p, c);
+        for (j, port) in c.ports.iter().enumerate() {
+            if let Some(hp) = port.host_port {
+                if !host_ports.insert((hp, port.protocol.clone())) {
+                    errs.add(p.at("ports").index(j).at("hostPort"), format!("{hp} is used twice in this pod"));
+                }
+            }
+        }
+    }
+    errs.check(&path.at("restartPolicy"), one_of(&spec.restart_policy, &["Always", "OnFailure", "Never"]));
+    labels(errs, &path.at("nodeSelector"), &spec.node_selector);
+    if let Some(node) = &spec.node_name {
+        errs.check(&path.at("nodeName"), check_dns1123_subdomain(node));
+    }
+    non_negative(errs, path.at("terminationGracePeriodSeconds"), spec.termination_grace_period_seconds);
+}
+
+fn container(errs: &mut Errors, p: &FieldPath, c: &Container) {
+    errs.check(&p.at("name"), check_dns1123_label(&c.name));
+    if c.image.trim().is_empty() {
+        errs.add(p.at("image"), "required: name the image to run");
+    }
+    errs.check(&p.at("imagePullPolicy"), one_of(&c.image_pull_policy, &["Always", "IfNotPresent", "Never"]));
+    let mut port_names = BTreeSet::new();
+    for (j, port) in c.ports.iter().enumerate() {
+        let pp = p.at("ports").index(j);
+        errs.check(&pp.at("containerPort"), check_port(port.container_port));
+        if port.host_port.is_some() {
+            // Refused rather than silently ignored: the agent does not publish ports on the node.
+            errs.add(pp.at("hostPort"), "Skiff does not publish host ports: remove hostPort (use a NodePort Service)");
+        }
+        errs.check(&pp.at("protocol"), check_protocol(&port.protocol));
+        if let Some(name) = &port.name {
+            errs.check(&pp.at("name"), check_port_name(name));
+            if !port_names.insert(name.as_str()) {
+                errs.add(pp.at("name"), format!("{name:?} names another port of this container"));
+            }
+        }
+    }
+    for (j, env) in c.env.iter().enumerate() {
+        let ep = p.at("env").index(j);
+        if env.name.is_empty() || env.name.contains('=') {
+            errs.add(ep.at("name"), format!("{:?} must be a non-empty name without '='", env.name));
+        }
+        if let Some(from) = &env.value_from {
+            if env.value.is_some() {
+                errs.add(ep.at("valueFrom"), "may not be set together with value");
+            }
+            let sources = usize::from(from.config_map_key_ref.is_some()) + usize::from(from.field_ref.is_some());
+            if sources != 1 {
+                errs.add(ep.at("valueFrom"), "set exactly one of configMapKeyRef and fieldRef");
+            }
+            if let Some(r) = &from.config_map_key_ref {
+                errs.check(&ep.at("valueFrom.configMapKeyRef.name"), check_dns1123_subdomain(&r.name));
+            }
+            if let Some(r) = &from.field_ref {
+                const FIELDS: [&str; 6] = [
+                    "metadata.name",
+                    "metadata.namespace",
+                    "metadata.uid",
+                    "spec.nodeName",
+                    "status.podIP",
+                    "status.hostIP",
+                ];
+                if !FIELDS.contains(&r.field_path.as_str()) {
+                    errs.add(
+                        ep.at("valueFrom.fieldRef.fieldPath"),
+                        format!("{:?} is not supported: use one of {}", r.field_path, FIELDS.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+    for (j, from) in c.env_from.iter().enumerate() {
+        match &from.config_map_ref {
+            Some(r) => errs.check(&p.at("envFrom").index(j).at("configMapRef.name"), check_dns1123_subdomain(&r.name)),
+            None => errs.add(p.at("envFrom").index(j), "set configMapRef"),
+        }
+    }
+    resources(errs, &p.at("resources"), c);
+    for (field, probe) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
+        if let Some(probe) = probe {
+            validate_probe(errs, &p.at(field), field, probe, c);
+        }
+    }
+    if let Some(lc) = &c.lifecycle {
+        for (field, handler) in [("postStart", &lc.post_start), ("preStop", &lc.pre_stop)] {
+            if let Some(h) = handler {
+                handler_actions(
+                    errs,
+                    &p.at("lifecycle").at(field),
+                    h.exec.is_some(),
+                    h.http_get.is_some(),
+                    h.tcp_socket.is_some(),
+                );
+                hook_ports(errs, &p.at("lifecycle").at(field), h, c);
+            }
+        }
+    }
+}
+
+fn resources(errs: &mut Errors, p: &FieldPath, c: &Container) {
+    const KNOWN: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+    for (field, map) in [("limits", &c.resources.limits), ("requests", &c.resources.requests)] {
+        for (name, q) in map {
+            let qp = p.at(field).key(name);
+            // Extended resources (`example.com/gpu`) and huge pages are accepted as Kubernetes does;
+            // the scheduler only counts cpu and memory.
+            let extended = name.contains('/') || name.starts_with("hugepages-");
+            if !KNOWN.contains(&name.as_str()) && !extended {
+                errs.add(
+                    qp.clone(),
+                    format!("{name:?} is not a resource name: use cpu, memory, ephemeral-storage, hugepages-<size> or a domain-prefixed extended resource"),
+                );
+            }
+            if q.millis() < 0 {
+                errs.add(qp, format!("{q} must not be negative"));
+            }
+        }
+    }
+    for (name, request) in &c.resources.requests {
+        if let Some(limit) = c.resources.limits.get(name) {
+            if request.millis() > limit.millis() {
+                errs.add(p.at("requests").key(name), format!("{request} must be at most the limit {limit}"));
+            }
+        }
+    }
+}
+
+fn handler_actions(errs: &mut Errors, p: &FieldPath, exec: bool, http: bool, tcp: bool) {
+    let n = usize::from(exec) + usize::from(http) + usize::from(tcp);
+    if n != 1 {
+        errs.add(p.clone(), format!("set exactly one of exec, httpGet and tcpSocket (found {n})"));
+    }
+}
+
+/// A probe's port: a number in range or the name of one of the container's ports.
+fn probe_port(errs: &mut Errors, p: &FieldPath, port: &IntOrString, c: &Container) {
+    match port {
+        IntOrString::Int(n) => errs.check(p, check_port(*n)),
+        IntOrString::String(name) => {
+            if !c.ports.iter().any(|cp| cp.name.as_deref() == Some(name)) {
+                errs.add(p.clone(), format!("{name:?} is not the name of a port of container {:?}", c.name));
+            }
+        }
+    }
+}
+
+fn hook_ports(errs: &mut Errors, p: &FieldPath, h: &LifecycleHandler, c: &Container) {
+    if let Some(g) = &h.http_get {
+        probe_port(errs, &p.at("httpGet.port"), &g.port, c);
+    }
+    if let Some(t) = &h.tcp_socket {
+        probe_port(errs, &p.at("tcpSocket.port"), &t.port, c);
+    }
+    if let Some(e) = &h.exec {
+        if e.command.is_empty() {
+            errs.add(p.at("exec.command"), "required: the command to run");
+        }
+    }
+}
+
+fn validate_probe(errs: &mut Errors, p: &FieldPath, field: &str, probe: &Probe, c: &Container) {
+    handler_actions(errs, p, probe.exec.is_some(), probe.http_get.is_some(), probe.tcp_socket.is_some());
+    let handler = LifecycleHandler {
+        exec: probe.exec.clone(),
+        http_get: probe.http_get.clone(),
+        tcp_socket: probe.tcp_socket.clone(),
+    };
+    hook_ports(errs, p, &handler, c);
+    if let Some(g) = &probe.http_get {
+        errs.check(&p.at("httpGet.scheme"), one_of(&g.scheme, &["HTTP", "HTTPS"]));
+    }
+    non_negative(errs, p.at("initialDelaySeconds"), probe.initial_delay_seconds);
+    for (name, value) in [
+        ("timeoutSeconds", probe.timeout_seconds),
+        ("periodSeconds", probe.period_seconds),
+        ("successThreshold", probe.success_threshold),
+        ("failureThreshold", probe.failure_threshold),
+    ] {
+        if let Some(v) = value {
+            if v < 1 {
+                errs.add(p.at(name), format!("{v} must be >= 1"));
+            }
+        }
+    }
+    if field != "readinessProbe" {
+        if let Some(v) = probe.success_threshold {
+            if v != 1 {
+                errs.add(p.at("successThreshold"), format!("{v} must be 1 for a {field}"));
+            }
+        }
+    }
+}
+
+/// Kubernetes' defaults of a pod spec (also a deployment's template).
+pub(crate) fn default_spec(spec: &mut PodSpec) {
+    spec.restart_policy.get_or_insert_with(|| "Always".to_string());
+    spec.termination_grace_period_seconds.get_or_insert(crate::defaults::DEFAULT_GRACE_PERIOD_SECONDS);
+    for c in &mut spec.containers {
+        c.image_pull_policy.get_or_insert_with(|| crate::defaults::default_pull_policy(&c.image).to_string());
+        for port in &mut c.ports {
+            port.protocol.get_or_insert_with(|| "TCP".to_string());
+        }
+        for probe in [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe].into_iter().flatten() {
+            probe_defaults(probe);
+        }
+    }
+}
+
+fn probe_defaults(p: &mut Probe) {
+    p.timeout_seconds.get_or_insert(1);
+    p.period_seconds.get_or_insert(10);
+    p.success_threshold.get_or_insert(1);
+    p.failure_threshold.get_or_insert(3);
+    if let Some(g) = &mut p.http_get {
+        g.path.get_or_insert_with(|| "/".to_string());
+        g.scheme.get_or_insert_with(|| "HTTP".to_string());
+    }
+}
+
+impl Resource for Pod {
+    const KIND: Kind = Kind::Pod;
+    const HAS_STATUS: bool = true;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+
+    fn same_desired_state(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+
+    fn copy_status_from(&mut self, other: &Self) {
+        self.status = other.status.clone();
+    }
+
+    fn apply_defaults(&mut self) {
+        default_spec(&mut self.spec);
+    }
+
+    fn validate(&self, errs: &mut Errors, root: &FieldPath) {
+        validate_spec(errs, &root.at("spec"), &self.spec);
+    }
 }

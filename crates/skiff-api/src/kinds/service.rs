@@ -1,10 +1,14 @@
 //! `v1/Service`: a stable port in front of the ready pods a selector picks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{Kind, Resource};
 use crate::meta::{IntOrString, ObjectMeta};
+use crate::name::check_dns1123_label;
+use crate::path::FieldPath;
+use crate::validate::{check_port, check_port_name, check_protocol, labels, one_of, Errors};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,4 +59,78 @@ pub struct ServicePort {
 pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn validate_spec(errs: &mut Errors, path: &FieldPath, spec: &ServiceSpec) {
+    errs.check(&path.at("type"), one_of(&spec.type_, &["ClusterIP", "NodePort"]));
+    labels(errs, &path.at("selector"), &spec.selector);
+    if spec.ports.is_empty() {
+        errs.add(path.at("ports"), "required: a service needs at least one port");
+    }
+    let mut names = BTreeSet::new();
+    let mut node_ports = BTreeSet::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        let pp = path.at("ports").index(i);
+        errs.check(&pp.at("port"), check_port(port.port));
+        errs.check(&pp.at("protocol"), check_protocol(&port.protocol));
+        match &port.name {
+            Some(name) => {
+                errs.check(&pp.at("name"), check_dns1123_label(name));
+                if !names.insert(name.as_str()) {
+                    errs.add(pp.at("name"), format!("{name:?} names another port of this service"));
+                }
+            }
+            None if spec.ports.len() > 1 => errs.add(pp.at("name"), "required when a service has more than one port"),
+            None => {}
+        }
+        match &port.target_port {
+            Some(IntOrString::Int(n)) => errs.check(&pp.at("targetPort"), check_port(*n)),
+            Some(IntOrString::String(name)) => errs.check(&pp.at("targetPort"), check_port_name(name)),
+            None => {}
+        }
+        if let Some(np) = port.node_port {
+            if spec.type_.as_deref() != Some("NodePort") {
+                errs.add(pp.at("nodePort"), "may only be set when type is NodePort");
+            } else if !(30000..=32767).contains(&np) {
+                errs.add(pp.at("nodePort"), format!("{np} must be between 30000 and 32767"));
+            } else if !node_ports.insert(np) {
+                errs.add(pp.at("nodePort"), format!("{np} is used by another port of this service"));
+            }
+        }
+    }
+}
+
+impl Resource for Service {
+    const KIND: Kind = Kind::Service;
+    const HAS_STATUS: bool = true;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+
+    fn same_desired_state(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+
+    fn copy_status_from(&mut self, other: &Self) {
+        self.status = other.status.clone();
+    }
+
+    fn apply_defaults(&mut self) {
+        self.spec.type_.get_or_insert_with(|| "ClusterIP".to_string());
+        for port in &mut self.spec.ports {
+            port.protocol.get_or_insert_with(|| "TCP".to_string());
+            if port.target_port.is_none() {
+                port.target_port = Some(IntOrString::Int(port.port));
+            }
+        }
+    }
+
+    fn validate(&self, errs: &mut Errors, root: &FieldPath) {
+        validate_spec(errs, &root.at("spec"), &self.spec);
+    }
 }
