@@ -1,6 +1,7 @@
-//! Garbage collection by owner reference: which objects go with an owner (its dependants,
-//! transitively, and everything in a deleted namespace), and which objects have lost their owner.
-//! Pure: callers read the candidates and write the deletions.
+//! Cascading deletion by owner reference: which objects go with an owner (its dependants,
+//! transitively, and everything in a deleted namespace), in the same write as the owner. Objects
+//! that lost their owner otherwise are the garbage collector's (skiff-control). Pure: callers read
+//! the candidates and write the deletions.
 
 use std::collections::BTreeSet;
 
@@ -26,19 +27,6 @@ pub fn dependants<'a>(owner: &Object, candidates: &'a [(Object, u64)]) -> Vec<&'
         }
     }
     found
-}
-
-/// The objects among `objects` that name an owner by uid and none of whose owners exist any more
-/// (Kubernetes' garbage collector deletes such an object once all its owners are gone).
-pub fn orphans(objects: &[Object]) -> Vec<&Object> {
-    let uids: BTreeSet<&str> = objects.iter().map(|o| o.meta().uid.as_str()).collect();
-    objects
-        .iter()
-        .filter(|o| {
-            let owners = &o.meta().owner_references;
-            !owners.is_empty() && owners.iter().all(|r| !uids.contains(r.uid.as_str()))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -77,13 +65,5 @@ mod tests {
         ns.metadata.name = "default".into();
         let candidates = vec![(cm("b", "ub", None), 2)];
         assert_eq!(dependants(&Object::Namespace(ns), &candidates).len(), 1);
-    }
-
-    #[test]
-    fn an_object_is_an_orphan_once_every_owner_is_gone() {
-        let objects =
-            vec![cm("a", "ua", None), cm("b", "ub", Some("ua")), cm("c", "uc", Some("gone")), cm("d", "ud", None)];
-        let names: Vec<&str> = orphans(&objects).iter().map(|o| o.meta().name.as_str()).collect();
-        assert_eq!(names, ["c"]);
     }
 }
