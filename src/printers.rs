@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use comfy_table::{presets::NOTHING, CellAlignment, Table};
-use skiff_api::kinds::{ConfigMap, Deployment, Event, Namespace, Node, Pod, Service};
+use skiff_api::kinds::pod::PodTemplateSpec;
+use skiff_api::kinds::{ConfigMap, Deployment, Event, Namespace, Node, Pod, ReplicaSet, Service};
 use skiff_api::meta::Time;
+use skiff_api::selector::LabelSelector;
 use skiff_api::{Kind, Object};
 
 use crate::api_client::resource_name;
@@ -95,6 +97,9 @@ fn columns(kind: Kind) -> (Vec<&'static str>, Vec<&'static str>) {
         Kind::Deployment => {
             (vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], vec!["CONTAINERS", "IMAGES", "SELECTOR"])
         }
+        Kind::ReplicaSet => {
+            (vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"], vec!["CONTAINERS", "IMAGES", "SELECTOR"])
+        }
         Kind::Service => (vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], vec!["SELECTOR"]),
         Kind::ConfigMap => (vec!["NAME", "DATA", "AGE"], vec![]),
         Kind::Namespace => (vec!["NAME", "STATUS", "AGE"], vec![]),
@@ -113,6 +118,7 @@ fn cells(object: &Object, now: i64) -> (Vec<String>, Vec<String>) {
     match object {
         Object::Pod(p) => pod_cells(p, name, age),
         Object::Deployment(d) => deployment_cells(d, name, age),
+        Object::ReplicaSet(rs) => replica_set_cells(rs, name, age),
         Object::Service(s) => service_cells(s, name, age),
         Object::ConfigMap(c) => (vec![name, config_map_entries(c).to_string(), age], vec![]),
         Object::Namespace(n) => (vec![name, namespace_phase(n), age], vec![]),
@@ -169,9 +175,6 @@ fn pod_cells(p: &Pod, name: String, age: String) -> (Vec<String>, Vec<String>) {
 fn deployment_cells(d: &Deployment, name: String, age: String) -> (Vec<String>, Vec<String>) {
     let status = d.status.clone().unwrap_or_default();
     let desired = d.spec.replicas.unwrap_or(1);
-    let containers = d.spec.template.spec.containers.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(",");
-    let images = d.spec.template.spec.containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>().join(",");
-    let selector = d.spec.selector.to_selector("spec.selector").map(|s| s.to_string()).unwrap_or_default();
     (
         vec![
             name,
@@ -180,7 +183,28 @@ fn deployment_cells(d: &Deployment, name: String, age: String) -> (Vec<String>, 
             status.available_replicas.unwrap_or(0).to_string(),
             age,
         ],
-        vec![containers, images, selector],
+        template_cells(&d.spec.template, &d.spec.selector),
+    )
+}
+
+fn template_cells(template: &PodTemplateSpec, selector: &LabelSelector) -> Vec<String> {
+    let containers = template.spec.containers.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(",");
+    let images = template.spec.containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>().join(",");
+    let selector = selector.to_selector("spec.selector").map(|s| s.to_string()).unwrap_or_default();
+    vec![containers, images, selector]
+}
+
+fn replica_set_cells(rs: &ReplicaSet, name: String, age: String) -> (Vec<String>, Vec<String>) {
+    let status = rs.status.clone().unwrap_or_default();
+    (
+        vec![
+            name,
+            rs.replicas().to_string(),
+            status.replicas.to_string(),
+            status.ready_replicas.unwrap_or(0).to_string(),
+            age,
+        ],
+        template_cells(&rs.spec.template, &rs.spec.selector),
     )
 }
 

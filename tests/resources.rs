@@ -797,3 +797,54 @@ async fn a_label_selected_watch_sees_objects_enter_and_leave_the_selector() {
     assert_eq!(next_events(&mut replayed, 4).await, expected, "the same from the history");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_only_list_and_watch_carry_the_metadata_and_nothing_else() {
+    use futures::StreamExt;
+    use skiff_api::api::{Consistency, Filter, ResourceApi, WatchEvent, WatchOptions};
+    let cluster = TestCluster::start(1, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let api = cluster.nodes[&1].api().clone();
+    let config_map = |name: &str, app: &str| {
+        let mut c = skiff_api::kinds::ConfigMap::default();
+        c.metadata.name = name.into();
+        c.metadata.labels.insert("app".into(), app.into());
+        c.data.insert("v".into(), "payload".into());
+        Object::ConfigMap(c)
+    };
+    let (created, _) = api.apply(config_map("a", "web"), false).await.expect("create a");
+    api.apply(config_map("b", "db"), false).await.expect("create b");
+    let from: u64 = created.meta().resource_version.parse().expect("rv");
+
+    let only_web = Filter {
+        labels: skiff_api::selector::Selector::parse("app=web").expect("selector"),
+        metadata_only: true,
+        ..Default::default()
+    };
+    let listed = api.list(Kind::ConfigMap, &only_web, Consistency::Linearizable).await.expect("list");
+    assert_eq!(listed.items.len(), 1, "the label selector still applies");
+    let Object::ConfigMap(c) = &listed.items[0] else { panic!("a config map") };
+    assert_eq!((c.metadata.name.as_str(), c.metadata.uid.as_str()), ("a", created.meta().uid.as_str()));
+    assert_eq!(c.metadata.resource_version, created.meta().resource_version);
+    assert!(c.data.is_empty(), "no data in a metadata-only list: {c:?}");
+
+    // A field selector needs the whole object to match, but the reader still gets metadata only.
+    let by_field = Filter {
+        fields: skiff_api::fields::FieldSelector::parse("metadata.name=a").expect("fields"),
+        metadata_only: true,
+        ..Default::default()
+    };
+    let options = WatchOptions { filter: by_field, resource_version: from - 1, bookmark_every: Duration::from_secs(1) };
+    let mut events = api.watch(Kind::ConfigMap, options).await.expect("watch");
+    let event = loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+        match next.expect("an event within 10 s").expect("the watch goes on").expect("no error") {
+            WatchEvent::Bookmark(_) => continue,
+            event => break event,
+        }
+    };
+    let WatchEvent::Added(Object::ConfigMap(c)) = event else { panic!("ADDED a config map: {event:?}") };
+    assert_eq!(c.metadata.name, "a");
+    assert!(c.data.is_empty(), "no data in a metadata-only watch: {c:?}");
+    cluster.shutdown().await;
+}

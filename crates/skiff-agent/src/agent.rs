@@ -64,18 +64,21 @@ pub async fn run(agent: Agent) {
     loop {
         tokio::select! {
             change = changes.recv() => match change {
-                Some(Change::Applied(Object::Pod(pod))) => deliver(&agent, &mut workers, pod),
-                Some(Change::Deleted(Object::Pod(pod))) => {
-                    if let Some(tx) = workers.remove(&pod.metadata.uid) {
+                Some(Change::Applied(object)) => {
+                    if let Object::Pod(pod) = object.as_ref() {
+                        deliver(&agent, &mut workers, pod.clone());
+                    }
+                }
+                Some(Change::Deleted(object)) => {
+                    if let Some(tx) = workers.remove(&object.meta().uid) {
                         let _ = tx.send(None);
                     }
                 }
-                Some(_) => {}
                 None => return, // the reflector stopped
             },
             _ = heartbeat.tick() => {
                 register(&agent).await;
-                let current: Vec<Pod> = pods.list().into_iter().filter_map(|o| if let Object::Pod(p) = o { Some(p) } else { None }).collect();
+                let current: Vec<Pod> = pods.list().iter().filter_map(|o| if let Object::Pod(p) = o.as_ref() { Some(p.clone()) } else { None }).collect();
                 remove_orphans(agent.runtime.as_ref(), &agent.config, &current).await;
             }
         }

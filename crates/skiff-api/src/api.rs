@@ -29,6 +29,10 @@ pub struct Filter {
     pub namespace: Option<String>,
     pub labels: Selector,
     pub fields: FieldSelector,
+    /// Objects carry their metadata only, as Kubernetes' `PartialObjectMetadata`: for readers
+    /// that need nothing else (the garbage collector), far cheaper to decode and to keep.
+    #[serde(default)]
+    pub metadata_only: bool,
 }
 
 impl Filter {
@@ -40,6 +44,15 @@ impl Filter {
     pub fn matches(&self, object: &Object) -> bool {
         self.labels.matches(&object.meta().labels)
             && (self.fields.is_empty() || self.fields.matches(&object.to_value()))
+    }
+
+    /// `object` as a reader with this filter sees it (its metadata only, if so asked).
+    pub fn shape(&self, object: Object) -> Object {
+        if self.metadata_only {
+            Object::from_metadata(object.kind(), object.meta().clone())
+        } else {
+            object
+        }
     }
 }
 

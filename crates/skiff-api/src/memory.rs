@@ -84,7 +84,9 @@ fn in_scope(filter: &Filter, object: &Object) -> bool {
 
 /// The event a watch with `filter` sees for a change, as the real API decides it.
 fn event_for(filter: &Filter, change: &Change) -> Option<WatchEvent> {
-    let selected = |o: &Option<Object>| o.as_ref().filter(|o| in_scope(filter, o) && filter.matches(o)).cloned();
+    let selected = |o: &Option<Object>| {
+        o.as_ref().filter(|o| in_scope(filter, o) && filter.matches(o)).map(|o| filter.shape(o.clone()))
+    };
     match (selected(&change.before), selected(&change.after), &change.after) {
         (Some(_), Some(now), _) => Some(WatchEvent::Modified(now)),
         (None, Some(now), _) => Some(WatchEvent::Added(now)),
@@ -242,7 +244,7 @@ impl ResourceApi for MemoryApi {
             .objects
             .iter()
             .filter(|((k, _, _), o)| *k == kind && in_scope(filter, o) && filter.matches(o))
-            .map(|(_, o)| o.clone())
+            .map(|(_, o)| filter.shape(o.clone()))
             .collect();
         Ok(ObjectList { items, resource_version: s.revision })
     }

@@ -2,6 +2,7 @@
 //! for namespaced kinds, `/<plural>/<name>` for cluster-scoped ones, the object's JSON as the
 //! value, and its resourceVersion as the key's revision (never inside the stored JSON).
 
+use skiff_api::api::Filter;
 use skiff_api::{ApiError, Kind, Object};
 use skiff_store::KeyValue;
 
@@ -30,10 +31,49 @@ pub fn kind_prefix(kind: Kind, namespace: Option<&str>) -> String {
 
 /// A stored object, with its resourceVersion set from the key's revision.
 pub fn decode(kv: &KeyValue) -> Result<Object, ApiError> {
-    let mut object = Object::from_trusted_json(&kv.value)
-        .map_err(|e| ApiError::internal(format!("stored object {} cannot be read: {e}", kv.key)))?;
+    let decoded = match kind_of_key(&kv.key) {
+        Some(kind) => Object::from_trusted_json_of(kind, &kv.value),
+        None => Object::from_trusted_json(&kv.value),
+    };
+    let mut object =
+        decoded.map_err(|e| ApiError::internal(format!("stored object {} cannot be read: {e}", kv.key)))?;
     object.meta_mut().resource_version = kv.mod_revision.to_string();
     Ok(object)
+}
+
+/// The stored object decoded for a reader with `filter`: its metadata only when that is all the
+/// reader asks for and all the filter needs (a field selector needs the whole object).
+pub fn decode_lean(kv: &KeyValue, filter: &Filter) -> Result<Object, ApiError> {
+    match kind_of_key(&kv.key) {
+        Some(kind) if filter.metadata_only && filter.fields.is_empty() => {
+            let mut object = Object::metadata_from_trusted_json(kind, &kv.value)
+                .map_err(|e| ApiError::internal(format!("stored object {} cannot be read: {e}", kv.key)))?;
+            object.meta_mut().resource_version = kv.mod_revision.to_string();
+            Ok(object)
+        }
+        _ => decode(kv),
+    }
+}
+
+/// An object from [`decode_lean`] as the reader receives it.
+pub fn shaped(filter: &Filter, object: Object) -> Object {
+    if filter.metadata_only && !filter.fields.is_empty() {
+        filter.shape(object)
+    } else {
+        object
+    }
+}
+
+/// The stored object as a reader with `filter` receives it, `None` when the filter does not
+/// select it.
+pub fn decode_for(kv: &KeyValue, filter: &Filter) -> Result<Option<Object>, ApiError> {
+    let object = decode_lean(kv, filter)?;
+    Ok(filter.matches(&object).then(|| shaped(filter, object)))
+}
+
+/// The kind whose objects live under `key` (`/pods/default/web` -> Pod).
+pub fn kind_of_key(key: &str) -> Option<Kind> {
+    Kind::from_plural(key.strip_prefix('/')?.split('/').next()?)
 }
 
 /// The stored form: the resourceVersion is the key's revision, so it is not stored inside.
@@ -68,6 +108,9 @@ mod tests {
         assert_eq!(kind_prefix(Kind::Pod, Some("prod")), "/pods/prod/");
         assert_eq!(kind_prefix(Kind::Pod, None), "/pods/");
         assert_eq!(kind_prefix(Kind::Namespace, Some("prod")), "/namespaces/");
+        assert_eq!(kind_of_key("/pods/default/web"), Some(Kind::Pod));
+        assert_eq!(kind_of_key("/nodes/node1"), Some(Kind::Node));
+        assert_eq!(kind_of_key("/nothing/x"), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use skiff_store::{KvStore, Op, ReadConsistency};
 
 use crate::cas::{self, Step};
 use crate::error::ServeError;
-use crate::keys::{self, decode, key_of, kind_prefix, object_key};
+use crate::keys::{self, decode, decode_for, key_of, kind_prefix, object_key};
 use crate::strategy::{self, Context, Deletion};
 use crate::{binding, gc, watch};
 
@@ -152,8 +152,7 @@ impl Resources {
         let (kvs, revision) = self.store.list(&kind_prefix(kind, filter.namespace.as_deref()), consistency(c)).await?;
         let mut items = Vec::with_capacity(kvs.len());
         for kv in &kvs {
-            let object = decode(kv)?;
-            if filter.matches(&object) {
+            if let Some(object) = decode_for(kv, filter)? {
                 items.push(object);
             }
         }

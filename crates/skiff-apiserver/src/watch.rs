@@ -18,7 +18,7 @@ use skiff_store::watch::WatchItem;
 use skiff_store::{Change, ChangeKind, KvStore, StoreError};
 
 use crate::error::watch_error;
-use crate::keys::{decode, kind_prefix};
+use crate::keys::{decode_lean, kind_prefix, shaped};
 
 /// Starts a watch of `kind` on `store` (this member's replica).
 pub fn start(store: &KvStore, kind: Kind, options: WatchOptions) -> Result<WatchStream, StoreError> {
@@ -67,12 +67,13 @@ impl Translator {
 
     /// The event for `change`, if this watch sees one.
     pub fn translate(&mut self, change: &Change) -> Result<Option<WatchEvent>, ApiError> {
-        let mut object = decode(&change.kv)?;
+        let mut object = decode_lean(&change.kv, &self.filter)?;
         if change.kind == ChangeKind::Delete {
             // A deletion's value is the object's last state, with the revision of the deletion.
             object.meta_mut().resource_version = change.revision.to_string();
             self.matched.remove(&change.kv.key);
-            return Ok(self.filter.matches(&object).then_some(WatchEvent::Deleted(object)));
+            let selected = self.filter.matches(&object);
+            return Ok(selected.then(|| WatchEvent::Deleted(shaped(&self.filter, object))));
         }
         if self.selects_all() {
             let created = change.kv.create_revision == change.kv.mod_revision;
@@ -81,6 +82,7 @@ impl Translator {
         let now = self.filter.matches(&object);
         let before = self.matched_before(change)?;
         self.matched.insert(change.kv.key.clone(), now);
+        let object = shaped(&self.filter, object);
         Ok(match (before, now) {
             (true, true) => Some(WatchEvent::Modified(object)),
             (false, true) => Some(WatchEvent::Added(object)),
@@ -102,7 +104,7 @@ impl Translator {
         }
         let value = self.store.value_at(&change.kv.key, prev).map_err(crate::error::store_error)?;
         Ok(match value {
-            Some(kv) => self.filter.matches(&decode(&kv)?),
+            Some(kv) => self.filter.matches(&decode_lean(&kv, &self.filter)?),
             None => true, // no longer in the history: assume it did
         })
     }

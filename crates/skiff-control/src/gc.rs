@@ -4,6 +4,7 @@
 //! read that no owner exists before it deletes (`Action::DeleteOrphan`).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use skiff_api::api::Filter;
 use skiff_api::meta::Time;
@@ -29,9 +30,17 @@ impl Controller for GarbageCollector {
         "garbage-collector"
     }
 
-    /// Every kind an owner or a dependant may be (events are neither).
+    /// Every kind an owner or a dependant may be (events are neither), metadata only: owner
+    /// references and uids are all it reads, and the leader keeps every object of the cluster.
     fn watches(&self) -> Vec<(Kind, Filter)> {
-        Kind::ALL.into_iter().filter(|k| *k != Kind::Event).map(|k| (k, Filter::default())).collect()
+        let metadata = Filter { metadata_only: true, ..Default::default() };
+        Kind::ALL.into_iter().filter(|k| *k != Kind::Event).map(|k| (k, metadata.clone())).collect()
+    }
+
+    /// Orphans are rare (a dependant created while its owner was deleted): looking for them
+    /// every few seconds keeps a busy cluster's leader from reading every object at each change.
+    fn interval(&self) -> Duration {
+        Duration::from_secs(5)
     }
 
     fn reconcile(&self, state: &State, _now: Time) -> Reconciled {
@@ -75,8 +84,8 @@ mod tests {
         with_owner(&mut leaving.metadata, "leaving", "u4", Some("gone"));
         leaving.metadata.deletion_timestamp = Time::from_unix(1_800_000_000);
         let mut state = State::default();
-        state.objects.insert(Kind::ConfigMap, vec![Object::ConfigMap(owner)]);
-        state.objects.insert(Kind::Pod, vec![Object::Pod(owned), Object::Pod(orphan.clone()), Object::Pod(leaving)]);
+        state.insert(Kind::ConfigMap, [Object::ConfigMap(owner)]);
+        state.insert(Kind::Pod, [Object::Pod(owned), Object::Pod(orphan.clone()), Object::Pod(leaving)]);
         let reconciled = GarbageCollector.reconcile(&state, Time(jiff::Timestamp::now()));
         assert_eq!(reconciled.actions, vec![Action::DeleteOrphan(Object::Pod(orphan))]);
     }

@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// The object is new or changed.
-    Applied(Object),
+    Applied(Arc<Object>),
     /// The object is gone (or no longer selected): its last state.
-    Deleted(Object),
+    Deleted(Arc<Object>),
 }
 
 type Key = (String, String);
@@ -31,7 +31,8 @@ fn key_of(object: &Object) -> Key {
 
 #[derive(Default)]
 struct Cache {
-    objects: BTreeMap<Key, Object>,
+    /// Shared with readers: a snapshot of the cache copies pointers, not objects.
+    objects: BTreeMap<Key, Arc<Object>>,
     /// The resourceVersion the cache is current to.
     resource_version: u64,
     /// A first list has completed.
@@ -86,11 +87,11 @@ impl Reflector {
     }
 
     /// Every cached object.
-    pub fn list(&self) -> Vec<Object> {
+    pub fn list(&self) -> Vec<Arc<Object>> {
         self.read().objects.values().cloned().collect()
     }
 
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Object> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Object>> {
         self.read().objects.get(&(namespace.to_string(), name.to_string())).cloned()
     }
 
@@ -152,7 +153,7 @@ impl Shared {
     /// Replaces the cache with a list; returns what changed.
     fn replace(&self, items: Vec<Object>, resource_version: u64) -> Vec<Change> {
         let mut cache = self.write();
-        let mut fresh: BTreeMap<Key, Object> = items.into_iter().map(|o| (key_of(&o), o)).collect();
+        let mut fresh: BTreeMap<Key, Arc<Object>> = items.into_iter().map(|o| (key_of(&o), Arc::new(o))).collect();
         let mut changes = Vec::new();
         for (key, old) in std::mem::take(&mut cache.objects) {
             match fresh.get(&key) {
@@ -184,12 +185,13 @@ impl Shared {
             }
             WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                 cache.resource_version = cache.resource_version.max(rv(&o));
+                let o = Arc::new(o);
                 cache.objects.insert(key_of(&o), o.clone());
                 Some(Change::Applied(o))
             }
             WatchEvent::Deleted(o) => {
                 cache.resource_version = cache.resource_version.max(rv(&o));
-                cache.objects.remove(&key_of(&o)).map(|_| Change::Deleted(o))
+                cache.objects.remove(&key_of(&o)).map(|_| Change::Deleted(Arc::new(o)))
             }
         }
     }

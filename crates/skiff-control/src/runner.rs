@@ -49,18 +49,24 @@ pub enum Action {
 /// The state a controller decides from: a snapshot of each reflector, by kind.
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    pub objects: BTreeMap<Kind, Vec<Object>>,
+    /// Shared with the reflectors' caches: taking a snapshot copies pointers, not objects.
+    pub objects: BTreeMap<Kind, Vec<Arc<Object>>>,
 }
 
 impl State {
     /// Every object of `kind`.
-    pub fn of(&self, kind: Kind) -> &[Object] {
+    pub fn of(&self, kind: Kind) -> &[Arc<Object>] {
         self.objects.get(&kind).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Every object of every kind.
     pub fn all(&self) -> impl Iterator<Item = &Object> + Clone {
-        self.objects.values().flatten()
+        self.objects.values().flatten().map(|o| o.as_ref())
+    }
+
+    /// Adds `objects` of `kind` (tests build states by hand).
+    pub fn insert(&mut self, kind: Kind, objects: impl IntoIterator<Item = Object>) {
+        self.objects.entry(kind).or_default().extend(objects.into_iter().map(Arc::new));
     }
 }
 
@@ -78,7 +84,16 @@ pub trait Controller: Send + Sync + 'static {
     fn watches(&self) -> Vec<(Kind, Filter)>;
     /// The actions that move the cluster toward what it should be. No IO.
     fn reconcile(&self, state: &State, now: Time) -> Reconciled;
+    /// The least time between the starts of two reconciles: changes that arrive meanwhile are
+    /// decided together. A reconcile reads the whole state, so this bounds what a stream of
+    /// changes costs the leader.
+    fn interval(&self) -> Duration {
+        INTERVAL
+    }
 }
+
+/// The default least time between two reconciles.
+pub const INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often a controller reconciles when nothing changes.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -141,6 +156,7 @@ async fn lead(
         if !still_leads(leadership, term) {
             return;
         }
+        let started = tokio::time::Instant::now();
         let mut state = State::default();
         for (kind, r) in &reflectors {
             state.objects.entry(*kind).or_default().extend(r.list());
@@ -163,6 +179,11 @@ async fn lead(
             changed = leadership.changed() => if changed.is_err() { return },
             _ = changed => {}
             _ = tokio::time::sleep(wait) => {}
+        }
+        // Let changes gather until the interval since this reconcile started has passed.
+        tokio::select! {
+            changed = leadership.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(started + controller.interval()) => {}
         }
     }
 }

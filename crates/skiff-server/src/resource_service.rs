@@ -51,7 +51,7 @@ fn filter_of(kind: Kind, namespace: &str, all: bool, labels: &str, fields: &str)
     let labels = Selector::parse(labels).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let fields = FieldSelector::parse(fields).map_err(Status::invalid_argument)?;
     let namespace = (kind.namespaced() && !all).then(|| namespace_of(kind, namespace));
-    Ok(Filter { namespace, labels, fields })
+    Ok(Filter { namespace, labels, fields, metadata_only: false })
 }
 
 fn consistency(stale: bool) -> Consistency {

@@ -7,7 +7,7 @@ use crate::kinds::{Kind, Resource};
 use crate::meta::{IntOrString, ObjectMeta, Time};
 use crate::path::FieldPath;
 use crate::selector::LabelSelector;
-use crate::validate::{labels, non_negative, one_of, Errors};
+use crate::validate::{non_negative, one_of, Errors};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,36 +105,7 @@ pub struct DeploymentCondition {
 
 fn validate_spec(errs: &mut Errors, path: &FieldPath, spec: &DeploymentSpec) {
     non_negative(errs, path.at("replicas"), spec.replicas);
-    let selector_path = path.at("selector");
-    if spec.selector.match_labels.is_empty() && spec.selector.match_expressions.is_empty() {
-        errs.add(selector_path.clone(), "required: a selector with matchLabels or matchExpressions");
-    } else {
-        match spec.selector.to_selector(&selector_path.to_string()) {
-            Ok(selector) => {
-                if !selector.matches(&spec.template.metadata.labels) {
-                    errs.add(
-                        path.at("template.metadata.labels"),
-                        format!("the labels do not match the selector {selector}: the deployment would not own its own pods"),
-                    );
-                }
-            }
-            Err(message) => {
-                let prefix = format!("{selector_path}.");
-                let message = message.strip_prefix(&prefix).unwrap_or(&message).to_string();
-                errs.add(selector_path, message)
-            }
-        }
-    }
-    labels(errs, &path.at("template.metadata.labels"), &spec.template.metadata.labels);
-    crate::kinds::pod::validate_spec(errs, &path.at("template.spec"), &spec.template.spec);
-    if let Some(policy) = &spec.template.spec.restart_policy {
-        if policy != "Always" {
-            errs.add(
-                path.at("template.spec.restartPolicy"),
-                format!("{policy:?}: a deployment's pods must use Always"),
-            );
-        }
-    }
+    crate::kinds::replica_set::validate_pod_set(errs, path, "deployment", &spec.selector, &spec.template);
     if let Some(strategy) = &spec.strategy {
         let sp = path.at("strategy");
         errs.check(&sp.at("type"), one_of(&strategy.type_, &["RollingUpdate", "Recreate"]));

@@ -7,6 +7,7 @@ pub mod event;
 pub mod namespace;
 pub mod node;
 pub mod pod;
+pub mod replica_set;
 pub mod service;
 
 use std::fmt;
@@ -20,6 +21,7 @@ pub use event::Event;
 pub use namespace::Namespace;
 pub use node::Node;
 pub use pod::Pod;
+pub use replica_set::ReplicaSet;
 pub use service::Service;
 
 use crate::meta::ObjectMeta;
@@ -59,6 +61,7 @@ pub enum Kind {
     Node,
     Pod,
     Deployment,
+    ReplicaSet,
     Service,
     ConfigMap,
     Event,
@@ -78,8 +81,16 @@ pub struct KindInfo {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] =
-        [Kind::ConfigMap, Kind::Event, Kind::Namespace, Kind::Node, Kind::Pod, Kind::Service, Kind::Deployment];
+    pub const ALL: [Kind; 8] = [
+        Kind::ConfigMap,
+        Kind::Event,
+        Kind::Namespace,
+        Kind::Node,
+        Kind::Pod,
+        Kind::Service,
+        Kind::Deployment,
+        Kind::ReplicaSet,
+    ];
 
     pub fn info(self) -> KindInfo {
         let (kind, api_version, plural, singular, short_names, namespaced): (_, _, _, _, &'static [&'static str], _) =
@@ -88,6 +99,7 @@ impl Kind {
                 Kind::Node => ("Node", "v1", "nodes", "node", &["no"], false),
                 Kind::Pod => ("Pod", "v1", "pods", "pod", &["po"], true),
                 Kind::Deployment => ("Deployment", "apps/v1", "deployments", "deployment", &["deploy"], true),
+                Kind::ReplicaSet => ("ReplicaSet", "apps/v1", "replicasets", "replicaset", &["rs"], true),
                 Kind::Service => ("Service", "v1", "services", "service", &["svc"], true),
                 Kind::ConfigMap => ("ConfigMap", "v1", "configmaps", "configmap", &["cm"], true),
                 Kind::Event => ("Event", "v1", "events", "event", &["ev"], true),
@@ -125,6 +137,11 @@ impl Kind {
         Ok(found)
     }
 
+    /// Finds a kind by its plural, as in store keys and URLs (`pods`).
+    pub fn from_plural(plural: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.info().plural == plural)
+    }
+
     /// The kinds a user can type, for error messages.
     pub fn list_names() -> String {
         Kind::ALL.map(|k| k.info().plural).join(", ")
@@ -147,6 +164,7 @@ pub enum Object {
     Node(Node),
     Pod(Pod),
     Deployment(Deployment),
+    ReplicaSet(ReplicaSet),
     Service(Service),
     ConfigMap(ConfigMap),
     Event(Event),
@@ -159,6 +177,7 @@ macro_rules! each_kind {
             Object::Node($inner) => $body,
             Object::Pod($inner) => $body,
             Object::Deployment($inner) => $body,
+            Object::ReplicaSet($inner) => $body,
             Object::Service($inner) => $body,
             Object::ConfigMap($inner) => $body,
             Object::Event($inner) => $body,
@@ -174,6 +193,7 @@ macro_rules! each_pair {
             (Object::Node($a), Object::Node($b)) => $body,
             (Object::Pod($a), Object::Pod($b)) => $body,
             (Object::Deployment($a), Object::Deployment($b)) => $body,
+            (Object::ReplicaSet($a), Object::ReplicaSet($b)) => $body,
             (Object::Service($a), Object::Service($b)) => $body,
             (Object::ConfigMap($a), Object::ConfigMap($b)) => $body,
             (Object::Event($a), Object::Event($b)) => $body,
@@ -257,6 +277,7 @@ impl Object {
             Kind::Node => Object::Node(typed(value, unknown)?),
             Kind::Pod => Object::Pod(typed(value, unknown)?),
             Kind::Deployment => Object::Deployment(typed(value, unknown)?),
+            Kind::ReplicaSet => Object::ReplicaSet(typed(value, unknown)?),
             Kind::Service => Object::Service(typed(value, unknown)?),
             Kind::ConfigMap => Object::ConfigMap(typed(value, unknown)?),
             Kind::Event => Object::Event(typed(value, unknown)?),
@@ -283,6 +304,7 @@ impl Object {
                 Kind::Node => serde_path_to_error::deserialize(ignoring).map(Object::Node),
                 Kind::Pod => serde_path_to_error::deserialize(ignoring).map(Object::Pod),
                 Kind::Deployment => serde_path_to_error::deserialize(ignoring).map(Object::Deployment),
+                Kind::ReplicaSet => serde_path_to_error::deserialize(ignoring).map(Object::ReplicaSet),
                 Kind::Service => serde_path_to_error::deserialize(ignoring).map(Object::Service),
                 Kind::ConfigMap => serde_path_to_error::deserialize(ignoring).map(Object::ConfigMap),
                 Kind::Event => serde_path_to_error::deserialize(ignoring).map(Object::Event),
@@ -304,17 +326,53 @@ impl Object {
     /// Decodes JSON this server wrote itself (stored objects): the fast path, without tracking
     /// paths or unknown fields.
     pub fn from_trusted_json(bytes: &[u8]) -> Result<Object, String> {
-        let kind = peek_kind(bytes)?;
+        Object::from_trusted_json_of(peek_kind(bytes)?, bytes)
+    }
+
+    /// [`Object::from_trusted_json`] when the kind is known (a stored object's key names it):
+    /// one pass over the bytes instead of two.
+    pub fn from_trusted_json_of(kind: Kind, bytes: &[u8]) -> Result<Object, String> {
         let decoded = match kind {
             Kind::Namespace => serde_json::from_slice(bytes).map(Object::Namespace),
             Kind::Node => serde_json::from_slice(bytes).map(Object::Node),
             Kind::Pod => serde_json::from_slice(bytes).map(Object::Pod),
             Kind::Deployment => serde_json::from_slice(bytes).map(Object::Deployment),
+            Kind::ReplicaSet => serde_json::from_slice(bytes).map(Object::ReplicaSet),
             Kind::Service => serde_json::from_slice(bytes).map(Object::Service),
             Kind::ConfigMap => serde_json::from_slice(bytes).map(Object::ConfigMap),
             Kind::Event => serde_json::from_slice(bytes).map(Object::Event),
         };
         decoded.map_err(|e| format!("{kind}: {e}"))
+    }
+
+    /// An object of `kind` with `metadata` and nothing else: what a metadata-only read returns.
+    pub fn from_metadata(kind: Kind, metadata: ObjectMeta) -> Object {
+        fn with<R: Resource + Default>(metadata: ObjectMeta) -> R {
+            let mut r = R::default();
+            *r.metadata_mut() = metadata;
+            r
+        }
+        match kind {
+            Kind::Namespace => Object::Namespace(with(metadata)),
+            Kind::Node => Object::Node(with(metadata)),
+            Kind::Pod => Object::Pod(with(metadata)),
+            Kind::Deployment => Object::Deployment(with(metadata)),
+            Kind::ReplicaSet => Object::ReplicaSet(with(metadata)),
+            Kind::Service => Object::Service(with(metadata)),
+            Kind::ConfigMap => Object::ConfigMap(with(metadata)),
+            Kind::Event => Object::Event(with(metadata)),
+        }
+    }
+
+    /// [`Object::from_trusted_json_of`] reading the metadata only (the rest is skipped).
+    pub fn metadata_from_trusted_json(kind: Kind, bytes: &[u8]) -> Result<Object, String> {
+        #[derive(serde::Deserialize)]
+        struct MetadataOnly {
+            #[serde(default)]
+            metadata: ObjectMeta,
+        }
+        let only: MetadataOnly = serde_json::from_slice(bytes).map_err(|e| format!("{kind}: {e}"))?;
+        Ok(Object::from_metadata(kind, only.metadata))
     }
 
     /// Whether the user-declared parts (everything but `metadata` and `status`) are equal: a
@@ -330,6 +388,7 @@ impl Object {
             Kind::Node => Node::HAS_STATUS,
             Kind::Pod => Pod::HAS_STATUS,
             Kind::Deployment => Deployment::HAS_STATUS,
+            Kind::ReplicaSet => ReplicaSet::HAS_STATUS,
             Kind::Service => Service::HAS_STATUS,
             Kind::ConfigMap => ConfigMap::HAS_STATUS,
             Kind::Event => Event::HAS_STATUS,

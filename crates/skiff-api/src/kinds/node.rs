@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::kinds::{Kind, Resource};
 use crate::meta::{ObjectMeta, Time};
+use crate::path::FieldPath;
 use crate::quantity::Quantity;
+use crate::validate::Errors;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -25,6 +27,22 @@ pub struct NodeSpec {
     /// Cordoned: the scheduler places no new pods here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unschedulable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+}
+
+/// Keeps pods that do not tolerate it off a node (`NoSchedule`, `PreferNoSchedule`) or evicts them
+/// (`NoExecute`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Taint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: String,
+    /// When a `NoExecute` taint was added (for tolerationSeconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_added: Option<Time>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -106,5 +124,16 @@ impl Resource for Node {
 
     fn copy_status_from(&mut self, other: &Self) {
         self.status = other.status.clone();
+    }
+
+    fn validate(&self, errs: &mut Errors, root: &FieldPath) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, t) in self.spec.taints.iter().enumerate() {
+            let p = root.at("spec.taints").index(i);
+            crate::kinds::pod::taint(errs, &p, t);
+            if !seen.insert((t.key.as_str(), t.effect.as_str())) {
+                errs.add(p, format!("{:?} with effect {} is listed twice", t.key, t.effect));
+            }
+        }
     }
 }

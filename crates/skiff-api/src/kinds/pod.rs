@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kinds::{Kind, Resource};
 use crate::meta::{IntOrString, ObjectMeta, Time};
-use crate::name::{check_dns1123_label, check_dns1123_subdomain};
+use crate::name::{check_dns1123_label, check_dns1123_subdomain, check_label_key, check_label_value};
 use crate::path::FieldPath;
 use crate::quantity::Quantity;
 use crate::validate::{check_port, check_port_name, check_protocol, labels, non_negative, one_of, Errors};
@@ -48,6 +48,29 @@ pub struct PodSpec {
     /// Seconds between SIGTERM and SIGKILL when the pod is deleted (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
+    /// Taints of nodes this pod accepts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+/// Lets a pod onto (or keeps it on) a node with a matching taint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Toleration {
+    /// Empty with `Exists`: every taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Empty: every effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+    /// With `NoExecute`: how long the pod stays after the taint appears (unset: forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -391,6 +414,39 @@ pub(crate) fn validate_spec(errs: &mut Errors, path: &FieldPath, spec: &PodSpec)
         errs.check(&path.at("nodeName"), check_dns1123_subdomain(node));
     }
     non_negative(errs, path.at("terminationGracePeriodSeconds"), spec.termination_grace_period_seconds);
+    for (i, t) in spec.tolerations.iter().enumerate() {
+        toleration(errs, &path.at("tolerations").index(i), t);
+    }
+}
+
+const EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+fn toleration(errs: &mut Errors, p: &FieldPath, t: &Toleration) {
+    if let Some(key) = t.key.as_deref().filter(|k| !k.is_empty()) {
+        errs.check(&p.at("key"), check_label_key(key));
+    }
+    errs.check(&p.at("operator"), one_of(&t.operator, &["Equal", "Exists"]));
+    errs.check(&p.at("effect"), one_of(&t.effect.clone().filter(|e| !e.is_empty()), &EFFECTS));
+    if t.operator.as_deref() == Some("Exists") && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
+        errs.add(p.at("value"), "must be empty when operator is Exists");
+    }
+    if t.key.as_deref().unwrap_or("").is_empty() && t.operator.as_deref() != Some("Exists") {
+        errs.add(p.at("operator"), "must be Exists when key is empty (a toleration of every taint)");
+    }
+    if t.toleration_seconds.is_some() && t.effect.as_deref() != Some("NoExecute") {
+        errs.add(p.at("tolerationSeconds"), "only a NoExecute toleration has tolerationSeconds");
+    }
+}
+
+/// A node's taint: a label key and value and one of the three effects.
+pub(crate) fn taint(errs: &mut Errors, p: &FieldPath, t: &crate::kinds::node::Taint) {
+    errs.check(&p.at("key"), check_label_key(&t.key));
+    if let Some(value) = &t.value {
+        errs.check(&p.at("value"), check_label_value(value));
+    }
+    if !EFFECTS.contains(&t.effect.as_str()) {
+        errs.add(p.at("effect"), format!("{:?} must be one of {}", t.effect, EFFECTS.join(", ")));
+    }
 }
 
 fn container(errs: &mut Errors, p: &FieldPath, c: &Container) {
