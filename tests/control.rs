@@ -147,3 +147,94 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }
+
+/// A ReplicaSet of `replicas` pods labelled app=web.
+fn replica_set(replicas: i32) -> Object {
+    let mut rs = skiff_api::kinds::ReplicaSet::default();
+    rs.metadata.name = "web".into();
+    rs.spec.replicas = Some(replicas);
+    rs.spec.selector.match_labels.insert("app".into(), "web".into());
+    rs.spec.template.metadata.labels.insert("app".into(), "web".into());
+    rs.spec.template.spec.containers.push(skiff_api::kinds::pod::Container {
+        name: "app".into(),
+        image: "web:1".into(),
+        ..Default::default()
+    });
+    Object::ReplicaSet(rs)
+}
+
+/// The pods of the set `web` that are not being deleted, as (name, node, ready).
+async fn web_pods(api: &skiff_apiserver::ApiServer) -> Vec<(String, Option<String>, bool)> {
+    let Ok(list) = api.list(Kind::Pod, &Default::default(), Consistency::Stale).await else { return Vec::new() };
+    list.items
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Pod(p) if p.metadata.deletion_timestamp.is_none() => {
+                let ready = p.status.as_ref().is_some_and(|s| {
+                    s.phase.as_deref() == Some("Running")
+                        && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                Some((p.metadata.name, p.spec.node_name, ready))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_set_is_scheduled_evenly_run_replaced_and_scaled_by_the_leader() {
+    use skiff_server::config::{AgentSettings, RuntimeKind};
+    let agent = AgentSettings { runtime: RuntimeKind::Memory, heartbeat_ms: 500, ..AgentSettings::default() };
+    let cluster = TestCluster::start_with_agent(3, test_raft(), agent).await;
+    cluster.leader(T).await;
+    let api = cluster.nodes[&1].api().clone();
+    eventually("three nodes registered", T, || async {
+        let nodes = api.list(Kind::Node, &Default::default(), Consistency::Stale).await.ok()?;
+        (nodes.items.len() == 3).then_some(())
+    })
+    .await;
+    api.apply(replica_set(6), false).await.expect("apply the replica set");
+    let pods = eventually("six pods Running and Ready", T, || async {
+        let pods = web_pods(&api).await;
+        (pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)).then_some(pods)
+    })
+    .await;
+    let mut per_node = std::collections::BTreeMap::new();
+    for (_, node, _) in &pods {
+        *per_node.entry(node.clone().expect("bound")).or_insert(0) += 1;
+    }
+    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [2, 2, 2], "spread: {per_node:?}");
+    eventually("the set's status counts six ready", T, || async {
+        let Ok(Object::ReplicaSet(rs)) = api.get(Kind::ReplicaSet, "default", "web", Consistency::Stale).await else {
+            return None;
+        };
+        let s = rs.status?;
+        (s.replicas == 6 && s.ready_replicas == Some(6) && s.available_replicas == Some(6)).then_some(())
+    })
+    .await;
+
+    // A deleted pod is replaced.
+    let victim = pods[0].0.clone();
+    api.delete(Kind::Pod, "default", &victim, &DeleteOptions::default()).await.expect("delete a pod");
+    eventually("a replacement", T, || async {
+        let pods = web_pods(&api).await;
+        (pods.len() == 6 && pods.iter().all(|(n, _, ready)| *n != victim && *ready)).then_some(())
+    })
+    .await;
+
+    // Scaled down to two, never below.
+    api.apply(replica_set(2), false).await.expect("scale down");
+    eventually("two pods left", T, || async {
+        let pods = web_pods(&api).await;
+        (pods.len() == 2).then_some(())
+    })
+    .await;
+    common::consistently("still two", Duration::from_secs(1), || async { web_pods(&api).await.len() == 2 }).await;
+    let events = api.list(Kind::Event, &Default::default(), Consistency::Stale).await.expect("events");
+    let reasons: std::collections::BTreeSet<String> =
+        events.items.iter().filter_map(|o| if let Object::Event(e) = o { e.reason.clone() } else { None }).collect();
+    for reason in ["Scheduled", "SuccessfulCreate", "SuccessfulDelete"] {
+        assert!(reasons.contains(reason), "{reason} in {reasons:?}");
+    }
+    cluster.shutdown().await;
+}

@@ -6,10 +6,25 @@
 //! - [`reflector`]: list + watch caches of one kind, one writer, many cheap readers.
 //! - [`runner`]: starts a controller when this member leads, feeds its pure `reconcile`, applies
 //!   its actions, and stops before its next write when leadership is lost.
+//! - [`events`]: events about decisions, counted rather than repeated.
 //! - [`gc`]: the garbage collector (objects whose owners are gone).
+//! - [`scheduler`]: places pending pods on nodes.
+//! - [`replica_set`]: keeps each ReplicaSet's pods at its replica count.
+//! - [`pods`]: what controllers read from a pod (active, ready, available).
 
+pub mod events;
 pub mod gc;
+pub mod pods;
 pub mod reflector;
+pub mod replica_set;
 pub mod runner;
+pub mod scheduler;
 
 pub use runner::{Action, Controller, Leadership, Reconciled, State};
+
+use std::sync::Arc;
+
+/// Every controller the leader runs.
+pub fn controllers() -> Vec<Arc<dyn Controller>> {
+    vec![Arc::new(gc::GarbageCollector), Arc::new(scheduler::Scheduler), Arc::new(replica_set::ReplicaSetController)]
+}

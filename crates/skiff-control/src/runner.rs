@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::select_all;
+use futures::StreamExt;
 use skiff_api::api::{Consistency, DeleteOptions, Filter, ResourceApi};
+use skiff_api::kinds::Event;
 use skiff_api::meta::Time;
 use skiff_api::{ApiError, Kind, Object, Reason};
 use tokio::sync::watch;
@@ -44,6 +46,8 @@ pub enum Action {
     /// Delete an object whose owners seem gone, after confirming with a linearizable read that
     /// none of them exists (a reflector of the owner's kind may lag the dependant's).
     DeleteOrphan(Object),
+    /// Record an event (a repeated one counts up on the earlier one).
+    Record(Event),
 }
 
 /// The state a controller decides from: a snapshot of each reflector, by kind.
@@ -165,13 +169,32 @@ async fn lead(
             c.borrow_and_update();
         }
         let reconciled = controller.reconcile(&state, Time(jiff::Timestamp::now()));
-        for action in reconciled.actions {
-            if !still_leads(leadership, term) {
-                return;
-            }
-            if let Err(e) = execute(api.as_ref(), &action).await {
-                tracing::debug!(controller = controller.name(), ?action, error = %e, "action failed; the next reconcile decides again");
-            }
+        // The actions of one reconcile are independent: they run together, so that their writes
+        // share Raft entries, and each checks leadership just before it is sent.
+        let lead = &*leadership;
+        let done: Vec<Option<Expectation>> = futures::stream::iter(reconciled.actions)
+            .map(|action| async move {
+                if !still_leads(lead, term) {
+                    return None;
+                }
+                match execute(api.as_ref(), &action).await {
+                    Ok(written) => written,
+                    Err(e) => {
+                        tracing::debug!(controller = controller.name(), ?action, error = %e, "action failed; the next reconcile decides again");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        if !still_leads(leadership, term) {
+            return;
+        }
+        // Decide next from a state that includes these writes, or it would do them again.
+        let expected: Vec<Expectation> = done.into_iter().flatten().collect();
+        if !caught_up(&reflectors, &expected, &mut changes, leadership).await {
+            return;
         }
         let wait = reconciled.requeue_after.unwrap_or(RESYNC);
         let changed = select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
@@ -188,20 +211,96 @@ async fn lead(
     }
 }
 
-/// Performs one action.
-pub async fn execute(api: &dyn ResourceApi, action: &Action) -> Result<(), ApiError> {
+/// How many actions of one reconcile are in flight at once.
+const IN_FLIGHT: usize = 256;
+/// How long the runner waits for its reflectors to show its own writes before deciding again.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// A write the reflectors must show before the next reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expectation {
+    /// The object at this resourceVersion or later.
+    Written { kind: Kind, namespace: String, name: String, resource_version: u64 },
+    /// The object gone, or changed since this resourceVersion (a graceful deletion).
+    Deleted { kind: Kind, namespace: String, name: String, resource_version: u64 },
+}
+
+impl Expectation {
+    fn written(object: &Object) -> Self {
+        let m = object.meta();
+        Expectation::Written {
+            kind: object.kind(),
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+            resource_version: m.resource_version.parse().unwrap_or(0),
+        }
+    }
+
+    fn deleted(object: &Object) -> Self {
+        let m = object.meta();
+        Expectation::Deleted {
+            kind: object.kind(),
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+            resource_version: m.resource_version.parse().unwrap_or(0),
+        }
+    }
+
+    /// Whether `reflectors` show it (a kind nobody reflects never will: it is not waited for).
+    fn met(&self, reflectors: &[(Kind, Reflector)]) -> bool {
+        let rv = |o: &Object| o.meta().resource_version.parse::<u64>().unwrap_or(0);
+        let (Expectation::Written { kind, namespace, name, .. } | Expectation::Deleted { kind, namespace, name, .. }) =
+            self;
+        let Some((_, r)) = reflectors.iter().find(|(k, _)| k == kind) else { return true };
+        let cached = r.get(namespace, name);
+        match self {
+            Expectation::Written { resource_version, .. } => cached.is_some_and(|o| rv(&o) >= *resource_version),
+            Expectation::Deleted { resource_version, .. } => cached.is_none_or(|o| rv(&o) > *resource_version),
+        }
+    }
+}
+
+/// Waits until the reflectors show every expected write, at most [`CATCH_UP`]. False when the
+/// member stops meanwhile.
+async fn caught_up(
+    reflectors: &[(Kind, Reflector)],
+    expected: &[Expectation],
+    changes: &mut [watch::Receiver<u64>],
+    leadership: &mut watch::Receiver<Leadership>,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    loop {
+        if expected.iter().all(|e| e.met(reflectors)) {
+            return true;
+        }
+        let changed = select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
+        tokio::select! {
+            changed = leadership.changed() => if changed.is_err() { return false },
+            _ = changed => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(?expected, "the reflectors did not show this controller's writes in time");
+                return true;
+            }
+        }
+    }
+}
+
+/// Performs one action; what the reflectors will show of it, if anything.
+pub async fn execute(api: &dyn ResourceApi, action: &Action) -> Result<Option<Expectation>, ApiError> {
+    let written = |o: Object| Some(Expectation::written(&o));
     match action {
-        Action::Create(o) => api.create(o.clone()).await.map(|_| ()),
-        Action::Apply(o) => api.apply(o.clone(), false).await.map(|_| ()),
-        Action::UpdateStatus(o) => api.update_status(o.clone()).await.map(|_| ()),
-        Action::Bind { namespace, name, node } => api.bind(namespace, name, node).await.map(|_| ()),
+        Action::Create(o) => api.create(o.clone()).await.map(written),
+        Action::Apply(o) => api.apply(o.clone(), false).await.map(|(o, _)| written(o)),
+        Action::UpdateStatus(o) => api.update_status(o.clone()).await.map(written),
+        Action::Bind { namespace, name, node } => api.bind(namespace, name, node).await.map(written),
         Action::Delete(o) => delete_exactly(api, o).await,
+        Action::Record(event) => crate::events::record(api, event).await.map(|_| None),
         Action::DeleteOrphan(o) => {
             for owner in &o.meta().owner_references {
                 let Some(kind) = Kind::lookup(&owner.kind) else { continue };
                 let namespace = if kind.namespaced() { o.meta().namespace.as_str() } else { "" };
                 match api.get(kind, namespace, &owner.name, Consistency::Linearizable).await {
-                    Ok(found) if found.meta().uid == owner.uid => return Ok(()), // the owner lives
+                    Ok(found) if found.meta().uid == owner.uid => return Ok(None), // the owner lives
                     Ok(_) => {}
                     Err(e) if e.is(Reason::NotFound) => {}
                     Err(e) => return Err(e),
@@ -213,7 +312,7 @@ pub async fn execute(api: &dyn ResourceApi, action: &Action) -> Result<(), ApiEr
 }
 
 /// Deletes `object` only if it is still the same object at the same resourceVersion.
-async fn delete_exactly(api: &dyn ResourceApi, object: &Object) -> Result<(), ApiError> {
+async fn delete_exactly(api: &dyn ResourceApi, object: &Object) -> Result<Option<Expectation>, ApiError> {
     let m = object.meta();
     let options = DeleteOptions {
         uid: Some(m.uid.clone()),
@@ -221,8 +320,8 @@ async fn delete_exactly(api: &dyn ResourceApi, object: &Object) -> Result<(), Ap
         ..Default::default()
     };
     match api.delete(object.kind(), &m.namespace, &m.name, &options).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is(Reason::NotFound) => Ok(()),
+        Ok(_) => Ok(Some(Expectation::deleted(object))),
+        Err(e) if e.is(Reason::NotFound) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -169,11 +169,13 @@ impl Node {
         node.background.push(tokio::spawn(initialize_cluster_objects(api.clone())));
         // The controllers run on whichever member leads, through an API that never forwards.
         let controllers: Arc<dyn skiff_api::ResourceApi> = Arc::new(api.here_only());
-        node.background.push(tokio::spawn(skiff_control::runner::run(
-            Arc::new(skiff_control::gc::GarbageCollector),
-            controllers,
-            control_leadership(&store),
-        )));
+        for controller in skiff_control::controllers() {
+            node.background.push(tokio::spawn(skiff_control::runner::run(
+                controller,
+                controllers.clone(),
+                control_leadership(&store),
+            )));
+        }
         if let Some(pods) = pods {
             node.background.push(tokio::spawn(crate::agent_api::run_agent(api.clone(), pods, config.clone())));
         }

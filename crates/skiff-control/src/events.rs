@@ -1,0 +1,124 @@
+//! Events about the controllers' decisions (`Scheduled`, `FailedScheduling`, `SuccessfulCreate`,
+//! `ScalingReplicaSet`...). An event's name is derived from what it says about which object, so a
+//! repeated event finds its earlier self and counts up (`count`, `lastTimestamp`) instead of
+//! piling up copies, as Kubernetes' event correlator does.
+
+use skiff_api::api::{Consistency, ResourceApi};
+use skiff_api::kinds::event::{EventSource, ObjectReference};
+use skiff_api::kinds::Event;
+use skiff_api::meta::Time;
+use skiff_api::{ApiError, Object, Reason};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// FNV-1a: stable across builds and platforms (the name must be the same on every leader).
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for part in parts {
+        for byte in part.bytes().chain([0u8]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x100000001b3);
+        }
+    }
+    hash
+}
+
+/// The event `reason` about `involved`, at `now`, reported by `component`. Pure.
+pub fn about(involved: &Object, type_: EventType, reason: &str, message: &str, now: Time) -> Event {
+    let m = involved.meta();
+    let kind = involved.kind();
+    let mut event = Event::default();
+    let id = fnv1a(&[kind.name(), &m.namespace, &m.name, &m.uid, type_.as_str(), reason, message]);
+    event.metadata.name = format!("{}.{id:016x}", m.name);
+    event.metadata.namespace = if kind.namespaced() { m.namespace.clone() } else { "default".into() };
+    event.involved_object = ObjectReference {
+        api_version: Some(kind.info().api_version.into()),
+        kind: Some(kind.name().into()),
+        namespace: kind.namespaced().then(|| m.namespace.clone()),
+        name: Some(m.name.clone()),
+        uid: Some(m.uid.clone()),
+        ..Default::default()
+    };
+    event.reason = Some(reason.into());
+    event.message = Some(message.into());
+    event.type_ = Some(type_.as_str().into());
+    event.count = Some(1);
+    event.first_timestamp = Some(now);
+    event.last_timestamp = Some(now);
+    event.source = Some(EventSource { component: Some("skiff-controller".into()), host: None });
+    event.reporting_component = Some("skiff-controller".into());
+    event
+}
+
+/// Records `event`: creates it, or counts it on the event that already says the same.
+pub async fn record(api: &dyn ResourceApi, event: &Event) -> Result<(), ApiError> {
+    match api.create(Object::Event(event.clone())).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is(Reason::AlreadyExists) => {
+            let m = &event.metadata;
+            let Object::Event(mut earlier) =
+                api.get(skiff_api::Kind::Event, &m.namespace, &m.name, Consistency::Stale).await?
+            else {
+                return Ok(());
+            };
+            earlier.count = Some(earlier.count.unwrap_or(1) + 1);
+            earlier.last_timestamp = event.last_timestamp;
+            api.apply(Object::Event(earlier), false).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_api::kinds::Pod;
+    use skiff_api::memory::MemoryApi;
+
+    fn pod() -> Object {
+        let mut p = Pod::default();
+        p.metadata.name = "web-1".into();
+        p.metadata.namespace = "default".into();
+        p.metadata.uid = "u1".into();
+        Object::Pod(p)
+    }
+
+    #[tokio::test]
+    async fn a_repeated_event_counts_up_on_one_object() {
+        let api = MemoryApi::new();
+        let t1 = Time::from_unix(1_800_000_000).expect("time");
+        let t2 = Time::from_unix(1_800_000_060).expect("time");
+        let first = about(&pod(), EventType::Warning, "FailedScheduling", "0/3 nodes are available", t1);
+        let again = about(&pod(), EventType::Warning, "FailedScheduling", "0/3 nodes are available", t2);
+        let other = about(&pod(), EventType::Normal, "Scheduled", "Successfully assigned default/web-1 to n1", t2);
+        assert_eq!(first.metadata.name, again.metadata.name, "the same event, the same name");
+        assert_ne!(first.metadata.name, other.metadata.name);
+        for e in [&first, &again, &other] {
+            record(&api, e).await.expect("record");
+        }
+        let list = api.list(skiff_api::Kind::Event, &Default::default(), Consistency::Stale).await.expect("list");
+        assert_eq!(list.items.len(), 2);
+        let counted = list
+            .items
+            .iter()
+            .find_map(|o| match o {
+                Object::Event(e) if e.metadata.name == first.metadata.name => Some(e.clone()),
+                _ => None,
+            })
+            .expect("the counted event");
+        assert_eq!((counted.count, counted.first_timestamp, counted.last_timestamp), (Some(2), Some(t1), Some(t2)));
+    }
+}
