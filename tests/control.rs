@@ -238,3 +238,97 @@ async fn a_replica_set_is_scheduled_evenly_run_replaced_and_scaled_by_the_leader
     }
     cluster.shutdown().await;
 }
+
+fn deployment(image: &str) -> Object {
+    let mut d = skiff_api::kinds::Deployment::default();
+    d.metadata.name = "web".into();
+    d.spec.replicas = Some(4);
+    d.spec.selector.match_labels.insert("app".into(), "web".into());
+    d.spec.template.metadata.labels.insert("app".into(), "web".into());
+    d.spec.template.spec.containers.push(skiff_api::kinds::pod::Container {
+        name: "app".into(),
+        image: image.into(),
+        ..Default::default()
+    });
+    Object::Deployment(d)
+}
+
+/// The deployment `web`'s status, when it reports `image` fully rolled out and available.
+async fn rolled_out(api: &skiff_apiserver::ApiServer, replicas: i32) -> Option<()> {
+    let Ok(Object::Deployment(d)) = api.get(Kind::Deployment, "default", "web", Consistency::Stale).await else {
+        return None;
+    };
+    let s = d.status?;
+    let progressed =
+        s.conditions.iter().any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable"));
+    let available = s.conditions.iter().any(|c| c.type_ == "Available" && c.status == "True");
+    (progressed
+        && available
+        && s.observed_generation == d.metadata.generation
+        && s.updated_replicas == Some(replicas)
+        && s.available_replicas == Some(replicas)
+        && s.replicas == Some(replicas))
+    .then_some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_rolls_out_through_replica_sets_and_finishes_under_a_new_leader() {
+    use skiff_server::config::{AgentSettings, RuntimeKind};
+    let agent = AgentSettings { runtime: RuntimeKind::Memory, heartbeat_ms: 500, ..AgentSettings::default() };
+    let mut cluster = TestCluster::start_with_agent(3, test_raft(), agent).await;
+    let leader = cluster.leader(T).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let api = cluster.nodes[&follower].api().clone();
+    eventually("three nodes registered", T, || async {
+        let nodes = api.list(Kind::Node, &Default::default(), Consistency::Stale).await.ok()?;
+        (nodes.items.len() == 3).then_some(())
+    })
+    .await;
+    // The pods run on the followers only (the leader's node is cordoned): this is about the
+    // control plane moving, not about a node's pods being lost.
+    let Ok(Object::Node(mut node)) = api.get(Kind::Node, "", &format!("node{leader}"), Consistency::Linearizable).await
+    else {
+        panic!("the leader's node")
+    };
+    node.spec.unschedulable = Some(true);
+    api.apply(Object::Node(node), false).await.expect("cordon the leader's node");
+    api.apply(deployment("web:1"), false).await.expect("apply");
+    eventually("web:1 rolled out", T, || rolled_out(&api, 4)).await;
+    // The same manifest again changes nothing (the revision annotation the controller added stays).
+    let (_, outcome) = api.apply(deployment("web:1"), false).await.expect("apply again");
+    assert_eq!(outcome, skiff_api::api::ApplyOutcome::Unchanged);
+
+    // A new image; the leader is killed while it rolls out, and the new leader finishes.
+    api.apply(deployment("web:2"), false).await.expect("set image");
+    eventually("the rollout under way", T, || async {
+        let sets = api.list(Kind::ReplicaSet, &Default::default(), Consistency::Stale).await.ok()?;
+        (sets.items.len() == 2).then_some(())
+    })
+    .await;
+    cluster.stop(leader).await;
+    let never_more_than = 4 + 1; // replicas + maxSurge (25% of 4, rounded up)
+    let watch_ceiling = async {
+        loop {
+            let pods = web_pods(&api).await;
+            assert!(pods.len() <= never_more_than, "{} pods: {pods:?}", pods.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = watch_ceiling => {}
+        _ = eventually("web:2 rolled out under the new leader", T, || rolled_out(&api, 4)) => {}
+    }
+    let sets = api.list(Kind::ReplicaSet, &Default::default(), Consistency::Linearizable).await.expect("sets");
+    let live: Vec<(String, i32)> = sets
+        .items
+        .iter()
+        .filter_map(|o| match o {
+            Object::ReplicaSet(rs) => {
+                Some((rs.spec.template.spec.containers[0].image.clone(), rs.spec.replicas.unwrap_or(0)))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(live.contains(&("web:2".to_string(), 4)) && live.contains(&("web:1".to_string(), 0)), "{live:?}");
+    cluster.shutdown().await;
+}

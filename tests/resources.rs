@@ -84,7 +84,7 @@ data:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documentation_examples_apply_and_get_in_every_output_format() {
-    let cluster = TestCluster::start(3, test_raft()).await;
+    let cluster = TestCluster::start_without_controllers(3, test_raft()).await;
     cluster.leader(Duration::from_secs(10)).await;
     let m = members(&cluster);
     // Two examples define a Deployment "nginx-deployment" with different selectors; a selector is
@@ -178,7 +178,8 @@ async fn documentation_examples_apply_and_get_in_every_output_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_keep_server_fields_and_stale_updates_conflict() {
-    let cluster = TestCluster::start(3, test_raft()).await;
+    // The API alone: no deployment controller rewriting the status this test writes.
+    let cluster = TestCluster::start_without_controllers(3, test_raft()).await;
     cluster.leader(Duration::from_secs(10)).await;
     let m = members(&cluster);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -329,7 +330,7 @@ fn pod_yaml(name: &str, node: Option<&str>, owner: Option<(&str, &str)>) -> Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_owner_deletes_its_dependants_in_one_write_and_bound_pods_gracefully() {
-    let cluster = TestCluster::start(3, test_raft()).await;
+    let cluster = TestCluster::start_without_controllers(3, test_raft()).await;
     cluster.leader(Duration::from_secs(10)).await;
     let m = members(&cluster);
     let dir = tempfile::tempdir().expect("tempdir");

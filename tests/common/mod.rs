@@ -80,6 +80,7 @@ fn member_config_with(
         join,
         raft,
         agent,
+        controllers: true,
     };
     config.validate("test").expect("valid config");
     config
@@ -146,6 +147,20 @@ impl TestCluster {
 
     /// Starts `n` members whose agents run with `agent` (e.g. on Docker, with test labels).
     pub async fn start_with_agent(n: u64, raft: RaftSettings, agent: skiff_server::config::AgentSettings) -> Self {
+        Self::start_with(n, raft, agent, true).await
+    }
+
+    /// Starts `n` members that store and serve but run no controllers (tests of the API alone).
+    pub async fn start_without_controllers(n: u64, raft: RaftSettings) -> Self {
+        Self::start_with(n, raft, skiff_server::config::AgentSettings::none(), false).await
+    }
+
+    async fn start_with(
+        n: u64,
+        raft: RaftSettings,
+        agent: skiff_server::config::AgentSettings,
+        controllers: bool,
+    ) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = BTreeMap::new();
@@ -163,8 +178,9 @@ impl TestCluster {
         let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new(), pods: BTreeMap::new() };
         for (id, listener) in listeners {
             let data_dir = cluster.dir.path().join(format!("node{id}"));
-            let config =
+            let mut config =
                 member_config_with(id, &listener, data_dir, members.clone(), None, raft.clone(), agent.clone());
+            config.controllers = controllers;
             cluster.configs.insert(id, config.clone());
             let pods = PodRuntime::from_settings(&config.agent);
             cluster.pods.insert(id, pods.clone());
@@ -205,6 +221,7 @@ impl TestCluster {
                 join: None,
                 raft: raft.clone(),
                 agent: skiff_server::config::AgentSettings::none(),
+                controllers: true,
             };
             config.validate("test").expect("valid config");
             cluster.configs.insert(id, config.clone());

@@ -10,8 +10,10 @@
 //! - [`gc`]: the garbage collector (objects whose owners are gone).
 //! - [`scheduler`]: places pending pods on nodes.
 //! - [`replica_set`]: keeps each ReplicaSet's pods at its replica count.
+//! - [`deployment`]: rolls a Deployment's template out through ReplicaSets.
 //! - [`pods`]: what controllers read from a pod (active, ready, available).
 
+pub mod deployment;
 pub mod events;
 pub mod gc;
 pub mod pods;
@@ -26,5 +28,10 @@ use std::sync::Arc;
 
 /// Every controller the leader runs.
 pub fn controllers() -> Vec<Arc<dyn Controller>> {
-    vec![Arc::new(gc::GarbageCollector), Arc::new(scheduler::Scheduler), Arc::new(replica_set::ReplicaSetController)]
+    vec![
+        Arc::new(gc::GarbageCollector),
+        Arc::new(scheduler::Scheduler),
+        Arc::new(replica_set::ReplicaSetController),
+        Arc::new(deployment::DeploymentController),
+    ]
 }

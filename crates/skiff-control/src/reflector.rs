@@ -206,7 +206,7 @@ async fn run(api: Arc<dyn ResourceApi>, kind: Kind, filter: Filter, shared: Arc<
     loop {
         let from = match resume {
             Some(rv) => rv,
-            None => match api.list(kind, &filter, Consistency::Stale).await {
+            None => match api.list(kind, &filter, Consistency::Linearizable).await {
                 Ok(list) => {
                     if let Ok(mut n) = shared.lists.lock() {
                         *n += 1;

@@ -196,12 +196,16 @@ async fn lead(
         if !caught_up(&reflectors, &expected, &mut changes, leadership).await {
             return;
         }
-        let wait = reconciled.requeue_after.unwrap_or(RESYNC);
-        let changed = select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
-        tokio::select! {
-            changed = leadership.changed() => if changed.is_err() { return },
-            _ = changed => {}
-            _ = tokio::time::sleep(wait) => {}
+        // Having written, decide again: the state changed (and waiting for the writes to show
+        // may have taken the news of other changes with it). Otherwise wait for news.
+        if expected.is_empty() {
+            let wait = reconciled.requeue_after.unwrap_or(RESYNC);
+            let changed = select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
+            tokio::select! {
+                changed = leadership.changed() => if changed.is_err() { return },
+                _ = changed => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
         // Let changes gather until the interval since this reconcile started has passed.
         tokio::select! {

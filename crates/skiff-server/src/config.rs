@@ -133,6 +133,15 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     #[serde(default)]
     pub agent: AgentSettings,
+    /// Whether this member runs the controllers (scheduler, ReplicaSets, Deployments, garbage
+    /// collector) when it leads. Off, the cluster stores and serves objects and nothing decides,
+    /// like a kube-apiserver without its controller manager (tests of the API alone use it).
+    #[serde(default = "default_controllers")]
+    pub controllers: bool,
+}
+
+fn default_controllers() -> bool {
+    true
 }
 
 /// Where a member runs its pods.
@@ -239,6 +248,7 @@ impl NodeConfig {
             join: None,
             raft: RaftSettings::default(),
             agent: AgentSettings::default(),
+            controllers: true,
         }
     }
 

@@ -108,9 +108,19 @@ pub fn for_update(current: &Object, mut next: Object) -> Result<Object, ApiError
     if m.generate_name.is_empty() {
         m.generate_name = cur.generate_name.clone();
     }
+    // What controllers record in annotations stays unless the update names it: a user's manifest
+    // applied again does not erase the deployment's revision (kubectl's three-way merge keeps it too).
+    for (key, value) in &cur.annotations {
+        if CONTROLLER_ANNOTATIONS.iter().any(|prefix| key.starts_with(prefix)) && !m.annotations.contains_key(key) {
+            m.annotations.insert(key.clone(), value.clone());
+        }
+    }
     next.copy_status_from(current);
     Ok(next)
 }
+
+/// Annotation prefixes that controllers own (`deployment.kubernetes.io/revision`).
+pub const CONTROLLER_ANNOTATIONS: [&str; 1] = ["deployment.kubernetes.io/"];
 
 /// How an object goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +229,21 @@ mod tests {
         let next = for_update(&current, Object::ConfigMap(changed)).expect("update");
         assert_eq!(next.meta().generation, Some(2));
         assert_eq!(next.meta().creation_timestamp, Some(ctx().now));
+    }
+
+    #[test]
+    fn annotations_that_controllers_own_survive_an_update_that_does_not_name_them() {
+        let mut current = for_create(config_map("c"), &ctx());
+        let annotations = &mut current.meta_mut().annotations;
+        annotations.insert("deployment.kubernetes.io/revision".into(), "3".into());
+        annotations.insert("team".into(), "web".into());
+        let next = for_update(&current, config_map("c")).expect("update");
+        let kept: Vec<&str> = next.meta().annotations.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["deployment.kubernetes.io/revision"], "the user's own annotation goes, the revision stays");
+        let mut named = config_map("c");
+        named.meta_mut().annotations.insert("deployment.kubernetes.io/revision".into(), "4".into());
+        let next = for_update(&current, named).expect("update");
+        assert_eq!(next.meta().annotations["deployment.kubernetes.io/revision"], "4");
     }
 
     #[test]
