@@ -27,6 +27,7 @@ mod manifest_files;
 mod members;
 mod node_cmd;
 mod printers;
+mod workload_cmd;
 
 use std::process::ExitCode;
 
@@ -64,6 +65,20 @@ enum Command {
     Logs(container_cmd::LogsArgs),
     /// Run a command in a container and print its output; exits with the command's exit code.
     Exec(container_cmd::ExecArgs),
+    /// Set a deployment's or replica set's number of replicas.
+    Scale(workload_cmd::ScaleArgs),
+    /// Change part of an object in place (`set image`).
+    #[command(subcommand)]
+    Set(workload_cmd::SetCommand),
+    /// Follow, list, undo, pause, resume or restart a deployment's rollout.
+    #[command(subcommand)]
+    Rollout(workload_cmd::RolloutCommand),
+    /// Mark a node unschedulable: no new pods go there.
+    Cordon { node: String },
+    /// Mark a node schedulable again.
+    Uncordon { node: String },
+    /// Cordon a node and evict its pods, waiting until they are gone.
+    Drain(workload_cmd::DrainArgs),
     /// Low-level key-value access to the replicated store (its own key prefix).
     #[command(subcommand)]
     Kv(kv_cmd::KvCommand),
@@ -100,6 +115,12 @@ fn main() -> ExitCode {
             Command::ApiResources => get_cmd::api_resources(),
             Command::Logs(args) => container_cmd::logs(args, &cli.members).await,
             Command::Exec(args) => container_cmd::exec(args, &cli.members).await,
+            Command::Scale(args) => workload_cmd::scale(args, &cli.members).await,
+            Command::Set(cmd) => workload_cmd::set(cmd, &cli.members).await,
+            Command::Rollout(cmd) => workload_cmd::rollout(cmd, &cli.members).await,
+            Command::Cordon { node } => workload_cmd::cordon(&node, true, &cli.members).await,
+            Command::Uncordon { node } => workload_cmd::cordon(&node, false, &cli.members).await,
+            Command::Drain(args) => workload_cmd::drain(args, &cli.members).await,
             Command::Completion { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "skiff", &mut std::io::stdout());
                 Ok(())

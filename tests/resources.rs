@@ -849,3 +849,83 @@ async fn a_metadata_only_list_and_watch_carry_the_metadata_and_nothing_else() {
     assert!(c.data.is_empty(), "no data in a metadata-only watch: {c:?}");
     cluster.shutdown().await;
 }
+
+const WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: web:1
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_scale_set_image_undo_pause_cordon_and_drain_from_the_cli() {
+    use skiff_server::config::{AgentSettings, RuntimeKind};
+    let agent = AgentSettings { runtime: RuntimeKind::Memory, heartbeat_ms: 500, ..AgentSettings::default() };
+    let cluster = TestCluster::start_with_agent(3, test_raft(), agent).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    eventually("three nodes", Duration::from_secs(30), || async {
+        let out = skiff(&m, &["get", "nodes", "-o", "name"]).await;
+        (String::from_utf8_lossy(&out.stdout).lines().count() == 3).then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "web.yaml", WEB);
+    skiff_ok(&m, &["apply", "-f", &file]).await;
+    let status = skiff_ok(&m, &["rollout", "status", "deployment/web", "--wait-timeout", "60"]).await;
+    assert!(status.ends_with("deployment \"web\" successfully rolled out\n"), "{status}");
+
+    // Bad input changes nothing.
+    let e = skiff_err(&m, &["scale", "deployment/web", "--replicas=-1"]).await;
+    assert!(e.contains("--replicas=-1: the count must be 0 or more"), "{e}");
+    let e = skiff_err(&m, &["cordon", "no-such-node"]).await;
+    assert!(e.contains("no-such-node") && e.contains("not found"), "{e}");
+    let e = skiff_err(&m, &["set", "image", "deployment/web", "nope=web:9"]).await;
+    assert!(e.contains("has no container \"nope\" (it has app)"), "{e}");
+
+    assert_eq!(skiff_ok(&m, &["scale", "deployment/web", "--replicas=4"]).await, "deployment.apps/web scaled\n");
+    assert_eq!(
+        skiff_ok(&m, &["set", "image", "deployment/web", "app=web:2"]).await,
+        "deployment.apps/web image updated\n"
+    );
+    let status = skiff_ok(&m, &["rollout", "status", "deployment/web", "--wait-timeout", "60"]).await;
+    assert!(status.ends_with("deployment \"web\" successfully rolled out\n"), "{status}");
+    let history = skiff_ok(&m, &["rollout", "history", "deployment/web"]).await;
+    assert!(history.contains("web:1") && history.contains("web:2"), "{history}");
+    assert_eq!(skiff_ok(&m, &["rollout", "undo", "deployment/web"]).await, "deployment.apps/web rolled back\n");
+    skiff_ok(&m, &["rollout", "status", "deployment/web", "--wait-timeout", "60"]).await;
+    let image = skiff_ok(&m, &["get", "deploy", "web", "-o", "json"]).await;
+    assert_eq!(json(&image)["spec"]["template"]["spec"]["containers"][0]["image"], "web:1");
+
+    // Paused: a new image waits for resume.
+    assert_eq!(skiff_ok(&m, &["rollout", "pause", "deployment/web"]).await, "deployment.apps/web paused\n");
+    skiff_ok(&m, &["set", "image", "deployment/web", "app=web:3"]).await;
+    common::consistently("no rollout while paused", Duration::from_secs(1), || async {
+        let sets = skiff(&m, &["get", "rs", "-o", "json"]).await;
+        !String::from_utf8_lossy(&sets.stdout).contains("web:3")
+    })
+    .await;
+    assert_eq!(skiff_ok(&m, &["rollout", "resume", "deployment/web"]).await, "deployment.apps/web resumed\n");
+    skiff_ok(&m, &["rollout", "status", "deployment/web", "--wait-timeout", "60"]).await;
+
+    // Drain a node: its pods are evicted and come back elsewhere; it stays cordoned.
+    let out = skiff_ok(&m, &["drain", "node2", "--wait-timeout", "30"]).await;
+    assert!(out.starts_with("node/node2 cordoned\n") && out.ends_with("node/node2 drained\n"), "{out}");
+    skiff_ok(&m, &["rollout", "status", "deployment/web", "--wait-timeout", "60"]).await;
+    let wide = skiff_ok(&m, &["get", "pods", "-o", "wide"]).await;
+    assert!(!wide.contains("node2"), "nothing runs on the drained node:\n{wide}");
+    let nodes = skiff_ok(&m, &["get", "nodes"]).await;
+    assert!(nodes.lines().any(|l| l.starts_with("node2") && l.contains("SchedulingDisabled")), "{nodes}");
+    assert_eq!(skiff_ok(&m, &["uncordon", "node2"]).await, "node/node2 uncordoned\n");
+    cluster.shutdown().await;
+}

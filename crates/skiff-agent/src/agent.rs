@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_api::api::{Filter, ResourceApi};
+use skiff_api::api::{Consistency, Filter, ResourceApi};
 use skiff_api::fields::FieldSelector;
 use skiff_api::kinds::node::{NodeCondition, NodeStatus, NodeSystemInfo};
 use skiff_api::kinds::{Node, Pod};
@@ -171,9 +171,18 @@ async fn register(agent: &Agent) {
             ..Default::default()
         }),
     });
-    // Apply keeps the stored status of an existing node: the status goes through its own call.
-    let written = match agent.api.apply(Object::Node(node.clone()), false).await {
-        Ok(_) => agent.api.update_status(Object::Node(node)).await.map(|_| ()),
+    // The node is created once, as the kubelet registers: after that its spec (cordon, taints) and
+    // labels are the users' and the controllers', and the agent renews only the status.
+    let exists = agent.api.get(Kind::Node, "", &config.worker.node, Consistency::Stale).await.is_ok();
+    let created = match exists {
+        true => Ok(()),
+        false => match agent.api.create(Object::Node(node.clone())).await {
+            Err(e) if !e.is(skiff_api::Reason::AlreadyExists) => Err(e),
+            _ => Ok(()),
+        },
+    };
+    let written = match created {
+        Ok(()) => agent.api.update_status(Object::Node(node)).await.map(|_| ()),
         Err(e) => Err(e),
     };
     if let Err(e) = written {
