@@ -21,29 +21,17 @@ use skiff_api::selector::LabelSelector;
 use skiff_api::{Kind, Object};
 
 use crate::events::{self, EventType};
+use crate::names::{fnv1a, spell};
 use crate::pods;
 use crate::runner::{Action, Controller, Reconciled, State};
 
 /// `deployment.skiff.io/auto-rollback: "true"`: roll back when the progress deadline is exceeded.
 pub const AUTO_ROLLBACK: &str = "deployment.skiff.io/auto-rollback";
 
-const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
 /// The `pod-template-hash` of a template: a stable hash of its JSON, ten characters.
 pub fn template_hash(template: &PodTemplateSpec) -> String {
     let bytes = serde_json::to_vec(template).unwrap_or_default();
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    (0..10)
-        .map(|_| {
-            let c = ALPHABET[(hash % ALPHABET.len() as u64) as usize] as char;
-            hash /= ALPHABET.len() as u64;
-            c
-        })
-        .collect()
+    spell(fnv1a(&[&bytes]), 10)
 }
 
 /// maxSurge and maxUnavailable as numbers of pods for `replicas`: percentages of maxSurge round
@@ -566,11 +554,7 @@ impl Controller for DeploymentController {
             let set_pods: Vec<&Pod> =
                 sets.iter().flat_map(|rs| pods_of.get(rs.metadata.uid.as_str()).cloned().unwrap_or_default()).collect();
             let decided = reconcile_deployment(d, &sets, &set_pods, now);
-            out.actions.extend(decided.actions);
-            out.requeue_after = match (out.requeue_after, decided.requeue_after) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            out.merge(decided);
         }
         out
     }

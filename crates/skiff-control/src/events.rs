@@ -24,24 +24,13 @@ impl EventType {
     }
 }
 
-/// FNV-1a: stable across builds and platforms (the name must be the same on every leader).
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for part in parts {
-        for byte in part.bytes().chain([0u8]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x100000001b3);
-        }
-    }
-    hash
-}
-
 /// The event `reason` about `involved`, at `now`, reported by `component`. Pure.
 pub fn about(involved: &Object, type_: EventType, reason: &str, message: &str, now: Time) -> Event {
     let m = involved.meta();
     let kind = involved.kind();
     let mut event = Event::default();
-    let id = fnv1a(&[kind.name(), &m.namespace, &m.name, &m.uid, type_.as_str(), reason, message]);
+    let parts = [kind.name(), &m.namespace, &m.name, &m.uid, type_.as_str(), reason, message];
+    let id = crate::names::fnv1a(&parts.map(str::as_bytes));
     event.metadata.name = format!("{}.{id:016x}", m.name);
     event.metadata.namespace = if kind.namespaced() { m.namespace.clone() } else { "default".into() };
     event.involved_object = ObjectReference {

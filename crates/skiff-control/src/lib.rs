@@ -11,11 +11,13 @@
 //! - [`scheduler`]: places pending pods on nodes.
 //! - [`replica_set`]: keeps each ReplicaSet's pods at its replica count.
 //! - [`deployment`]: rolls a Deployment's template out through ReplicaSets.
+//! - [`names`]: names derived from content (pod suffixes, template hashes, event names).
 //! - [`pods`]: what controllers read from a pod (active, ready, available).
 
 pub mod deployment;
 pub mod events;
 pub mod gc;
+pub mod names;
 pub mod pods;
 pub mod reflector;
 pub mod replica_set;

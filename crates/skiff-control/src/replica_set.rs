@@ -18,33 +18,13 @@ use skiff_api::meta::{OwnerReference, Time};
 use skiff_api::{Kind, Object};
 
 use crate::events::{self, EventType};
+use crate::names::{fnv1a, spell};
 use crate::pods;
 use crate::runner::{Action, Controller, Reconciled, State};
 
-/// The letters of generated name suffixes (Kubernetes': no vowels, no look-alikes).
-const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
 /// A five-letter suffix derived from `seed`.
 fn suffix(seed: u64) -> String {
-    let mut n = seed;
-    (0..5)
-        .map(|_| {
-            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
-            n /= ALPHABET.len() as u64;
-            c
-        })
-        .collect()
-}
-
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for part in parts {
-        for byte in part.iter().copied().chain([0u8]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x100000001b3);
-        }
-    }
-    hash
+    spell(seed, 5)
 }
 
 /// The reference a pod carries to the set that controls it.
@@ -199,11 +179,7 @@ impl Controller for ReplicaSetController {
             let owned = by_owner.get(rs.metadata.uid.as_str()).map(Vec::as_slice).unwrap_or(&[]);
             let taken = taken.get(rs.metadata.namespace.as_str()).unwrap_or(&none);
             let decided = reconcile_set(rs, owned, taken, now);
-            out.actions.extend(decided.actions);
-            out.requeue_after = match (out.requeue_after, decided.requeue_after) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            out.merge(decided);
         }
         out
     }

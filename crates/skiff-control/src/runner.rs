@@ -81,6 +81,17 @@ pub struct Reconciled {
     pub requeue_after: Option<Duration>,
 }
 
+impl Reconciled {
+    /// Adds another object's answer: both sets of actions, the sooner requeue.
+    pub fn merge(&mut self, other: Reconciled) {
+        self.actions.extend(other.actions);
+        self.requeue_after = match (self.requeue_after, other.requeue_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// A controller: what it watches and a pure decision over it.
 pub trait Controller: Send + Sync + 'static {
     fn name(&self) -> &'static str;
