@@ -437,10 +437,10 @@ async fn every_acknowledged_write_follows_a_sync_of_the_raft_log() {
     let log = "raft-log";
     for (i, from, to) in &acked {
         let w = strace::window(&calls, log, *from, *to);
-        assert!(w.durable(), "put {i} was acknowledged before its Raft log write was synced: {w:?}");
+        assert!(w.written_then_synced(), "put {i} was acknowledged before its Raft log write was synced: {w:?}");
     }
     let burst = strace::window(&calls, log, burst_from, burst_to);
-    assert!(burst.durable(), "the burst of writes ended with unsynced log writes: {burst:?}");
+    assert!(burst.written_then_synced(), "the burst of writes was acknowledged without a sync of the log: {burst:?}");
     let burst_syncs = burst.fdatasyncs("raft-log/db");
     assert!(burst_syncs < 100, "200 concurrent writes share syncs (once per batch): {burst_syncs} syncs");
     eprintln!("200 concurrent writes: {burst_syncs} syncs of the log; 40 sequential writes each synced");

@@ -99,6 +99,8 @@ pub struct Window {
     /// Files written inside the window with no `fsync`/`fdatasync` of that file started after its
     /// last write and ended before the acknowledgement: what a power cut could still lose.
     pub unsynced: Vec<String>,
+    /// An `fsync`/`fdatasync` of a written file started after the window's first write ended.
+    pub synced_after_first_write: bool,
 }
 
 impl Window {
@@ -110,6 +112,13 @@ impl Window {
     /// Something was written, and everything written was synced before the acknowledgement.
     pub fn durable(&self) -> bool {
         self.writes > 0 && self.unsynced.is_empty()
+    }
+
+    /// Something was written and then synced before the acknowledgement. For one request in
+    /// flight its own entry is the first write; what may follow unsynced is bookkeeping that is
+    /// not the request's (the log's committed index, which is relearned from the leader).
+    pub fn written_then_synced(&self) -> bool {
+        self.writes > 0 && self.synced_after_first_write
     }
 }
 
@@ -129,7 +138,11 @@ pub fn window(calls: &[Call], log_path: &str, from: f64, to: f64) -> Window {
         .map(|(path, _)| path.to_string())
         .collect();
     unsynced.sort();
+    let first_write = inside.iter().filter(|c| c.is_write()).min_by(|a, b| a.end.total_cmp(&b.end));
+    let synced_after_first_write =
+        first_write.is_some_and(|w| inside.iter().any(|c| c.is_sync() && c.path == w.path && c.start >= w.end));
     Window {
+        synced_after_first_write,
         writes: inside.iter().filter(|c| c.is_write()).count(),
         syncs: inside.iter().filter(|c| c.is_sync()).count(),
         sync_calls: inside.iter().filter(|c| c.is_sync()).map(|c| (c.name.clone(), c.path.clone())).collect(),
