@@ -10,9 +10,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{docker_agent, test_raft, DockerCleanup, TestCluster};
-use skiff_client::CallKind;
-use skiff_proto::api::resources_client::ResourcesClient;
-use skiff_proto::api::BindRequest;
 
 async fn pod(members: &str, name: &str) -> Option<serde_json::Value> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -51,16 +48,12 @@ async fn docker_documentation_probe_pods_behave_as_documented() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff")).args(&args).output().await.expect("apply");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let client = cluster.client();
+    // The scheduler binds them (node1 is the only node).
     for name in ["liveness-exec", "liveness-http", "goproxy"] {
-        client
-            .call(CallKind::Write, |ch| async move {
-                ResourcesClient::new(ch)
-                    .bind(BindRequest { namespace: "default".into(), name: name.into(), node_name: "node1".into() })
-                    .await
-            })
-            .await
-            .unwrap_or_else(|e| panic!("bind {name}: {e}"));
+        common::eventually(&format!("{name} scheduled to node1"), Duration::from_secs(20), || async {
+            pod(&m, name).await.filter(|p| p["spec"]["nodeName"] == "node1").map(|_| ())
+        })
+        .await;
     }
     let bound = Instant::now();
 

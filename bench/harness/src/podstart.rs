@@ -21,9 +21,11 @@ const LABEL: &str = "skiff.bench.podstart";
 const IMAGE: &str = "skiff-test/busybox:1";
 const SANDBOX: &str = "skiff-pause:1";
 
+/// A pod the scheduler leaves alone (its nodeSelector matches no node), so that the benchmark binds
+/// all of them at once itself: what is measured is the agent, from binding to Running.
 fn pod(name: &str) -> Vec<u8> {
     format!(
-        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"terminationGracePeriodSeconds":1,"containers":[{{"name":"app","image":"{IMAGE}","command":["sleep","3600"]}}]}}}}"#
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"nodeSelector":{{"skiff.bench/held":"true"}},"terminationGracePeriodSeconds":1,"containers":[{{"name":"app","image":"{IMAGE}","command":["sleep","3600"]}}]}}}}"#
     )
     .into_bytes()
 }
