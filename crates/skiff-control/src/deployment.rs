@@ -346,6 +346,9 @@ pub fn reconcile_deployment(d: &Deployment, sets: &[&ReplicaSet], set_pods: &[&P
                 let mut annotated = d.clone();
                 annotated.metadata.annotations.insert(REVISION.into(), (max_revision + 1).to_string());
                 plan.actions.push(Action::Apply(Object::Deployment(annotated)));
+                // A new rollout: its progress deadline starts now.
+                progress_reason =
+                    Some(("FoundNewReplicaSet", format!("Found new replica set {:?}", new.metadata.name)));
             } else if d.metadata.annotations.get(REVISION).map(String::as_str) != Some(&new.revision().to_string()) {
                 let mut annotated = d.clone();
                 annotated.metadata.annotations.insert(REVISION.into(), new.revision().to_string());
@@ -496,7 +499,9 @@ pub fn reconcile_deployment(d: &Deployment, sets: &[&ReplicaSet], set_pods: &[&P
             }
         }
     }
-    if d.status.as_ref() != Some(&status) {
+    // Rolling back writes the template only: a status write of the same resourceVersion beside it
+    // could win the race and leave the rollback undone; the next reconcile writes the status.
+    if d.status.as_ref() != Some(&status) && rollback_to.is_none() {
         let mut updated = d.clone();
         updated.status = Some(status);
         plan.actions.push(Action::UpdateStatus(Object::Deployment(updated)));
