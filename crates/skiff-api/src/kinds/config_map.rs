@@ -27,13 +27,7 @@ impl Resource for ConfigMap {
     const KIND: Kind = Kind::ConfigMap;
     const HAS_STATUS: bool = false;
 
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    metadata_field!();
 
     fn same_desired_state(&self, other: &Self) -> bool {
         self.data == other.data && self.binary_data == other.binary_data && self.immutable == other.immutable

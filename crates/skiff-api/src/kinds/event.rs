@@ -65,13 +65,7 @@ impl Resource for Event {
     const KIND: Kind = Kind::Event;
     const HAS_STATUS: bool = false;
 
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    metadata_field!();
 
     /// An event is all desired state: everything but its metadata.
     fn same_desired_state(&self, other: &Self) -> bool {

@@ -1,6 +1,19 @@
 //! The kinds Skiff serves, each in its own module, and [`Object`]: any one of them with its
 //! `apiVersion` and `kind`.
 
+/// `metadata()` and `metadata_mut()` of a [`Resource`] whose metadata is its `metadata` field.
+macro_rules! metadata_field {
+    () => {
+        fn metadata(&self) -> &ObjectMeta {
+            &self.metadata
+        }
+
+        fn metadata_mut(&mut self) -> &mut ObjectMeta {
+            &mut self.metadata
+        }
+    };
+}
+
 pub mod config_map;
 pub mod deployment;
 pub mod event;

@@ -35,13 +35,7 @@ impl Resource for Namespace {
     const KIND: Kind = Kind::Namespace;
     const HAS_STATUS: bool = true;
 
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    metadata_field!();
 
     fn same_desired_state(&self, other: &Self) -> bool {
         self.spec == other.spec

@@ -110,13 +110,7 @@ impl Resource for Node {
     const KIND: Kind = Kind::Node;
     const HAS_STATUS: bool = true;
 
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    metadata_field!();
 
     fn same_desired_state(&self, other: &Self) -> bool {
         self.spec == other.spec

@@ -104,13 +104,7 @@ impl Resource for Service {
     const KIND: Kind = Kind::Service;
     const HAS_STATUS: bool = true;
 
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    metadata_field!();
 
     fn same_desired_state(&self, other: &Self) -> bool {
         self.spec == other.spec
