@@ -332,3 +332,83 @@ async fn a_deployment_rolls_out_through_replica_sets_and_finishes_under_a_new_le
     assert!(live.contains(&("web:2".to_string(), 4)) && live.contains(&("web:1".to_string(), 0)), "{live:?}");
     cluster.shutdown().await;
 }
+
+/// The node's Ready condition status and its taints' effects.
+async fn node_state(api: &skiff_apiserver::ApiServer, name: &str) -> Option<(String, Vec<String>)> {
+    let Ok(Object::Node(n)) = api.get(Kind::Node, "", name, Consistency::Stale).await else { return None };
+    let ready = n.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?.status;
+    let taints = n.spec.taints.into_iter().map(|t| format!("{}:{}", t.key, t.effect)).collect();
+    Some((ready, taints))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_member_goes_not_ready_its_pods_are_replaced_elsewhere_and_its_copies_removed_on_return() {
+    use skiff_server::config::{AgentSettings, RuntimeKind};
+    let agent = AgentSettings { runtime: RuntimeKind::Memory, ..AgentSettings::default() };
+    let mut cluster = TestCluster::start_with_agent(3, test_raft(), agent).await;
+    let leader = cluster.leader(T).await;
+    let lost = if leader == 3 { 2 } else { 3 };
+    let lost_name = format!("node{lost}");
+    let api = cluster.nodes[&leader].api().clone();
+    eventually("three nodes registered", T, || async {
+        let nodes = api.list(Kind::Node, &Default::default(), Consistency::Stale).await.ok()?;
+        (nodes.items.len() == 3).then_some(())
+    })
+    .await;
+    api.apply(replica_set(6), false).await.expect("apply the replica set");
+    let before = eventually("six pods Running and Ready", T, || async {
+        let pods = web_pods(&api).await;
+        (pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)).then_some(pods)
+    })
+    .await;
+    let on_lost: Vec<String> =
+        before.iter().filter(|(_, node, _)| node.as_deref() == Some(&lost_name)).map(|(n, _, _)| n.clone()).collect();
+    assert_eq!(on_lost.len(), 2, "spread evenly: {before:?}");
+
+    cluster.stop(lost).await;
+    let api = cluster.nodes[&leader].api().clone();
+    eventually("the silent node is NotReady (Unknown) and tainted unreachable", T, || async {
+        let (ready, taints) = node_state(&api, &lost_name).await?;
+        (ready == "Unknown"
+            && taints.contains(&"node.kubernetes.io/unreachable:NoSchedule".to_string())
+            && taints.contains(&"node.kubernetes.io/unreachable:NoExecute".to_string()))
+        .then_some(())
+    })
+    .await;
+    let replaced = eventually("six ready pods again, none on the lost node", T, || async {
+        let pods = web_pods(&api).await;
+        (pods.len() == 6 && pods.iter().all(|(_, node, ready)| *ready && node.as_deref() != Some(&lost_name)))
+            .then_some(pods)
+    })
+    .await;
+    let names: Vec<&String> = replaced.iter().map(|(n, _, _)| n).collect();
+    assert!(on_lost.iter().all(|p| !names.contains(&p)), "the lost node's pods were replaced: {names:?}");
+    let events = api.list(Kind::Event, &Default::default(), Consistency::Stale).await.expect("events");
+    let reasons: std::collections::BTreeSet<String> =
+        events.items.iter().filter_map(|o| if let Object::Event(e) = o { e.reason.clone() } else { None }).collect();
+    for reason in ["NodeNotReady", "TaintManagerEviction"] {
+        assert!(reasons.contains(reason), "{reason} in {reasons:?}");
+    }
+
+    // It returns: Ready again, untainted, and the copies it still runs are stopped (their pods
+    // were deleted while it was away), so the set never counts more than six.
+    cluster.restart(lost).await;
+    eventually("the node is Ready and untainted again", T, || async {
+        let (ready, taints) = node_state(&api, &lost_name).await?;
+        (ready == "True" && taints.is_empty()).then_some(())
+    })
+    .await;
+    eventually("the evicted pods are gone", T, || async {
+        let list = api.list(Kind::Pod, &Default::default(), Consistency::Stale).await.ok()?;
+        let left: Vec<String> =
+            list.items.iter().map(|o| o.meta().name.clone()).filter(|n| on_lost.contains(n)).collect();
+        left.is_empty().then_some(())
+    })
+    .await;
+    common::consistently("six pods, all ready", Duration::from_secs(1), || async {
+        let pods = web_pods(&api).await;
+        pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)
+    })
+    .await;
+    cluster.shutdown().await;
+}

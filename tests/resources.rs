@@ -88,21 +88,15 @@ async fn documentation_examples_apply_and_get_in_every_output_format() {
     cluster.leader(Duration::from_secs(10)).await;
     let m = members(&cluster);
     // Two examples define a Deployment "nginx-deployment" with different selectors; a selector is
-    // immutable (in Kubernetes too), so the second goes to a namespace of its own.
-    let dir = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir(examples()).expect("examples") {
-        let path = entry.expect("entry").path();
-        if path.file_name().is_some_and(|n| n != "pod-with-graceful-termination.yaml") {
-            std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
-        }
-    }
-    let graceful = examples().join("pod-with-graceful-termination.yaml").display().to_string();
-    let ns = write(dir.path(), "ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: graceful\n");
+    // immutable (in Kubernetes too), so the second lives in a folder of its own, which the
+    // README's `apply -f tests/data/k8s-examples/` leaves out, and goes to a namespace of its own.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let graceful = examples().join("graceful").display().to_string();
+    let ns = write(scratch.path(), "ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: graceful\n");
     skiff_ok(&m, &["apply", "-f", &ns]).await;
     let out = skiff_ok(&m, &["apply", "-f", &graceful, "-n", "graceful"]).await;
     assert_eq!(out, "deployment.apps/nginx-deployment created\nservice/nginx-service created\n");
-    std::fs::remove_file(dir.path().join("ns.yaml")).expect("rm");
-    let dir = dir.path().display().to_string();
+    let dir = examples().display().to_string();
     let out = skiff_ok(&m, &["apply", "-f", &dir]).await;
     for line in [
         "deployment.apps/backend created",

@@ -81,6 +81,7 @@ fn member_config_with(
         raft,
         agent,
         controllers: true,
+        lifecycle: Default::default(),
     };
     config.validate("test").expect("valid config");
     config
@@ -222,6 +223,7 @@ impl TestCluster {
                 raft: raft.clone(),
                 agent: skiff_server::config::AgentSettings::none(),
                 controllers: true,
+                lifecycle: Default::default(),
             };
             config.validate("test").expect("valid config");
             cluster.configs.insert(id, config.clone());

@@ -4,6 +4,7 @@
 //! - `failover`: time from `kill -9` of the leader to the first accepted write invoked after it.
 //! - `podstart`: binding to Running for 50 pods against plain docker.
 //! - `api`: resource API latency (apply, get) at 100 clients and watch delivery latency.
+//! - `nodeloss`: time from `kill -9` of a member hosting 10 pods to their replacements Running.
 //!
 //! # Layout
 //!
@@ -17,6 +18,7 @@ mod api;
 mod cluster;
 mod cpu;
 mod failover;
+mod nodeloss;
 mod podstart;
 mod report;
 mod store;
@@ -71,6 +73,8 @@ enum Command {
         #[arg(long)]
         pods: Option<usize>,
     },
+    /// Kill -9 a member that hosts 10 pods; time until their replacements are Running and Ready.
+    Nodeloss,
     /// Apply and get latency at 100 concurrent clients, and watch delivery latency.
     Api {
         /// Concurrent clients (default 100, smoke 10).
@@ -90,6 +94,9 @@ async fn main() -> ExitCode {
     let runs = match (&cli.command, cli.smoke) {
         (Command::Podstart { .. }, true) => cli.runs.unwrap_or(2),
         (Command::Podstart { .. }, false) => cli.runs.unwrap_or(4),
+        // Odd runs kill a follower, even runs the leader: an even number sees both alike.
+        (Command::Nodeloss, true) => cli.runs.unwrap_or(2),
+        (Command::Nodeloss, false) => cli.runs.unwrap_or(4),
         (_, true) => cli.runs.unwrap_or(1),
         (_, false) => cli.runs.unwrap_or(3),
     }
@@ -102,6 +109,7 @@ async fn main() -> ExitCode {
             Command::Failover { kills } => failover::describe(smoke, *kills),
             Command::Api { clients, seconds } => api::describe(smoke, *clients, *seconds),
             Command::Podstart { pods } => podstart::describe(smoke, *pods),
+            Command::Nodeloss => nodeloss::describe(smoke),
         }
         let mut all = Vec::new();
         for run in 1..=runs {
@@ -112,6 +120,7 @@ async fn main() -> ExitCode {
                 Command::Failover { kills } => failover::run_once(&bins, smoke, *kills).await,
                 Command::Api { clients, seconds } => api::run_once(&bins, smoke, *clients, *seconds).await,
                 Command::Podstart { pods } => podstart::run_once(&bins, smoke, *pods, run).await,
+                Command::Nodeloss => nodeloss::run_once(&bins, smoke, run).await,
             }
             .with_context(|| format!("run {run} of {runs}"))?;
             all.push(figures);
@@ -122,6 +131,7 @@ async fn main() -> ExitCode {
             Command::Failover { .. } => failover::targets(&summary),
             Command::Api { clients, .. } => api::targets(&summary, *clients, smoke),
             Command::Podstart { .. } => podstart::targets(&summary),
+            Command::Nodeloss => nodeloss::targets(&summary),
         };
         report::print_targets(&targets);
         println!(

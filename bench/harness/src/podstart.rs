@@ -58,7 +58,7 @@ async fn cleanup(docker: &Docker, run: &str) {
 /// Per pod: (bind sent -> Running seen), and the wall time of the whole batch.
 async fn skiff_run(bins: &Binaries, pods: usize, run: &str) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let agent = format!(
-        "[agent]\nruntime = \"docker\"\nheartbeat_ms = 2000\n[agent.container_labels]\n\"{LABEL}\" = \"{run}\"\n\"skiff.test\" = \"1\"\n"
+        "[agent]\nruntime = \"docker\"\n[agent.container_labels]\n\"{LABEL}\" = \"{run}\"\n\"skiff.test\" = \"1\"\n"
     );
     let cluster = Cluster::skiff_with(bins, &agent).await?;
     let leader = cluster.wait_leader(Duration::from_secs(20)).await?;

@@ -32,7 +32,7 @@ pub struct AgentConfig {
     /// Capacity overrides (`cpu`, `memory`); the engine's figures otherwise. Members of a compose
     /// cluster share one engine, so each says what it offers.
     pub capacity: BTreeMap<String, Quantity>,
-    /// How often the node's Ready condition is renewed.
+    /// How often the node renews with the leader (its liveness; nothing is written).
     pub heartbeat: Duration,
 }
 
@@ -60,6 +60,11 @@ pub async fn run(agent: Agent) {
     let mut changes = pods.subscribe();
     let mut workers: BTreeMap<String, watch::Sender<Option<Pod>>> = BTreeMap::new();
     let mut heartbeat = tokio::time::interval(agent.config.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The node is registered before its first renewal (the leader keeps renewals of nodes only).
+    let mut registered = register(&agent, None).await;
     pods.synced().await;
     loop {
         tokio::select! {
@@ -76,12 +81,33 @@ pub async fn run(agent: Agent) {
                 }
                 None => return, // the reflector stopped
             },
-            _ = heartbeat.tick() => {
-                register(&agent).await;
+            _ = heartbeat.tick() => match registered {
+                Some(_) => renew(&agent).await,
+                None => registered = register(&agent, None).await,
+            },
+            _ = sweep.tick() => {
+                registered = register(&agent, registered).await;
                 let current: Vec<Pod> = pods.list().iter().filter_map(|o| if let Object::Pod(p) = o.as_ref() { Some(p.clone()) } else { None }).collect();
                 remove_orphans(agent.runtime.as_ref(), &agent.config, &current).await;
             }
         }
+    }
+}
+
+/// How often the agent refreshes its node's status (capacity, addresses, versions) when it changed,
+/// and removes containers whose pod is gone.
+const SWEEP: Duration = Duration::from_secs(10);
+
+/// Renews the node with the leader, if its container engine answers: a node whose engine is down
+/// cannot run pods, and the leader takes it out of service as it would a dead one.
+async fn renew(agent: &Agent) {
+    let node = &agent.config.worker.node;
+    if let Err(e) = agent.runtime.info().await {
+        tracing::warn!(%node, error = %e, "the container engine does not answer: the node is not renewed");
+        return;
+    }
+    if let Err(e) = agent.api.renew_node(node).await {
+        tracing::debug!(%node, error = %e, "renewing the node with the leader (tried again next beat)");
     }
 }
 
@@ -120,14 +146,17 @@ async fn remove_orphans(runtime: &dyn ContainerRuntime, config: &AgentConfig, po
     }
 }
 
-/// Writes the node object: labels, capacity, addresses, system info, Ready now.
-async fn register(agent: &Agent) {
+/// Creates the node object (labels, capacity, addresses, system info, Ready) the first time, and
+/// rewrites its status when what the agent reports changed since `written` (what it last wrote).
+/// The Ready condition belongs to the leader's node lifecycle controller once the node exists.
+/// Returns what is written now.
+async fn register(agent: &Agent, written: Option<NodeStatus>) -> Option<NodeStatus> {
     let config = &agent.config;
     let info = match agent.runtime.info().await {
         Ok(i) => i,
         Err(e) => {
-            tracing::warn!(error = %e, "the container engine does not answer; the node is not renewed");
-            return;
+            tracing::warn!(error = %e, "the container engine does not answer; the node's status is not refreshed");
+            return written;
         }
     };
     let mut capacity = BTreeMap::new();
@@ -172,20 +201,40 @@ async fn register(agent: &Agent) {
         }),
     });
     // The node is created once, as the kubelet registers: after that its spec (cordon, taints) and
-    // labels are the users' and the controllers', and the agent renews only the status.
-    let exists = agent.api.get(Kind::Node, "", &config.worker.node, Consistency::Stale).await.is_ok();
-    let created = match exists {
-        true => Ok(()),
-        false => match agent.api.create(Object::Node(node.clone())).await {
-            Err(e) if !e.is(skiff_api::Reason::AlreadyExists) => Err(e),
-            _ => Ok(()),
-        },
+    // labels are the users' and the controllers', and the agent refreshes only the status.
+    let reported = node.status.clone();
+    if let Ok(Object::Node(stored)) = agent.api.get(Kind::Node, "", &config.worker.node, Consistency::Stale).await {
+        let without_ready = |s: &Option<NodeStatus>| {
+            s.clone().map(|mut s| {
+                s.conditions.retain(|c| c.type_ != "Ready");
+                s
+            })
+        };
+        if written.is_some() && without_ready(&written) == without_ready(&reported) {
+            return written; // nothing new to say
+        }
+        if let (Some(status), Some(now)) = (node.status.as_mut(), stored.status.as_ref()) {
+            if let Some(ready) = now.conditions.iter().find(|c| c.type_ == "Ready") {
+                status.conditions = vec![ready.clone()];
+            }
+        }
+        return match agent.api.update_status(Object::Node(node)).await {
+            Ok(_) => reported,
+            Err(e) => {
+                tracing::warn!(node = %config.worker.node, error = %e, "refreshing the node's status");
+                written
+            }
+        };
+    }
+    let registered = match agent.api.create(Object::Node(node.clone())).await {
+        Err(e) if !e.is(skiff_api::Reason::AlreadyExists) => Err(e),
+        _ => agent.api.update_status(Object::Node(node)).await.map(|_| ()),
     };
-    let written = match created {
-        Ok(()) => agent.api.update_status(Object::Node(node)).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = written {
-        tracing::warn!(node = %config.worker.node, error = %e, "registering the node");
+    match registered {
+        Ok(()) => reported,
+        Err(e) => {
+            tracing::warn!(node = %config.worker.node, error = %e, "registering the node (tried again next beat)");
+            written
+        }
     }
 }

@@ -51,7 +51,8 @@ pub struct PodWorker {
     readiness: BTreeMap<String, (u32, ProbeSchedule)>,
     startup: BTreeMap<String, (u32, ProbeSchedule)>,
     start_time: Option<Time>,
-    written: Option<skiff_api::kinds::pod::PodStatus>,
+    /// The status this worker last wrote, and the resourceVersion it was stored at.
+    written: Option<(skiff_api::kinds::pod::PodStatus, u64)>,
     /// The crash count of each container whose back-off was already reported.
     backoff_reported: BTreeMap<String, u32>,
     metrics: AgentMetrics,
@@ -490,7 +491,13 @@ impl PodWorker {
         }
         let placement = Placement { pod_ip, host_ip: self.config.host_ip.clone(), start_time: self.start_time };
         let status = pod_status(pod, &reports, &placement, Time(jiff::Timestamp::now()));
-        let unchanged = self.written.as_ref() == Some(&status) || pod.status.as_ref() == Some(&status);
+        // What the pod says now, or what this worker wrote and the pod it sees predates. A newer
+        // pod with another status was changed by someone else (the leader marks the pods of a
+        // silent node not Ready): the agent's view is written again.
+        let rv = |v: &str| v.parse::<u64>().unwrap_or(0);
+        let seen = rv(&pod.metadata.resource_version);
+        let unchanged = pod.status.as_ref() == Some(&status)
+            || self.written.as_ref().is_some_and(|(written, at)| *written == status && seen <= *at);
         if unchanged {
             return;
         }
@@ -498,7 +505,7 @@ impl PodWorker {
         updated.status = Some(status.clone());
         updated.metadata.resource_version.clear();
         match self.api.update_status(Object::Pod(updated)).await {
-            Ok(_) => self.written = Some(status),
+            Ok(stored) => self.written = Some((status, rv(&stored.meta().resource_version))),
             Err(e) => tracing::debug!(pod = %pod.metadata.name, error = %e, "status update (retried next round)"),
         }
     }

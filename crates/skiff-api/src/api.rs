@@ -3,7 +3,9 @@
 //! (skiff-apiserver: served here when this member leads, forwarded to the leader otherwise); tests
 //! implement it in memory. Nothing here does IO.
 
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -268,4 +270,53 @@ pub trait ResourceApi: Send + Sync {
         name: &str,
         options: &DeleteOptions,
     ) -> Result<Deleted, ApiError>;
+
+    /// Tells the leader that `node`'s agent is alive. Renewals are held in the leader's memory,
+    /// not written (see [`Renewals`]): the node lifecycle controller reads them.
+    async fn renew_node(&self, node: &str) -> Result<(), ApiError> {
+        Err(ApiError::unavailable(format!("node {node}: this API does not carry node renewals")))
+    }
+
+    /// How long ago each node last renewed with this member. Only a leader hears renewals, and a
+    /// member that led before may remember old ones: the reader bounds them by its own term.
+    fn renewals(&self) -> BTreeMap<String, Duration> {
+        BTreeMap::new()
+    }
+}
+
+/// The nodes' renewals a leader has heard: each node's last, in memory. A renewal costs the leader
+/// a map update and no write to the log, whatever the number of nodes (docs/architecture.md,
+/// "Node liveness"). A new leader starts empty and gives every node a full grace period.
+#[derive(Debug, Clone, Default)]
+pub struct Renewals {
+    last: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Renewals {
+    pub fn renew(&self, node: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            match last.get_mut(node) {
+                Some(at) => *at = Instant::now(),
+                None => {
+                    last.insert(node.to_string(), Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Forgets a node (it was deleted).
+    pub fn forget(&self, node: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            last.remove(node);
+        }
+    }
+
+    /// How long ago each node renewed.
+    pub fn ages(&self) -> BTreeMap<String, Duration> {
+        let now = Instant::now();
+        self.last
+            .lock()
+            .map(|last| last.iter().map(|(node, at)| (node.clone(), now.saturating_duration_since(*at))).collect())
+            .unwrap_or_default()
+    }
 }

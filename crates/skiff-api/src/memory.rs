@@ -54,6 +54,7 @@ struct State {
 #[derive(Clone, Default)]
 pub struct MemoryApi {
     state: Arc<Mutex<State>>,
+    renewals: crate::api::Renewals,
 }
 
 fn key_of(object: &Object) -> Key {
@@ -333,6 +334,15 @@ impl ResourceApi for MemoryApi {
             Self::commit(&mut s, key, None);
         }
         Ok(Deleted { object, removed: true, dependants: Vec::new() })
+    }
+
+    async fn renew_node(&self, node: &str) -> Result<(), ApiError> {
+        self.renewals.renew(node);
+        Ok(())
+    }
+
+    fn renewals(&self) -> BTreeMap<String, std::time::Duration> {
+        self.renewals.ages()
     }
 }
 

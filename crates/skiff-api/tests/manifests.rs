@@ -32,7 +32,9 @@ fn load_err(text: &str) -> Vec<ManifestError> {
 #[test]
 fn every_kubernetes_documentation_example_parses_and_validates() {
     let mut count = 0;
-    for entry in std::fs::read_dir(examples_dir()).expect("examples dir") {
+    let top = std::fs::read_dir(examples_dir()).expect("examples dir");
+    let graceful = std::fs::read_dir(examples_dir().join("graceful")).expect("examples/graceful");
+    for entry in top.chain(graceful) {
         let path = entry.expect("entry").path();
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;

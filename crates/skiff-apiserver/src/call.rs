@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use skiff_api::api::{ApplyOutcome, Consistency, DeleteOptions, Deleted, Filter, ObjectList};
+use skiff_api::api::{ApplyOutcome, Consistency, DeleteOptions, Deleted, Filter, ObjectList, Renewals};
 use skiff_api::{ApiError, Kind, Object};
 use skiff_store::membership::{Membership, MembershipError, MembershipView};
 use skiff_store::{KeyValue, KvStore, Member};
@@ -19,6 +19,8 @@ pub struct Here {
     pub store: KvStore,
     pub resources: Resources,
     pub membership: Membership,
+    /// The nodes' renewals heard while this member leads.
+    pub renewals: Renewals,
 }
 
 /// A call that may have to be forwarded to the leader.
@@ -354,5 +356,27 @@ impl Call for RemoveMember {
 
     async fn serve(self, here: &Here) -> Result<MembersReply, ServeError> {
         here.membership.remove(self.id).await.map(MembersReply::from).map_err(membership_error)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewNode {
+    pub node: String,
+}
+
+#[async_trait]
+impl Call for RenewNode {
+    type Reply = ();
+    const NAME: &'static str = "renew-node";
+    /// Nothing is written: a renewal that may or may not have arrived is simply sent again.
+    const WRITE: bool = false;
+
+    /// Only the leader's controllers read renewals, so only the leader keeps them; it keeps
+    /// them for nodes that exist only, so that renewals cannot grow its memory without bound.
+    async fn serve(self, here: &Here) -> Result<(), ServeError> {
+        here.store.check_leader()?;
+        here.resources.get(Kind::Node, "", &self.node, Consistency::Stale).await?;
+        here.renewals.renew(&self.node);
+        Ok(())
     }
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use skiff_api::api::{
-    ApplyOutcome, Consistency, DeleteOptions, Deleted, Filter, ObjectList, ResourceApi, WatchOptions, WatchStream,
+    ApplyOutcome, Consistency, DeleteOptions, Deleted, Filter, ObjectList, Renewals, ResourceApi, WatchOptions,
+    WatchStream,
 };
 use skiff_api::{ApiError, Kind, Object};
 use skiff_store::membership::Membership;
@@ -51,7 +52,12 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 impl ApiServer {
     pub fn new(store: KvStore, forward: Arc<dyn Forward>) -> Self {
-        let here = Here { resources: Resources::new(store.clone()), membership: Membership::new(store.clone()), store };
+        let here = Here {
+            resources: Resources::new(store.clone()),
+            membership: Membership::new(store.clone()),
+            store,
+            renewals: Renewals::default(),
+        };
         ApiServer { here: Arc::new(here), forward, here_only: false, metrics: ApiMetrics::default() }
     }
 
@@ -139,6 +145,7 @@ impl ApiServer {
             call::KvList::NAME => here::<call::KvList>(self, payload).await,
             call::AddMember::NAME => here::<call::AddMember>(self, payload).await,
             call::RemoveMember::NAME => here::<call::RemoveMember>(self, payload).await,
+            call::RenewNode::NAME => here::<call::RenewNode>(self, payload).await,
             other => {
                 Err(ApiError::bad_request(format!("unknown forwarded call {other:?} (a member of another version?)")))
             }
@@ -226,5 +233,13 @@ impl ResourceApi for ApiServer {
         let namespace = namespace_of(kind, namespace);
         let call = call::Delete { kind, namespace, name: name.to_string(), options: options.clone() };
         self.call(call).await?.decode()
+    }
+
+    async fn renew_node(&self, node: &str) -> Result<(), ApiError> {
+        self.call(call::RenewNode { node: node.to_string() }).await
+    }
+
+    fn renewals(&self) -> std::collections::BTreeMap<String, Duration> {
+        self.here.renewals.ages()
     }
 }

@@ -3,11 +3,14 @@
 //! repeated event finds its earlier self and counts up (`count`, `lastTimestamp`) instead of
 //! piling up copies, as Kubernetes' event correlator does.
 
+use skiff_api::api::Filter;
 use skiff_api::api::{Consistency, ResourceApi};
 use skiff_api::kinds::event::{EventSource, ObjectReference};
 use skiff_api::kinds::Event;
 use skiff_api::meta::Time;
-use skiff_api::{ApiError, Object, Reason};
+use skiff_api::{ApiError, Kind, Object, Reason};
+
+use crate::runner::{Action, Controller, Reconciled, State};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -71,6 +74,57 @@ pub async fn record(api: &dyn ResourceApi, event: &Event) -> Result<(), ApiError
     }
 }
 
+/// Deletes events whose last occurrence is older than `ttl` (Kubernetes' `--event-ttl`, 1 h by
+/// default there and here): events say what happened lately, and would otherwise grow the store
+/// with every decision ever made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventExpiry {
+    pub ttl: std::time::Duration,
+}
+
+/// How long an event lives after its last occurrence, by default.
+pub const EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Default for EventExpiry {
+    fn default() -> Self {
+        EventExpiry { ttl: EVENT_TTL }
+    }
+}
+
+/// When an event last happened: its last timestamp, else its first, else its creation.
+fn last_seen(event: &Event) -> Option<Time> {
+    event.last_timestamp.or(event.first_timestamp).or(event.metadata.creation_timestamp)
+}
+
+impl Controller for EventExpiry {
+    fn name(&self) -> &'static str {
+        "event-expiry"
+    }
+
+    fn watches(&self) -> Vec<(Kind, Filter)> {
+        vec![(Kind::Event, Filter::default())]
+    }
+
+    /// Expiry is not urgent: at most one look every few seconds however many events come.
+    fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+
+    fn reconcile(&self, state: &State, now: Time) -> Reconciled {
+        let mut out = Reconciled::default();
+        for object in state.of(Kind::Event) {
+            let Object::Event(event) = object.as_ref() else { continue };
+            let Some(seen) = last_seen(event) else { continue };
+            let age = std::time::Duration::try_from(now.0.duration_since(seen.0)).unwrap_or_default();
+            match self.ttl.checked_sub(age).filter(|left| !left.is_zero()) {
+                None => out.actions.push(Action::Delete(object.as_ref().clone())),
+                Some(left) => out.merge(Reconciled { actions: Vec::new(), requeue_after: Some(left) }),
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +163,23 @@ mod tests {
             })
             .expect("the counted event");
         assert_eq!((counted.count, counted.first_timestamp, counted.last_timestamp), (Some(2), Some(t1), Some(t2)));
+    }
+
+    #[test]
+    fn events_expire_an_hour_after_they_last_happened() {
+        let t = |s: i64| Time::from_unix(1_800_000_000 + s).expect("time");
+        let mut old = about(&pod(), EventType::Normal, "Scheduled", "long ago", t(0));
+        old.last_timestamp = Some(t(100));
+        let recent = about(&pod(), EventType::Normal, "Pulled", "lately", t(3000));
+        let mut state = State::default();
+        state.insert(Kind::Event, [Object::Event(old.clone()), Object::Event(recent)]);
+        let expiry = EventExpiry::default();
+
+        let r = expiry.reconcile(&state, t(3699));
+        assert!(r.actions.is_empty(), "counted at 100 s, it lives until 3700 s");
+        assert_eq!(r.requeue_after, Some(std::time::Duration::from_secs(1)));
+        let r = expiry.reconcile(&state, t(3700));
+        assert_eq!(r.actions, vec![Action::Delete(Object::Event(old))]);
+        assert_eq!(r.requeue_after, Some(std::time::Duration::from_secs(2900)), "the recent one, at 6600 s");
     }
 }

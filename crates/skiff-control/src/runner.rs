@@ -55,6 +55,10 @@ pub enum Action {
 pub struct State {
     /// Shared with the reflectors' caches: taking a snapshot copies pointers, not objects.
     pub objects: BTreeMap<Kind, Vec<Arc<Object>>>,
+    /// How long ago each node renewed with this leader (for controllers that read renewals).
+    pub renewals: BTreeMap<String, Duration>,
+    /// How long this member has led: a node it has not heard from yet has had this long.
+    pub leading_for: Duration,
 }
 
 impl State {
@@ -66,6 +70,12 @@ impl State {
     /// Every object of every kind.
     pub fn all(&self) -> impl Iterator<Item = &Object> + Clone {
         self.objects.values().flatten().map(|o| o.as_ref())
+    }
+
+    /// How long `node` has been silent as this leader knows it: since its last renewal, and at
+    /// most since this member began to lead (a new leader gives every node a full grace period).
+    pub fn silence(&self, node: &str) -> Duration {
+        self.renewals.get(node).map_or(self.leading_for, |age| (*age).min(self.leading_for))
     }
 
     /// Adds `objects` of `kind` (tests build states by hand).
@@ -104,6 +114,10 @@ pub trait Controller: Send + Sync + 'static {
     /// changes costs the leader.
     fn interval(&self) -> Duration {
         INTERVAL
+    }
+    /// Whether it decides from the nodes' renewals ([`State::renewals`]).
+    fn reads_renewals(&self) -> bool {
+        false
     }
 }
 
@@ -151,6 +165,7 @@ async fn lead(
     leadership: &mut watch::Receiver<Leadership>,
     term: u64,
 ) {
+    let led_since = tokio::time::Instant::now();
     let reflectors: Vec<(Kind, Reflector)> = controller
         .watches()
         .into_iter()
@@ -175,6 +190,10 @@ async fn lead(
         let mut state = State::default();
         for (kind, r) in &reflectors {
             state.objects.entry(*kind).or_default().extend(r.list());
+        }
+        if controller.reads_renewals() {
+            state.renewals = api.renewals();
+            state.leading_for = led_since.elapsed();
         }
         for c in &mut changes {
             c.borrow_and_update();

@@ -138,6 +138,48 @@ pub struct NodeConfig {
     /// like a kube-apiserver without its controller manager (tests of the API alone use it).
     #[serde(default = "default_controllers")]
     pub controllers: bool,
+    #[serde(default)]
+    pub lifecycle: LifecycleSettings,
+}
+
+/// `[lifecycle]`: how soon the leader takes a silent node out of service and moves its pods, and
+/// how long events live.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSettings {
+    /// A node whose agent has not renewed for this long is NotReady (Kubernetes'
+    /// `--node-monitor-grace-period`, 40 s there). Must exceed every agent's `heartbeat_ms`.
+    pub node_monitor_grace_ms: u64,
+    /// How long the pods of a NotReady node stay before they are evicted and replaced elsewhere,
+    /// unless they tolerate `node.kubernetes.io/unreachable` themselves (Kubernetes' default
+    /// toleration, 300 s there).
+    pub pod_eviction_grace_ms: u64,
+    /// How long an event lives after it last happened (Kubernetes' `--event-ttl`).
+    pub event_ttl_seconds: u64,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        let d = skiff_control::node_lifecycle::NodeLifecycle::default();
+        LifecycleSettings {
+            node_monitor_grace_ms: d.monitor_grace.as_millis() as u64,
+            pod_eviction_grace_ms: d.eviction_grace.as_millis() as u64,
+            event_ttl_seconds: skiff_control::events::EVENT_TTL.as_secs(),
+        }
+    }
+}
+
+impl LifecycleSettings {
+    pub fn controller(&self) -> skiff_control::node_lifecycle::NodeLifecycle {
+        skiff_control::node_lifecycle::NodeLifecycle {
+            monitor_grace: Duration::from_millis(self.node_monitor_grace_ms),
+            eviction_grace: Duration::from_millis(self.pod_eviction_grace_ms),
+        }
+    }
+
+    pub fn event_expiry(&self) -> skiff_control::events::EventExpiry {
+        skiff_control::events::EventExpiry { ttl: Duration::from_secs(self.event_ttl_seconds) }
+    }
 }
 
 fn default_controllers() -> bool {
@@ -180,6 +222,7 @@ pub struct AgentSettings {
     pub host_ip: Option<String>,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
+    /// How often the agent renews its node with the leader (in memory there, never written).
     pub heartbeat_ms: u64,
 }
 
@@ -197,7 +240,7 @@ impl Default for AgentSettings {
             host_ip: None,
             backoff_base_ms: 10_000,
             backoff_cap_ms: 300_000,
-            heartbeat_ms: 10_000,
+            heartbeat_ms: 1_000,
         }
     }
 }
@@ -249,6 +292,7 @@ impl NodeConfig {
             raft: RaftSettings::default(),
             agent: AgentSettings::default(),
             controllers: true,
+            lifecycle: LifecycleSettings::default(),
         }
     }
 
@@ -352,6 +396,18 @@ impl NodeConfig {
                 "agent.backoff_base_ms",
                 "backoff_base_ms and heartbeat_ms must be positive and backoff_cap_ms at least backoff_base_ms".into(),
             ));
+        }
+        if self.lifecycle.node_monitor_grace_ms <= a.heartbeat_ms {
+            return Err(invalid(
+                "lifecycle.node_monitor_grace_ms",
+                format!(
+                    "must be greater than agent.heartbeat_ms ({}): a node would be NotReady between two renewals",
+                    a.heartbeat_ms
+                ),
+            ));
+        }
+        if self.lifecycle.event_ttl_seconds == 0 {
+            return Err(invalid("lifecycle.event_ttl_seconds", "must be at least 1".into()));
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0 {

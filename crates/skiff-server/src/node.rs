@@ -169,7 +169,11 @@ impl Node {
         node.background.push(tokio::spawn(initialize_cluster_objects(api.clone())));
         // The controllers run on whichever member leads, through an API that never forwards.
         let controllers: Arc<dyn skiff_api::ResourceApi> = Arc::new(api.here_only());
-        let run_controllers = if config.controllers { skiff_control::controllers() } else { Vec::new() };
+        let run_controllers = if config.controllers {
+            skiff_control::controllers(config.lifecycle.controller(), config.lifecycle.event_expiry())
+        } else {
+            Vec::new()
+        };
         for controller in run_controllers {
             node.background.push(tokio::spawn(skiff_control::runner::run(
                 controller,

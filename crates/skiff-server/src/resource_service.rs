@@ -19,7 +19,7 @@ use skiff_proto::api::resources_server::Resources;
 use skiff_proto::api::{
     apply_response, object_event, ApplyRequest, ApplyResponse, BindRequest, DeleteObjectRequest, DeleteObjectResponse,
     GetObjectRequest, ListObjectsRequest, ListObjectsResponse, ObjectEvent, ObjectRequest, ObjectResponse,
-    WatchObjectsRequest,
+    RenewNodeRequest, RenewNodeResponse, WatchObjectsRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -173,5 +173,10 @@ impl Resources for ResourceService {
         let call =
             call::Bind { namespace: namespace_of(Kind::Pod, &msg.namespace), name: msg.name, node: msg.node_name };
         self.api.call(call).await.map(object_response).map_err(api_status)
+    }
+
+    async fn renew_node(&self, req: Request<RenewNodeRequest>) -> Result<Response<RenewNodeResponse>, Status> {
+        let node = req.into_inner().node;
+        self.api.call(call::RenewNode { node }).await.map(|()| Response::new(RenewNodeResponse {})).map_err(api_status)
     }
 }
