@@ -886,6 +886,33 @@ async fn rollout_scale_set_image_undo_pause_cordon_and_drain_from_the_cli() {
     assert!(e.contains("no-such-node") && e.contains("not found"), "{e}");
     let e = skiff_err(&m, &["set", "image", "deployment/web", "nope=web:9"]).await;
     assert!(e.contains("has no container \"nope\" (it has app)"), "{e}");
+    // Bad deployments are refused by the CLI and, sent as they are (--validate=ignore), by the
+    // server, naming the file, the object and the field; none is stored.
+    let bad = |name: &str, from: &str, to: &str| {
+        let text = WEB.replace("name: web\n", &format!("name: {name}\n")).replace(from, to);
+        assert_ne!(text, WEB.replace("name: web\n", &format!("name: {name}\n")), "{from} is in the manifest");
+        write(dir.path(), &format!("{name}.yaml"), &text)
+    };
+    let cases = [
+        (bad("mismatch", "labels: {app: web}", "labels: {app: other}"), "spec.template.metadata.labels"),
+        (bad("negative", "replicas: 3", "replicas: -3"), "spec.replicas: -3 must be >= 0"),
+        (
+            bad(
+                "frozen",
+                "replicas: 3\n",
+                "replicas: 3\n  strategy:\n    rollingUpdate: {maxSurge: 0, maxUnavailable: 0}\n",
+            ),
+            "maxSurge and maxUnavailable may not both be 0",
+        ),
+    ];
+    for (file, says) in &cases {
+        for validate in ["--validate=strict", "--validate=ignore"] {
+            let e = skiff_err(&m, &["apply", "-f", file, validate]).await;
+            assert!(e.contains(says), "{validate} {file}: {e}");
+        }
+    }
+    let stored = skiff_ok(&m, &["get", "deployments", "-o", "name"]).await;
+    assert_eq!(stored, "deployment.apps/web\n", "nothing bad was stored");
 
     assert_eq!(skiff_ok(&m, &["scale", "deployment/web", "--replicas=4"]).await, "deployment.apps/web scaled\n");
     assert_eq!(
