@@ -311,6 +311,9 @@ async fn a_deployment_rolls_out_through_replica_sets_and_finishes_under_a_new_le
         loop {
             let pods = web_pods(&api).await;
             assert!(pods.len() <= never_more_than, "{} pods: {pods:?}", pods.len());
+            // replicas - maxUnavailable (25% of 4, rounded down) stay available throughout.
+            let ready = pods.iter().filter(|(_, _, ready)| *ready).count();
+            assert!(ready >= 4 - 1, "{ready} ready pods: {pods:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -410,5 +413,57 @@ async fn a_stopped_member_goes_not_ready_its_pods_are_replaced_elsewhere_and_its
         pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)
     })
     .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_pods_spread_evenly_over_ten_simulated_nodes() {
+    let cluster = TestCluster::start(3, test_raft()).await; // members without nodes of their own
+    cluster.leader(T).await;
+    let api = cluster.nodes[&1].api().clone();
+    let names: Vec<String> = (0..10).map(|i| format!("sim-{i}")).collect();
+    for name in &names {
+        let mut node = skiff_api::kinds::Node::default();
+        node.metadata.name = name.clone();
+        api.create(Object::Node(node.clone())).await.expect("create node");
+        let mut status = skiff_api::kinds::node::NodeStatus::default();
+        for (k, v) in [("cpu", "8"), ("memory", "32Gi"), ("pods", "110")] {
+            status.allocatable.insert(k.into(), skiff_api::quantity::Quantity::parse(v).expect("quantity"));
+        }
+        status.conditions.push(skiff_api::kinds::node::NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+        node.status = Some(status);
+        api.update_status(Object::Node(node)).await.expect("node status");
+    }
+    // The simulated nodes renew as their agents would, so the leader keeps them in service.
+    let renewing = tokio::spawn({
+        let (api, names) = (api.clone(), names.clone());
+        async move {
+            loop {
+                for name in &names {
+                    let _ = api.renew_node(name).await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    api.apply(replica_set(100), false).await.expect("apply the replica set");
+    let per_node = eventually("a hundred pods bound", T, || async {
+        let list = api.list(Kind::Pod, &Default::default(), Consistency::Stale).await.ok()?;
+        let mut per_node = std::collections::BTreeMap::new();
+        for o in &list.items {
+            if let Object::Pod(p) = o {
+                *per_node.entry(p.spec.node_name.clone()?).or_insert(0) += 1;
+            }
+        }
+        (list.items.len() == 100 && per_node.values().sum::<i32>() == 100).then_some(per_node)
+    })
+    .await;
+    assert_eq!(per_node.keys().cloned().collect::<Vec<_>>(), names, "every node got pods");
+    assert!(per_node.values().all(|n| *n == 10), "ten per node: {per_node:?}");
+    renewing.abort();
     cluster.shutdown().await;
 }

@@ -490,15 +490,23 @@ impl PodWorker {
             });
         }
         let placement = Placement { pod_ip, host_ip: self.config.host_ip.clone(), start_time: self.start_time };
-        let status = pod_status(pod, &reports, &placement, Time(jiff::Timestamp::now()));
-        // What the pod says now, or what this worker wrote and the pod it sees predates. A newer
-        // pod with another status was changed by someone else (the leader marks the pods of a
-        // silent node not Ready): the agent's view is written again.
+        // The status this worker last wrote is the one to build on while the pod it sees predates
+        // that write (the member's replica may lag by a moment): otherwise transition times would
+        // move at every round until the write shows. A newer pod with another status was changed
+        // by someone else (the leader marks the pods of a silent node not Ready): it is built on,
+        // and the agent's view written again.
         let rv = |v: &str| v.parse::<u64>().unwrap_or(0);
         let seen = rv(&pod.metadata.resource_version);
-        let unchanged = pod.status.as_ref() == Some(&status)
-            || self.written.as_ref().is_some_and(|(written, at)| *written == status && seen <= *at);
-        if unchanged {
+        let base = match &self.written {
+            Some((written, at)) if seen < *at => {
+                let mut p = pod.clone();
+                p.status = Some(written.clone());
+                std::borrow::Cow::Owned(p)
+            }
+            _ => std::borrow::Cow::Borrowed(pod),
+        };
+        let status = pod_status(&base, &reports, &placement, Time(jiff::Timestamp::now()));
+        if base.status.as_ref() == Some(&status) {
             return;
         }
         let mut updated = pod.clone();

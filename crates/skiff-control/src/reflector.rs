@@ -64,7 +64,50 @@ impl Drop for Reflector {
     }
 }
 
+/// A reflector that does not keep it running: [`WeakReflector::upgrade`] gives the reflector
+/// while someone else still holds it.
+#[derive(Clone)]
+pub struct WeakReflector {
+    shared: std::sync::Weak<Shared>,
+    task: std::sync::Weak<JoinHandle<()>>,
+}
+
+impl WeakReflector {
+    pub fn upgrade(&self) -> Option<Reflector> {
+        Some(Reflector { shared: self.shared.upgrade()?, task: self.task.upgrade()? })
+    }
+}
+
+/// The reflectors the controllers of one member share: controllers that watch the same kind with
+/// the same filter in the same term read one cache, so the leader decodes and keeps each object
+/// once rather than once per controller. A new term starts fresh reflectors (a new leader depends
+/// on nothing an earlier term kept); a reflector stops when the last controller holding it does.
+#[derive(Clone, Default)]
+pub struct Reflectors {
+    started: Arc<Mutex<BTreeMap<(u64, Kind, String), WeakReflector>>>,
+}
+
+impl Reflectors {
+    /// The reflector of `kind` objects `filter` selects for `term`, started if none runs.
+    pub fn get(&self, api: &Arc<dyn ResourceApi>, term: u64, kind: Kind, filter: Filter) -> Reflector {
+        let id = serde_json::to_string(&filter).unwrap_or_default();
+        let mut started = self.started.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Forget what stopped (earlier terms, controllers gone).
+        started.retain(|_, weak| weak.shared.strong_count() > 0);
+        if let Some(running) = started.get(&(term, kind, id.clone())).and_then(WeakReflector::upgrade) {
+            return running;
+        }
+        let reflector = Reflector::start(api.clone(), kind, filter);
+        started.insert((term, kind, id), reflector.downgrade());
+        reflector
+    }
+}
+
 impl Reflector {
+    pub fn downgrade(&self) -> WeakReflector {
+        WeakReflector { shared: Arc::downgrade(&self.shared), task: Arc::downgrade(&self.task) }
+    }
+
     /// Starts reflecting `kind` objects that `filter` selects.
     pub fn start(api: Arc<dyn ResourceApi>, kind: Kind, filter: Filter) -> Self {
         let shared = Arc::new(Shared {

@@ -1,7 +1,8 @@
 //! The runner: runs a controller while this member leads, and only then.
 //!
 //! On becoming leader it starts fresh reflectors of what the controller watches (a full list: it
-//! depends on nothing a previous leader kept in memory) and, once they are synced, feeds their
+//! depends on nothing a previous leader kept in memory; controllers that watch the same objects in
+//! the same term share one, see [`Reflectors`]) and, once they are synced, feeds their
 //! state to the controller's pure `reconcile` whenever something changes or a requeue is due,
 //! applying the actions it returns through the `ResourceApi`. Before every write it checks that
 //! this member still leads in the same term: a deposed leader stops before its next write. The API
@@ -20,7 +21,7 @@ use skiff_api::meta::Time;
 use skiff_api::{ApiError, Kind, Object, Reason};
 use tokio::sync::watch;
 
-use crate::reflector::Reflector;
+use crate::reflector::{Reflector, Reflectors};
 
 /// Who leads, as the runner needs it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -133,6 +134,7 @@ pub async fn run(
     controller: Arc<dyn Controller>,
     api: Arc<dyn ResourceApi>,
     mut leadership: watch::Receiver<Leadership>,
+    reflectors: Reflectors,
 ) {
     loop {
         let term = loop {
@@ -145,7 +147,7 @@ pub async fn run(
             }
         };
         tracing::info!(controller = controller.name(), term, "leading: the controller starts");
-        lead(controller.as_ref(), &api, &mut leadership, term).await;
+        lead(controller.as_ref(), &api, &mut leadership, term, &reflectors).await;
         tracing::info!(controller = controller.name(), term, "no longer leading: the controller stopped");
         if leadership.has_changed().is_err() {
             return; // the member stops
@@ -164,13 +166,11 @@ async fn lead(
     api: &Arc<dyn ResourceApi>,
     leadership: &mut watch::Receiver<Leadership>,
     term: u64,
+    shared: &Reflectors,
 ) {
     let led_since = tokio::time::Instant::now();
-    let reflectors: Vec<(Kind, Reflector)> = controller
-        .watches()
-        .into_iter()
-        .map(|(kind, filter)| (kind, Reflector::start(api.clone(), kind, filter)))
-        .collect();
+    let reflectors: Vec<(Kind, Reflector)> =
+        controller.watches().into_iter().map(|(kind, filter)| (kind, shared.get(api, term, kind, filter))).collect();
     // Wait until every cache is filled (or leadership is lost meanwhile).
     for (_, r) in &reflectors {
         tokio::select! {
@@ -440,7 +440,7 @@ mod tests {
         let (tx, rx) = watch::channel(Leadership { term: 1, leads: false });
         let api =
             Arc::new(DeposedOnFirstWrite { api: memory.clone(), leadership: std::sync::Mutex::new(Some(tx.clone())) });
-        let runner = tokio::spawn(run(Arc::new(WantsTwo), api, rx));
+        let runner = tokio::spawn(run(Arc::new(WantsTwo), api, rx, Reflectors::default()));
         skiff_testkit::consistently("a follower does nothing", Duration::from_millis(200), || async {
             memory.writes().is_empty()
         })

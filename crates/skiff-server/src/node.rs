@@ -174,11 +174,14 @@ impl Node {
         } else {
             Vec::new()
         };
+        // Controllers that watch the same objects share one cache per term.
+        let reflectors = skiff_control::reflector::Reflectors::default();
         for controller in run_controllers {
             node.background.push(tokio::spawn(skiff_control::runner::run(
                 controller,
                 controllers.clone(),
                 control_leadership(&store),
+                reflectors.clone(),
             )));
         }
         if let Some(pods) = pods {
