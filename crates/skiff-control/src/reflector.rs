@@ -84,8 +84,11 @@ impl WeakReflector {
 /// on nothing an earlier term kept); a reflector stops when the last controller holding it does.
 #[derive(Clone, Default)]
 pub struct Reflectors {
-    started: Arc<Mutex<BTreeMap<(u64, Kind, String), WeakReflector>>>,
+    started: Arc<Mutex<BTreeMap<ReflectorId, WeakReflector>>>,
 }
+
+/// A shared reflector's term, kind and filter (as JSON).
+type ReflectorId = (u64, Kind, String);
 
 impl Reflectors {
     /// The reflector of `kind` objects `filter` selects for `term`, started if none runs.
