@@ -6,6 +6,11 @@
 //! runs between measurements only (at the end of each side), never while one is timed.
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a removal waits for the engine to be rid of the containers (Swarm removes its tasks'
+/// containers in the background once their service is gone).
+const REMOVAL: Duration = Duration::from_secs(60);
 
 /// Removes every Swarm service and container labelled `key=value` when dropped.
 ///
@@ -21,19 +26,37 @@ impl Leftovers {
         Self { label: format!("{key}={value}") }
     }
 
-    /// Removes them now (also done on drop); says what it removed or could not.
+    /// Removes them now (also done on drop) and waits until the engine has none left, so that the
+    /// next side is not measured while the engine still tears this one down.
     pub fn remove(&self) {
-        let services = ids(&["service", "ls", "-q", "--filter", &format!("label={}", self.label)]);
+        let label = format!("label={}", self.label);
+        let services = ids(&["service", "ls", "-q", "--filter", &label]);
         if !services.is_empty() {
             docker(&[&["service", "rm"][..], &refs(&services)].concat());
         }
-        let containers = ids(&["ps", "-aq", "--filter", &format!("label={}", self.label)]);
-        if !containers.is_empty() {
-            docker(&[&["rm", "-f", "-v"][..], &refs(&containers)].concat());
-        }
-        let left = ids(&["ps", "-aq", "--filter", &format!("label={}", self.label)]);
-        if !left.is_empty() {
-            eprintln!("warning: {} container(s) labelled {} are still there", left.len(), self.label);
+        let deadline = Instant::now() + REMOVAL;
+        let mut error = String::new();
+        loop {
+            let containers = ids(&["ps", "-aq", "--filter", &label]);
+            if containers.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "warning: {} container(s) labelled {} are still there after {REMOVAL:?}; docker rm said: {error}",
+                    containers.len(),
+                    self.label
+                );
+                return;
+            }
+            // Swarm may be removing some of them already: "removal ... already in progress" is
+            // not a failure, the next listing tells.
+            let rm = Command::new("docker").args([&["rm", "-f", "-v"][..], &refs(&containers)].concat()).output();
+            error = match rm {
+                Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
