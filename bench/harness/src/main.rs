@@ -5,6 +5,8 @@
 //! - `podstart`: binding to Running for 50 pods against plain docker.
 //! - `api`: resource API latency (apply, get) at 100 clients and watch delivery latency.
 //! - `nodeloss`: time from `kill -9` of a member hosting 10 pods to their replacements Running.
+//! - `deploy`: a 50-replica Deployment until all pods are Ready, against plain docker and Docker
+//!   Swarm; a rolling update of 10 replicas against `docker service update`.
 //!
 //! # Layout
 //!
@@ -12,16 +14,22 @@
 //! - `cpu`: how much of the machine the benchmark had.
 //! - `system`: the one interface the benchmarks use for both: put, get, leader, term.
 //! - `report`: several runs summed up (median and range), targets, failure checks.
-//! - `store`, `failover`, `api`, `podstart`: the benchmarks, each one run at a time (`run_once`).
+//! - `leftovers`: removes what a run left on the Docker engine (by its label), also on failure.
+//! - `swarm`: Docker Swarm as a reference: the swarm, services, their waits.
+//! - `store`, `failover`, `api`, `podstart`, `deploy`: the benchmarks, each one run at a time
+//!   (`run_once`).
 
 mod api;
 mod cluster;
 mod cpu;
+mod deploy;
 mod failover;
+mod leftovers;
 mod nodeloss;
 mod podstart;
 mod report;
 mod store;
+mod swarm;
 mod system;
 
 use std::path::PathBuf;
@@ -84,6 +92,16 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// A 50-replica Deployment until all pods are Ready, against plain docker and a Swarm service;
+    /// a 10-replica rolling update against `docker service update`.
+    Deploy {
+        /// Replicas of the scale-up (default 50, smoke 10).
+        #[arg(long)]
+        replicas: Option<usize>,
+        /// Replicas of the rolling update (default 10, smoke 4).
+        #[arg(long)]
+        update_replicas: Option<usize>,
+    },
 }
 
 #[tokio::main]
@@ -110,6 +128,9 @@ async fn main() -> ExitCode {
             Command::Api { clients, seconds } => api::describe(smoke, *clients, *seconds),
             Command::Podstart { pods } => podstart::describe(smoke, *pods),
             Command::Nodeloss => nodeloss::describe(smoke),
+            Command::Deploy { replicas, update_replicas } => {
+                deploy::describe(deploy::sizes(smoke, *replicas, *update_replicas))
+            }
         }
         let mut all = Vec::new();
         for run in 1..=runs {
@@ -121,6 +142,9 @@ async fn main() -> ExitCode {
                 Command::Api { clients, seconds } => api::run_once(&bins, smoke, *clients, *seconds).await,
                 Command::Podstart { pods } => podstart::run_once(&bins, smoke, *pods, run).await,
                 Command::Nodeloss => nodeloss::run_once(&bins, smoke, run).await,
+                Command::Deploy { replicas, update_replicas } => {
+                    deploy::run_once(&bins, deploy::sizes(smoke, *replicas, *update_replicas), run).await
+                }
             }
             .with_context(|| format!("run {run} of {runs}"))?;
             all.push(figures);
@@ -132,6 +156,7 @@ async fn main() -> ExitCode {
             Command::Api { clients, .. } => api::targets(&summary, *clients, smoke),
             Command::Podstart { .. } => podstart::targets(&summary),
             Command::Nodeloss => nodeloss::targets(&summary),
+            Command::Deploy { .. } => deploy::targets(&summary),
         };
         report::print_targets(&targets);
         println!(
