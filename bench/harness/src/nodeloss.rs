@@ -12,12 +12,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use skiff_proto::api::resources_client::ResourcesClient;
 use skiff_proto::api::{ApplyRequest, ListObjectsRequest};
 
 use crate::cluster::{Binaries, Cluster};
+use crate::leftovers::Leftovers;
 use crate::report::{Figures, Summary, Target};
 use crate::system::connect;
 
@@ -97,20 +98,6 @@ async fn containers_on(docker: &Docker, run: &str, node: &str) -> anyhow::Result
         HashMap::from([("label".to_string(), vec![format!("{LABEL}={run}"), format!("{NODE_LABEL}={node}")])]);
     let options = ListContainersOptionsBuilder::default().all(false).filters(&filters).build();
     Ok(docker.list_containers(Some(options)).await?.len())
-}
-
-/// Removes every container of this run, running or not.
-async fn cleanup(docker: &Docker, run: &str) {
-    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL}={run}")])]);
-    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-    if let Ok(list) = docker.list_containers(Some(options)).await {
-        for c in list {
-            if let Some(id) = c.id {
-                let rm = RemoveContainerOptionsBuilder::default().force(true).build();
-                let _ = docker.remove_container(&id, Some(rm)).await;
-            }
-        }
-    }
 }
 
 /// Polls `check` every [`POLL`] until it answers, at most `limit`.
@@ -248,9 +235,10 @@ async fn skiff_run(bins: &Binaries, docker: &Docker, smoke: bool, run: usize, ta
 pub async fn run_once(bins: &Binaries, smoke: bool, run: usize) -> anyhow::Result<Figures> {
     let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
     let tag = format!("{}-{run}", std::process::id());
-    cleanup(&docker, &tag).await;
+    // Declared before the cluster: removes every container of this run, also when the run fails.
+    let leftovers = Leftovers::guard(LABEL, &tag);
     let outcome = skiff_run(bins, &docker, smoke, run, &tag).await;
-    cleanup(&docker, &tag).await;
+    leftovers.remove();
     outcome
 }
 
