@@ -4,6 +4,7 @@
 //! the member serves from its own replica.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,11 @@ pub async fn run(agent: Agent) {
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The node is registered before its first renewal (the leader keeps renewals of nodes only).
     let mut registered = register(&agent, None).await;
+    let engine = Arc::new(AtomicBool::new(true));
+    let _beside = Tasks(vec![
+        tokio::spawn(renew_forever(agent.clone(), engine.clone())),
+        tokio::spawn(check_engine_forever(agent.clone(), engine)),
+    ]);
     pods.synced().await;
     loop {
         tokio::select! {
@@ -81,10 +87,7 @@ pub async fn run(agent: Agent) {
                 }
                 None => return, // the reflector stopped
             },
-            _ = heartbeat.tick() => match registered {
-                Some(_) => renew(&agent).await,
-                None => registered = register(&agent, None).await,
-            },
+            _ = heartbeat.tick(), if registered.is_none() => registered = register(&agent, None).await,
             _ = sweep.tick() => {
                 registered = register(&agent, registered).await;
                 let current: Vec<Pod> = pods.list().iter().filter_map(|o| if let Object::Pod(p) = o.as_ref() { Some(p.clone()) } else { None }).collect();
@@ -98,16 +101,60 @@ pub async fn run(agent: Agent) {
 /// and removes containers whose pod is gone.
 const SWEEP: Duration = Duration::from_secs(10);
 
-/// Renews the node with the leader, if its container engine answers: a node whose engine is down
-/// cannot run pods, and the leader takes it out of service as it would a dead one.
-async fn renew(agent: &Agent) {
-    let node = &agent.config.worker.node;
-    if let Err(e) = agent.runtime.info().await {
-        tracing::warn!(%node, error = %e, "the container engine does not answer: the node is not renewed");
-        return;
+/// Tasks that end with the agent.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
     }
-    if let Err(e) = agent.api.renew_node(node).await {
-        tracing::debug!(%node, error = %e, "renewing the node with the leader (tried again next beat)");
+}
+
+/// How often the agent asks its engine whether it answers, and how long it waits for the answer.
+const ENGINE_CHECK: Duration = Duration::from_secs(2);
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Renews the node with the leader every beat while its engine answers (a node whose engine is
+/// down cannot run pods, and the leader takes it out of service as it would a dead one). In a task
+/// of its own, so that nothing else the agent waits for (a busy engine listing containers, a
+/// sweep) delays a renewal: a late renewal takes a healthy node out of service.
+async fn renew_forever(agent: Agent, engine: Arc<AtomicBool>) {
+    let node = agent.config.worker.node.clone();
+    let mut beat = tokio::time::interval(agent.config.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        beat.tick().await;
+        if !engine.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Err(e) = agent.api.renew_node(&node).await {
+            tracing::debug!(%node, error = %e, "renewing the node with the leader (tried again next beat)");
+        }
+    }
+}
+
+/// Keeps `engine` saying whether the container engine answers. A busy engine may take seconds to
+/// answer `info`: it is asked beside the renewals, never before each of them.
+async fn check_engine_forever(agent: Agent, engine: Arc<AtomicBool>) {
+    let node = agent.config.worker.node.clone();
+    let mut check = tokio::time::interval(ENGINE_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        check.tick().await;
+        let answered = match tokio::time::timeout(ENGINE_TIMEOUT, agent.runtime.info()).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(%node, error = %e, "the container engine does not answer: the node is not renewed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(%node, "the container engine did not answer within 10 s: the node is not renewed");
+                false
+            }
+        };
+        engine.store(answered, Ordering::Relaxed);
     }
 }
 
