@@ -9,35 +9,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{docker_agent, test_raft, DockerCleanup, TestCluster};
+use common::{docker_agent, skiff, skiff_ok, test_raft, DockerCleanup, TestCluster};
 
 /// Deadline of each wait; the pods start in seconds.
 const T: Duration = Duration::from_secs(90);
-
-async fn skiff(members: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["--members", members, "--timeout", "10"])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run skiff")
-}
-
-async fn skiff_ok(members: &str, args: &[&str]) -> String {
-    let out = skiff(members, args).await;
-    assert!(
-        out.status.success(),
-        "skiff {args:?} failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 async fn get_json(members: &str, args: &[&str]) -> Option<serde_json::Value> {
     let mut all = vec!["get"];

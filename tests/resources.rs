@@ -6,10 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{eventually, test_raft, TestCluster};
+use common::{eventually, skiff, skiff_ok, test_raft, TestCluster};
 use skiff_api::{Kind, Object};
 use skiff_apiserver::keys::object_key;
 use skiff_client::{CallKind, Client, ClientError};
@@ -24,28 +24,6 @@ fn examples() -> PathBuf {
 
 fn members(cluster: &TestCluster) -> String {
     cluster.nodes.keys().map(|id| cluster.addr(*id)).collect::<Vec<_>>().join(",")
-}
-
-async fn skiff(members: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["--members", members, "--timeout", "10"])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run skiff")
-}
-
-async fn skiff_ok(members: &str, args: &[&str]) -> String {
-    let out = skiff(members, args).await;
-    assert!(
-        out.status.success(),
-        "skiff {args:?} failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 async fn skiff_err(members: &str, args: &[&str]) -> String {

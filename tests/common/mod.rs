@@ -408,3 +408,27 @@ pub fn docker_agent(run: &str) -> skiff_server::config::AgentSettings {
         ..skiff_server::config::AgentSettings::default()
     }
 }
+
+/// Runs the `skiff` CLI against `members` (a 10 s call timeout).
+pub async fn skiff(members: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--members", members, "--timeout", "10"])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run skiff")
+}
+
+/// Runs the `skiff` CLI and returns what it printed; fails the test if it fails.
+pub async fn skiff_ok(members: &str, args: &[&str]) -> String {
+    let out = skiff(members, args).await;
+    assert!(
+        out.status.success(),
+        "skiff {args:?} failed ({:?}):\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
