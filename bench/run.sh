@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one benchmark of skiff-bench: Skiff and a three-member etcd side by side in the same run.
-# Usage: bash bench/run.sh store|failover|api|podstart|nodeloss [--smoke] [extra skiff-bench options]
+# Usage: bash bench/run.sh store|failover|api|podstart|nodeloss|scale [--smoke] [extra skiff-bench options]
 #
 # Bounded in time: the build and the run each have a limit. The harness kills every member process
 # it started when it ends, fails, panics or gets SIGINT/SIGTERM; `timeout` runs it in a process group
@@ -8,12 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bench=${1:?usage: bench/run.sh store|failover|api|podstart|nodeloss [--smoke] [options]}
+bench=${1:?usage: bench/run.sh store|failover|api|podstart|nodeloss|scale [--smoke] [options]}
 shift
 case "$bench" in
-  store | failover | api | podstart | nodeloss) ;;
+  store | failover | api | podstart | nodeloss | scale) ;;
   *)
-    echo "unknown benchmark '$bench' (store, failover, api, podstart or nodeloss)" >&2
+    echo "unknown benchmark '$bench' (store, failover, api, podstart, nodeloss or scale)" >&2
     exit 2
     ;;
 esac

@@ -5,6 +5,7 @@
 //! - `podstart`: binding to Running for 50 pods against plain docker.
 //! - `api`: resource API latency (apply, get) at 100 clients and watch delivery latency.
 //! - `nodeloss`: time from `kill -9` of a member hosting 10 pods to their replacements Running.
+//! - `scale`: 1,000 simulated nodes and 30,000 pods: pods bound/s, leader memory, liveness cost.
 //!
 //! # Layout
 //!
@@ -12,15 +13,20 @@
 //! - `cpu`: how much of the machine the benchmark had.
 //! - `system`: the one interface the benchmarks use for both: put, get, leader, term.
 //! - `report`: several runs summed up (median and range), targets, failure checks.
+//! - `hollow`, `follow`, `memory`: simulated nodes, list-then-watch of a kind, a process's memory.
 //! - `store`, `failover`, `api`, `podstart`: the benchmarks, each one run at a time (`run_once`).
 
 mod api;
 mod cluster;
 mod cpu;
 mod failover;
+mod follow;
+mod hollow;
+mod memory;
 mod nodeloss;
 mod podstart;
 mod report;
+mod scale;
 mod store;
 mod system;
 
@@ -84,6 +90,15 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// 1,000 simulated nodes and 30,000 pods: pods bound/s, leader memory, liveness cost.
+    Scale {
+        /// Simulated nodes (default 1000, smoke 100).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Pods, in Deployments of 1,000 replicas (default 30000, smoke 2000).
+        #[arg(long)]
+        pods: Option<usize>,
+    },
 }
 
 #[tokio::main]
@@ -110,6 +125,7 @@ async fn main() -> ExitCode {
             Command::Api { clients, seconds } => api::describe(smoke, *clients, *seconds),
             Command::Podstart { pods } => podstart::describe(smoke, *pods),
             Command::Nodeloss => nodeloss::describe(smoke),
+            Command::Scale { nodes, pods } => scale::describe(smoke, *nodes, *pods),
         }
         let mut all = Vec::new();
         for run in 1..=runs {
@@ -121,6 +137,7 @@ async fn main() -> ExitCode {
                 Command::Api { clients, seconds } => api::run_once(&bins, smoke, *clients, *seconds).await,
                 Command::Podstart { pods } => podstart::run_once(&bins, smoke, *pods, run).await,
                 Command::Nodeloss => nodeloss::run_once(&bins, smoke, run).await,
+                Command::Scale { nodes, pods } => scale::run_once(&bins, smoke, *nodes, *pods).await,
             }
             .with_context(|| format!("run {run} of {runs}"))?;
             all.push(figures);
@@ -132,6 +149,7 @@ async fn main() -> ExitCode {
             Command::Api { clients, .. } => api::targets(&summary, *clients, smoke),
             Command::Podstart { .. } => podstart::targets(&summary),
             Command::Nodeloss => nodeloss::targets(&summary),
+            Command::Scale { .. } => scale::targets(&summary),
         };
         report::print_targets(&targets);
         println!(
