@@ -200,7 +200,7 @@ impl Cluster {
     }
 
     /// The last lines of every member's log (the directory is removed with the cluster).
-    fn log_tails(&self) -> String {
+    pub fn log_tails(&self) -> String {
         let mut out = String::new();
         for m in &self.members {
             let text = std::fs::read_to_string(&m.log).unwrap_or_default();

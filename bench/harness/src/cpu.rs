@@ -44,6 +44,11 @@ pub fn usage(before: &Sample, after: &Sample) -> Usage {
     Usage { ours: ours / secs, other: (busy - ours).max(0.0) / secs }
 }
 
+/// CPU seconds (user + system, all threads) process `pid` has used so far; `"self"` for this one.
+pub fn process_seconds(pid: &str) -> Option<f64> {
+    Some(process_ticks(pid)? as f64 / TICKS_PER_SEC)
+}
+
 /// Busy ticks of the whole machine: the first line of `/proc/stat` minus idle and iowait.
 fn machine_busy_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

@@ -7,6 +7,7 @@
 //! - `nodeloss`: time from `kill -9` of a member hosting 10 pods to their replacements Running.
 //! - `deploy`: a 50-replica Deployment until all pods are Ready, against plain docker and Docker
 //!   Swarm; a rolling update of 10 replicas against `docker service update`.
+//! - `scale`: 1,000 simulated nodes and 30,000 pods: pods bound/s, leader memory, liveness cost.
 //!
 //! # Layout
 //!
@@ -14,9 +15,11 @@
 //! - `cpu`: how much of the machine the benchmark had.
 //! - `system`: the one interface the benchmarks use for both: put, get, leader, term.
 //! - `report`: several runs summed up (median and range), targets, failure checks.
+//! - `hollow`, `follow`, `memory`: simulated nodes, list-then-watch of a kind, a process's memory.
 //! - `leftovers`: removes what a run left on the Docker engine (by its label), also on failure.
 //! - `swarm`: Docker Swarm as a reference: the swarm, services, their waits.
-//! - `store`, `failover`, `api`, `podstart`, `deploy`: the benchmarks, each one run at a time
+//! - `store`, `failover`, `api`, `podstart`, `deploy`, `nodeloss`, `scale`: the
+//!   benchmarks, each one run at a time
 //!   (`run_once`).
 
 mod api;
@@ -24,10 +27,14 @@ mod cluster;
 mod cpu;
 mod deploy;
 mod failover;
+mod follow;
+mod hollow;
 mod leftovers;
+mod memory;
 mod nodeloss;
 mod podstart;
 mod report;
+mod scale;
 mod store;
 mod swarm;
 mod system;
@@ -102,6 +109,15 @@ enum Command {
         #[arg(long)]
         update_replicas: Option<usize>,
     },
+    /// 1,000 simulated nodes and 30,000 pods: pods bound/s, leader memory, liveness cost.
+    Scale {
+        /// Simulated nodes (default 1000, smoke 100).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Pods, in Deployments of 1,000 replicas (default 30000, smoke 2000).
+        #[arg(long)]
+        pods: Option<usize>,
+    },
 }
 
 #[tokio::main]
@@ -131,6 +147,7 @@ async fn main() -> ExitCode {
             Command::Deploy { replicas, update_replicas } => {
                 deploy::describe(deploy::sizes(smoke, *replicas, *update_replicas))
             }
+            Command::Scale { nodes, pods } => scale::describe(smoke, *nodes, *pods),
         }
         let mut all = Vec::new();
         for run in 1..=runs {
@@ -145,6 +162,7 @@ async fn main() -> ExitCode {
                 Command::Deploy { replicas, update_replicas } => {
                     deploy::run_once(&bins, deploy::sizes(smoke, *replicas, *update_replicas), run).await
                 }
+                Command::Scale { nodes, pods } => scale::run_once(&bins, smoke, *nodes, *pods).await,
             }
             .with_context(|| format!("run {run} of {runs}"))?;
             all.push(figures);
@@ -157,6 +175,7 @@ async fn main() -> ExitCode {
             Command::Podstart { .. } => podstart::targets(&summary),
             Command::Nodeloss => nodeloss::targets(&summary),
             Command::Deploy { .. } => deploy::targets(&summary),
+            Command::Scale { .. } => scale::targets(&summary),
         };
         report::print_targets(&targets);
         println!(
