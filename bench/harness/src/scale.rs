@@ -291,8 +291,8 @@ impl Simulated {
         Ok(self.cluster.pids()[now])
     }
 
-    /// [`until`], and the number of Raft term changes meanwhile; a failure says how the term moved
-    /// and ends with the members' last log lines.
+    /// [`until`], and the number of Raft term changes meanwhile; a failure prints the members' last
+    /// log lines and says how the term moved.
     async fn until<T>(
         &self,
         what: &str,
@@ -302,9 +302,10 @@ impl Simulated {
         let before = self.term().await;
         let outcome = until(what, limit, check).await;
         let after = self.term().await;
-        let value = outcome.with_context(|| {
-            format!("raft term {before} before, {after} now (0: no leader)\n{}", self.cluster.log_tails())
-        })?;
+        if outcome.is_err() {
+            println!("{}", self.cluster.log_tails());
+        }
+        let value = outcome.with_context(|| format!("raft term {before} before, {after} now (0: no leader)"))?;
         if after != before {
             println!("the raft term changed while waiting for {what}: {before} -> {after}");
         }
