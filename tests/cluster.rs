@@ -254,14 +254,15 @@ async fn a_lagging_member_catches_up_on_large_entries_in_batches_under_the_messa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_linearizable_read_through_a_lagging_follower_never_returns_a_stale_value() {
-    let (cluster, proxies) = TestCluster::start_behind_proxies(3, test_raft()).await;
+    let (cluster, links) =
+        TestCluster::start_behind_proxies(3, test_raft(), skiff_server::config::AgentSettings::none()).await;
     let leader = cluster.leader(T).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
     let rev = put(&cluster.direct_client(leader), "key", "old").await.expect("first write");
     cluster.all_applied(rev, T).await;
 
     // Nothing reaches the follower any more; the other two go on without it.
-    proxies[&lagging].cut();
+    links[&lagging].cut_inbound();
     put(&cluster.direct_client(leader), "key", "new").await.expect("write while the follower is cut off");
     let mut through_lagging = cluster.direct_client(lagging);
     through_lagging.deadline = Duration::from_secs(2);

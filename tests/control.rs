@@ -416,6 +416,80 @@ async fn a_stopped_member_goes_not_ready_its_pods_are_replaced_elsewhere_and_its
     cluster.shutdown().await;
 }
 
+/// The names of the pods whose containers run on `runtime`.
+async fn running_here(runtime: &skiff_server::agent_api::PodRuntime) -> std::collections::BTreeSet<String> {
+    use skiff_agent::runtime::ContainerState;
+    let Ok(containers) = runtime.containers.list(&Default::default()).await else { return Default::default() };
+    containers
+        .into_iter()
+        .filter(|c| matches!(c.state, ContainerState::Running { .. }))
+        .filter_map(|c| c.labels.get(skiff_agent::pod_spec::LABEL_POD_NAME).cloned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_keeps_its_pods_running_while_they_are_replaced_and_stops_them_when_it_reconnects() {
+    use skiff_server::config::{AgentSettings, RuntimeKind};
+    let agent = AgentSettings { runtime: RuntimeKind::Memory, ..AgentSettings::default() };
+    let (cluster, links) = TestCluster::start_behind_proxies(3, test_raft(), agent).await;
+    let leader = cluster.leader(T).await;
+    let cut = if leader == 3 { 2 } else { 3 };
+    let cut_name = format!("node{cut}");
+    let api = cluster.nodes[&leader].api().clone();
+    eventually("three nodes registered", T, || async {
+        let nodes = api.list(Kind::Node, &Default::default(), Consistency::Stale).await.ok()?;
+        (nodes.items.len() == 3).then_some(())
+    })
+    .await;
+    api.apply(replica_set(6), false).await.expect("apply the replica set");
+    let before = eventually("six pods Running and Ready", T, || async {
+        let pods = web_pods(&api).await;
+        (pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)).then_some(pods)
+    })
+    .await;
+    let on_cut: std::collections::BTreeSet<String> =
+        before.iter().filter(|(_, node, _)| node.as_deref() == Some(&cut_name)).map(|(n, _, _)| n.clone()).collect();
+    assert_eq!(on_cut.len(), 2, "spread evenly: {before:?}");
+    let runtime = cluster.pods[&cut].clone().expect("the member runs pods");
+    assert_eq!(running_here(&runtime).await, on_cut);
+
+    // A partition: the member neither hears from nor reaches anyone; it keeps running.
+    links[&cut].cut();
+    eventually("the cut-off node is NotReady (Unknown) and tainted unreachable", T, || async {
+        let (ready, taints) = node_state(&api, &cut_name).await?;
+        (ready == "Unknown" && taints.contains(&"node.kubernetes.io/unreachable:NoExecute".to_string())).then_some(())
+    })
+    .await;
+    eventually("six ready pods again, none on the cut-off node", T, || async {
+        let pods = web_pods(&api).await;
+        (pods.len() == 6 && pods.iter().all(|(_, node, ready)| *ready && node.as_deref() != Some(&cut_name)))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(running_here(&runtime).await, on_cut, "the cut-off member keeps its pods running, as Kubernetes does");
+
+    // It reconnects: Ready again, and it stops the copies whose pods were deleted meanwhile.
+    links[&cut].heal();
+    eventually("the node is Ready and untainted again", T, || async {
+        let (ready, taints) = node_state(&api, &cut_name).await?;
+        (ready == "True" && taints.is_empty()).then_some(())
+    })
+    .await;
+    eventually("the stale copies are stopped", T, || async { running_here(&runtime).await.is_empty().then_some(()) })
+        .await;
+    eventually("the evicted pods are gone", T, || async {
+        let list = api.list(Kind::Pod, &Default::default(), Consistency::Stale).await.ok()?;
+        list.items.iter().all(|o| !on_cut.contains(&o.meta().name)).then_some(())
+    })
+    .await;
+    common::consistently("six pods, all ready", Duration::from_secs(1), || async {
+        let pods = web_pods(&api).await;
+        pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_pods_spread_evenly_over_ten_simulated_nodes() {
     let cluster = TestCluster::start(3, test_raft()).await; // members without nodes of their own

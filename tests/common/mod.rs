@@ -89,7 +89,7 @@ fn member_config_with(
 
 /// A TCP proxy on 127.0.0.1 in front of one member: the other members reach it through the proxy,
 /// and [`Proxy::cut`] closes every connection and refuses new ones, a network cut of everything
-/// sent to that member (what it sends still goes out).
+/// sent to that member (what it sends still goes out); [`Proxy::heal`] lets connections in again.
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: tokio::sync::watch::Sender<bool>,
@@ -99,6 +99,17 @@ pub struct Proxy {
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::serve(listener, target)
+    }
+
+    /// The same, from synchronous code running on the runtime.
+    fn start_here(target: SocketAddr) -> std::io::Result<Proxy> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        Ok(Self::serve(tokio::net::TcpListener::from_std(listener)?, target))
+    }
+
+    fn serve(listener: tokio::net::TcpListener, target: SocketAddr) -> Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         let (cut, cut_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
@@ -122,6 +133,77 @@ impl Proxy {
     /// Cuts the member off: open connections close, new ones are refused.
     pub fn cut(&self) {
         self.cut.send_replace(true);
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+/// What one member sends: every address it connects to goes through a [`Proxy`] of its own, so
+/// that [`CutConnector::cut`] cuts everything this member sends (Raft, forwarded calls, its
+/// agent's renewals) and nothing the others send each other.
+#[derive(Default)]
+pub struct CutConnector {
+    proxies: std::sync::Mutex<BTreeMap<String, Proxy>>,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+impl CutConnector {
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.proxies.lock().expect("proxies").values().for_each(Proxy::cut);
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.proxies.lock().expect("proxies").values().for_each(Proxy::heal);
+    }
+}
+
+impl skiff_proto::transport::Connector for CutConnector {
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        let mut proxies = self.proxies.lock().expect("proxies");
+        let via = match proxies.get(addr) {
+            Some(p) => p.addr,
+            None => {
+                let target: SocketAddr = addr.parse().expect("members of test clusters have IP addresses");
+                let proxy = Proxy::start_here(target).expect("start an outbound proxy");
+                if self.cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    proxy.cut();
+                }
+                let via = proxy.addr;
+                proxies.insert(addr.to_string(), proxy);
+                via
+            }
+        };
+        skiff_proto::transport::Connector::channel(&TcpConnector::default(), &via.to_string())
+    }
+}
+
+/// A member's links to the others: what it receives (its own proxy, its advertised address) and
+/// what it sends (its connector).
+pub struct Links {
+    pub inbound: Proxy,
+    pub outbound: Arc<CutConnector>,
+}
+
+impl Links {
+    /// Cuts what the member receives only.
+    pub fn cut_inbound(&self) {
+        self.inbound.cut();
+    }
+
+    /// A partition: the member neither receives nor sends anything.
+    pub fn cut(&self) {
+        self.inbound.cut();
+        self.outbound.cut();
+    }
+
+    pub fn heal(&self) {
+        self.inbound.heal();
+        self.outbound.heal();
     }
 }
 
@@ -192,13 +274,19 @@ impl TestCluster {
         cluster
     }
 
-    /// Starts `n` members that reach each other through a [`Proxy`] each (their advertised address);
+    /// Starts `n` members that reach each other through a [`Proxy`] each (their advertised address)
+    /// and send through a [`CutConnector`] each, so that tests can cut them apart ([`Links`]);
     /// clients from [`TestCluster::direct_client`] talk to a member without its proxy.
-    pub async fn start_behind_proxies(n: u64, raft: RaftSettings) -> (Self, BTreeMap<u64, Proxy>) {
+    pub async fn start_behind_proxies(
+        n: u64,
+        raft: RaftSettings,
+        agent: skiff_server::config::AgentSettings,
+    ) -> (Self, BTreeMap<u64, Links>) {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = BTreeMap::new();
         let mut proxies = BTreeMap::new();
+        let mut links = BTreeMap::new();
         for id in 1..=n {
             let listener = bind("127.0.0.1:0".parse().expect("addr"));
             proxies.insert(id, Proxy::start(listener.local_addr().expect("addr")).await);
@@ -221,7 +309,7 @@ impl TestCluster {
                 initial_members: members.clone(),
                 join: None,
                 raft: raft.clone(),
-                agent: skiff_server::config::AgentSettings::none(),
+                agent: agent.clone(),
                 controllers: true,
                 lifecycle: Default::default(),
             };
@@ -229,11 +317,13 @@ impl TestCluster {
             cluster.configs.insert(id, config.clone());
             let pods = PodRuntime::from_settings(&config.agent);
             cluster.pods.insert(id, pods.clone());
-            let node =
-                Node::start(config, listener, Arc::new(TcpConnector::default()), pods).await.expect("start member");
+            let outbound = Arc::new(CutConnector::default());
+            let node = Node::start(config, listener, outbound.clone(), pods).await.expect("start member");
             cluster.nodes.insert(id, node);
+            let inbound = proxies.remove(&id).expect("the member's proxy");
+            links.insert(id, Links { inbound, outbound });
         }
-        (cluster, proxies)
+        (cluster, links)
     }
 
     /// A client of member `id` at its own listener (past its proxy, if it has one).

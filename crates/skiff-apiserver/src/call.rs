@@ -375,7 +375,7 @@ impl Call for RenewNode {
     /// them for nodes that exist only, so that renewals cannot grow its memory without bound.
     async fn serve(self, here: &Here) -> Result<(), ServeError> {
         here.store.check_leader()?;
-        here.resources.get(Kind::Node, "", &self.node, Consistency::Stale).await?;
+        here.resources.must_exist_here(Kind::Node, "", &self.node)?;
         here.renewals.renew(&self.node);
         Ok(())
     }

@@ -147,6 +147,15 @@ impl Resources {
         }
     }
 
+    /// Fails with NotFound unless the object is in this member's replica; nothing is decoded (the
+    /// leader checks every node's renewal, a thousand a second, against its Node).
+    pub fn must_exist_here(&self, kind: Kind, namespace: &str, name: &str) -> Result<(), ServeError> {
+        match self.store.get_local(&object_key(kind, namespace, name))? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found(kind, namespace, name).into()),
+        }
+    }
+
     /// Lists the objects of `kind` that `filter` selects, with the resourceVersion of the list.
     pub async fn list(&self, kind: Kind, filter: &Filter, c: Consistency) -> Result<ObjectList, ServeError> {
         let (kvs, revision) = self.store.list(&kind_prefix(kind, filter.namespace.as_deref()), consistency(c)).await?;

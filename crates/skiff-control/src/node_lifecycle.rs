@@ -20,6 +20,7 @@
 //! read, so the controller never races its own writes. The decision is pure; time comes in as the
 //! state's renewals and `now`.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use skiff_api::api::Filter;
@@ -160,7 +161,7 @@ impl NodeLifecycle {
         let mut out = Reconciled::default();
         let name = &node.metadata.name;
         let ready = ready_condition(node).map(|c| c.status.as_str());
-        let involved = Object::Node(node.clone());
+        let involved = || Object::Node(node.clone());
         if silence >= self.monitor_grace {
             if ready != Some("Unknown") {
                 let message = format!(
@@ -177,7 +178,7 @@ impl NodeLifecycle {
                 ))));
                 let said = format!("Node {name} status is now: NodeNotReady");
                 out.actions.push(Action::Record(events::about(
-                    &involved,
+                    &involved(),
                     EventType::Normal,
                     "NodeNotReady",
                     &said,
@@ -217,7 +218,13 @@ impl NodeLifecycle {
                     now,
                 ))));
                 let said = format!("Node {name} status is now: NodeReady");
-                out.actions.push(Action::Record(events::about(&involved, EventType::Normal, "NodeReady", &said, now)));
+                out.actions.push(Action::Record(events::about(
+                    &involved(),
+                    EventType::Normal,
+                    "NodeReady",
+                    &said,
+                    now,
+                )));
                 return out;
             }
             if node.spec.taints.iter().any(is_unreachable_taint) {
@@ -227,7 +234,7 @@ impl NodeLifecycle {
                 return out;
             }
         }
-        if evicting {
+        if evicting && !on_node.is_empty() {
             self.evict(node, on_node, now, &mut out);
         }
         out
@@ -271,17 +278,29 @@ impl Controller for NodeLifecycle {
     }
 
     fn reconcile(&self, state: &State, now: Time) -> Reconciled {
-        let mut by_node: std::collections::BTreeMap<&str, Vec<&Pod>> = std::collections::BTreeMap::new();
-        for pod in pods::of(state.of(Kind::Pod)) {
-            if let Some(node) = pod.spec.node_name.as_deref() {
-                by_node.entry(node).or_default().push(pod);
-            }
-        }
         let nodes: Vec<&Node> = state
             .of(Kind::Node)
             .iter()
             .filter_map(|o| if let Object::Node(n) = o.as_ref() { Some(n) } else { None })
             .collect();
+        // Only silent nodes and nodes with a NoExecute taint have pods to mark or evict: the pods
+        // (tens of thousands) are looked at only when there are such nodes, and only theirs kept.
+        let concerned: HashSet<&str> = nodes
+            .iter()
+            .filter(|n| {
+                state.silence(&n.metadata.name) >= self.monitor_grace
+                    || n.spec.taints.iter().any(|t| t.effect == NO_EXECUTE)
+            })
+            .map(|n| n.metadata.name.as_str())
+            .collect();
+        let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
+        if !concerned.is_empty() {
+            for pod in pods::of(state.of(Kind::Pod)) {
+                if let Some(node) = pod.spec.node_name.as_deref().filter(|n| concerned.contains(n)) {
+                    by_node.entry(node).or_default().push(pod);
+                }
+            }
+        }
         let silent = nodes.iter().filter(|n| state.silence(&n.metadata.name) >= self.monitor_grace).count();
         let evicting = !disrupted(silent, nodes.len());
         if !evicting && silent > 0 {

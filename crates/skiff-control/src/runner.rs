@@ -21,6 +21,7 @@ use skiff_api::meta::Time;
 use skiff_api::{ApiError, Kind, Object, Reason};
 use tokio::sync::watch;
 
+use crate::events::Correlator;
 use crate::reflector::{Reflector, Reflectors};
 
 /// Who leads, as the runner needs it.
@@ -147,7 +148,7 @@ pub async fn run(
             }
         };
         tracing::info!(controller = controller.name(), term, "leading: the controller starts");
-        lead(controller.as_ref(), &api, &mut leadership, term, &reflectors).await;
+        lead(&controller, &api, &mut leadership, term, &reflectors).await;
         tracing::info!(controller = controller.name(), term, "no longer leading: the controller stopped");
         if leadership.has_changed().is_err() {
             return; // the member stops
@@ -162,7 +163,7 @@ fn still_leads(leadership: &watch::Receiver<Leadership>, term: u64) -> bool {
 
 /// One term of leadership: from fresh reflectors until it is lost.
 async fn lead(
-    controller: &dyn Controller,
+    controller: &Arc<dyn Controller>,
     api: &Arc<dyn ResourceApi>,
     leadership: &mut watch::Receiver<Leadership>,
     term: u64,
@@ -182,6 +183,7 @@ async fn lead(
         }
     }
     let mut changes: Vec<watch::Receiver<u64>> = reflectors.iter().map(|(_, r)| r.changes()).collect();
+    let mut events = Correlator::default();
     loop {
         if !still_leads(leadership, term) {
             return;
@@ -198,11 +200,22 @@ async fn lead(
         for c in &mut changes {
             c.borrow_and_update();
         }
-        let reconciled = controller.reconcile(&state, Time(jiff::Timestamp::now()));
+        // A reconcile reads the whole state (tens of milliseconds at 30,000 pods): it runs on a
+        // blocking thread, so that it never holds up a runtime worker that Raft's heartbeats and
+        // appends need (openraft gives them 30 ms).
+        let decide = controller.clone();
+        let now = Time(jiff::Timestamp::now());
+        let reconciled = match tokio::task::spawn_blocking(move || decide.reconcile(&state, now)).await {
+            Ok(reconciled) => reconciled,
+            // A panicking reconcile is a bug: it ends this runner as it would have inline.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return, // the runtime shuts down
+        };
         // The actions of one reconcile are independent: they run together, so that their writes
         // share Raft entries, and each checks leadership just before it is sent.
         let lead = &*leadership;
-        let done: Vec<Option<Expectation>> = futures::stream::iter(reconciled.actions)
+        let actions = events.correlate(reconciled.actions, now);
+        let done: Vec<Option<Expectation>> = futures::stream::iter(actions)
             .map(|action| async move {
                 if !still_leads(lead, term) {
                     return None;

@@ -27,10 +27,13 @@ use crate::types::{Member, TypeConfig};
 /// Largest Raft message a member accepts (the gRPC decoding limit of the Raft service).
 pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 /// An append-entries request is split (openraft resends fewer entries) above this size. openraft 0.9
-/// gives an append-entries RPC one heartbeat interval to complete, so a batch must be small enough to
-/// encode, send, decode and flush well within it; a single entry larger than this still goes alone,
-/// and entries are bounded (4 MiB by the proposer), far under [`MAX_RAFT_MESSAGE`].
-pub const SPLIT_APPEND_ABOVE: usize = 2 << 20;
+/// gives an append-entries RPC one heartbeat interval (30 ms) to complete and, when it times out,
+/// sends the same range again: a batch must be small enough to encode, send, decode and flush well
+/// within it, or a busy follower never catches up and campaigns. At 2 MiB, the 30,000 pods of
+/// bench/scale (entries of about 250 KB) set off election storms; a single entry larger than this
+/// still goes alone, and entries are bounded (1 MiB by the proposer), far under
+/// [`MAX_RAFT_MESSAGE`].
+pub const SPLIT_APPEND_ABOVE: usize = 256 << 10;
 
 pub use skiff_proto::transport::{is_connect_error, Connector, TcpConnector};
 
