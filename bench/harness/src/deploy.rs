@@ -5,6 +5,10 @@
 //! smaller Deployment to a new template, against `docker service update` of a service of the same
 //! size with the same parallelism.
 //!
+//! Beside them, for the record (no target): N plain `docker run`s of the container alone, 8 at a
+//! time, as Swarm runs a task: one container per replica. Swarm over that is the most any
+//! orchestrator of sandboxed pods on this engine could reach against Swarm.
+//!
 //! Every side runs the same image and command with no readiness probe or health check: a pod is
 //! Ready, and a task running, once its container has started.
 
@@ -467,19 +471,25 @@ async fn skiff_update(bins: &Binaries, replicas: usize, tag: &str) -> anyhow::Re
     Ok(SkiffUpdate { took, new: last_steps(log.new.values()), old_deleted: log.old_deleted.values().max().copied() })
 }
 
-/// Creates and starts one plain Docker pod: the sandbox, then the container in its network.
-async fn docker_pod(docker: &Docker, tag: &str, i: usize) -> anyhow::Result<()> {
+/// Creates and starts one plain Docker pod: the sandbox, then the container in its network; or,
+/// without `sandbox`, the container alone on the default bridge (`docker run`).
+async fn docker_pod(docker: &Docker, tag: &str, i: usize, sandbox: bool) -> anyhow::Result<()> {
     let create = |name: String, body: ContainerCreateBody| async move {
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let id = docker.create_container(Some(options), body).await.with_context(|| format!("creating {name}"))?.id;
         docker.start_container(&id, None).await.with_context(|| format!("starting {name}"))?;
         anyhow::Ok(id)
     };
-    let sandbox = create(
-        format!("bench-deploy-{tag}-{i}-sandbox"),
-        ContainerCreateBody { image: Some(SANDBOX.into()), labels: Some(labels(tag)), ..Default::default() },
-    )
-    .await?;
+    let network_mode = if sandbox {
+        let sandbox = create(
+            format!("bench-deploy-{tag}-{i}-sandbox"),
+            ContainerCreateBody { image: Some(SANDBOX.into()), labels: Some(labels(tag)), ..Default::default() },
+        )
+        .await?;
+        Some(format!("container:{sandbox}"))
+    } else {
+        None
+    };
     create(
         format!("bench-deploy-{tag}-{i}-app"),
         ContainerCreateBody {
@@ -488,7 +498,7 @@ async fn docker_pod(docker: &Docker, tag: &str, i: usize) -> anyhow::Result<()> 
             env: Some(vec!["VERSION=1".into()]),
             labels: Some(labels(tag)),
             stop_timeout: Some(GRACE_SECONDS as i64),
-            host_config: Some(HostConfig { network_mode: Some(format!("container:{sandbox}")), ..Default::default() }),
+            host_config: Some(HostConfig { network_mode, ..Default::default() }),
             ..Default::default()
         },
     )
@@ -498,7 +508,12 @@ async fn docker_pod(docker: &Docker, tag: &str, i: usize) -> anyhow::Result<()> 
 
 /// `replicas` plain Docker pods, [`DOCKER_PARALLEL`] at a time: per pod, the time from the start
 /// until it was started; and the time until all were.
-async fn docker_scale(docker: &Docker, replicas: usize, tag: &str) -> anyhow::Result<(Vec<Duration>, Duration)> {
+async fn docker_scale(
+    docker: &Docker,
+    replicas: usize,
+    tag: &str,
+    sandbox: bool,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let _leftovers = Leftovers::guard(LABEL, tag);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -512,7 +527,7 @@ async fn docker_scale(docker: &Docker, replicas: usize, tag: &str) -> anyhow::Re
                 if i >= replicas {
                     return anyhow::Ok(done);
                 }
-                docker_pod(&docker, &tag, i).await?;
+                docker_pod(&docker, &tag, i, sandbox).await?;
                 done.push(started.elapsed());
             }
         }));
@@ -617,9 +632,13 @@ pub async fn run_once(bins: &Binaries, sizes: Sizes, run: usize) -> anyhow::Resu
     let order = order(run);
     println!("order: {order:?}");
     let (mut skiff, mut plain, mut swarm_took) = (None, None, None);
+    let mut single = Duration::ZERO;
     for side in order {
         match side {
-            Side::Docker => plain = Some(docker_scale(&docker, replicas, &tag).await.context("plain docker")?),
+            Side::Docker => {
+                plain = Some(docker_scale(&docker, replicas, &tag, true).await.context("plain docker")?);
+                single = docker_scale(&docker, replicas, &tag, false).await.context("plain docker, no sandbox")?.1;
+            }
             Side::Skiff => skiff = Some(skiff_scale(bins, replicas, &tag).await?),
             Side::Swarm => swarm_took = Some(swarm_scale(&docker, replicas, &tag).await.context("swarm")?),
         }
@@ -648,6 +667,8 @@ pub async fn run_once(bins: &Binaries, sizes: Sizes, run: usize) -> anyhow::Resu
     println!("| skiff (Running and Ready) | {skiff_wall:.2} | {:.2} |", pct(&skiff_each, 0.5).as_secs_f64());
     println!("| plain docker (started) | {plain_wall:.2} | {:.2} |", pct(&plain_each, 0.5).as_secs_f64());
     println!("| swarm (tasks running) | {swarm_wall:.2} | - |");
+    let single = single.as_secs_f64();
+    println!("| for the record: plain docker, the container alone (started) | {single:.2} | - |");
     println!(
         "skiff, when the last pod was: created {:.2} s, bound {:.2} s, Running {:.2} s, Ready {skiff_wall:.2} s; the Deployment's status said {replicas} ready at {:.2} s",
         secs(skiff.all.created),
@@ -658,6 +679,8 @@ pub async fn run_once(bins: &Binaries, sizes: Sizes, run: usize) -> anyhow::Resu
     let skiff_docker = skiff_wall / plain_wall.max(1e-9);
     let swarm_skiff = swarm_wall / skiff_wall.max(1e-9);
     println!("ratio skiff/docker {skiff_docker:.2}x (target <= 1.15x); swarm/skiff {swarm_skiff:.2}x (target >= 2x)");
+    let ceiling = swarm_wall / single.max(1e-9);
+    println!("for the record: swarm / plain docker with one container per replica {ceiling:.2}x");
     let (skiff_roll, swarm_roll) = (rollout.took.as_secs_f64(), swarm_roll.as_secs_f64());
     let update_ratio = swarm_roll / skiff_roll.max(1e-9);
     println!(
@@ -676,6 +699,8 @@ pub async fn run_once(bins: &Binaries, sizes: Sizes, run: usize) -> anyhow::Resu
     figures.add("skiff all Ready s", skiff_wall);
     figures.add("docker all started s", plain_wall);
     figures.add("swarm all running s", swarm_wall);
+    figures.add("docker, container alone, all started s", single);
+    figures.add("ratio swarm/docker container alone", ceiling);
     figures.add("ratio skiff/docker", skiff_docker);
     figures.add("ratio swarm/skiff", swarm_skiff);
     figures.add("skiff last pod created s", secs(skiff.all.created));

@@ -80,6 +80,7 @@ async fn agent_registers_runs_bound_pods_and_removes_only_its_own_orphans() {
             network: None,
             backoff: BackoffConfig::default(),
             resync: Duration::from_millis(100),
+            starts: Arc::new(tokio::sync::Semaphore::new(skiff_agent::worker::PARALLEL_STARTS)),
         },
         node_labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
         capacity: BTreeMap::from([("memory".to_string(), Quantity::parse("2Gi").expect("quantity"))]),

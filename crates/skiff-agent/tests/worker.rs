@@ -66,6 +66,7 @@ fn config() -> WorkerConfig {
             reset_after: Duration::from_secs(60),
         },
         resync: Duration::from_millis(100),
+        starts: Arc::new(tokio::sync::Semaphore::new(skiff_agent::worker::PARALLEL_STARTS)),
     }
 }
 

@@ -82,6 +82,7 @@ pub async fn run_agent(api: Arc<ApiServer>, pods: PodRuntime, config: crate::con
                 reset_after: Duration::from_secs(600),
             },
             resync: Duration::from_secs(1),
+            starts: std::sync::Arc::new(tokio::sync::Semaphore::new(settings.parallel_starts)),
         },
         node_labels: settings.node_labels.clone(),
         capacity,

@@ -224,6 +224,9 @@ pub struct AgentSettings {
     pub backoff_cap_ms: u64,
     /// How often the agent renews its node with the leader (in memory there, never written).
     pub heartbeat_ms: u64,
+    /// How many pods may be creating and starting containers at once on this node (the engine
+    /// starts 50 containers sooner a few at a time than all at once; bench/deploy).
+    pub parallel_starts: usize,
 }
 
 impl Default for AgentSettings {
@@ -241,6 +244,7 @@ impl Default for AgentSettings {
             backoff_base_ms: 10_000,
             backoff_cap_ms: 300_000,
             heartbeat_ms: 1_000,
+            parallel_starts: skiff_agent::worker::PARALLEL_STARTS,
         }
     }
 }
@@ -390,6 +394,9 @@ impl NodeConfig {
         for (k, v) in a.container_labels.iter().chain(&a.node_labels) {
             skiff_api::name::check_label_key(k).map_err(|e| invalid("agent labels", e))?;
             skiff_api::name::check_label_value(v).map_err(|e| invalid("agent labels", e))?;
+        }
+        if a.parallel_starts == 0 {
+            return Err(invalid("agent.parallel_starts", "must be at least 1".into()));
         }
         if a.backoff_base_ms == 0 || a.backoff_cap_ms < a.backoff_base_ms || a.heartbeat_ms == 0 {
             return Err(invalid(
