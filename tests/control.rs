@@ -344,6 +344,43 @@ async fn node_state(api: &skiff_apiserver::ApiServer, name: &str) -> Option<(Str
     Some((ready, taints))
 }
 
+/// Once the three members' nodes are registered, applies the set `web` of six pods and waits until
+/// all are Running and Ready; the names of the two on `node`.
+async fn six_pods_spread_over_three_nodes(
+    api: &skiff_apiserver::ApiServer,
+    node: &str,
+) -> std::collections::BTreeSet<String> {
+    eventually("three nodes registered", T, || async {
+        let nodes = api.list(Kind::Node, &Default::default(), Consistency::Stale).await.ok()?;
+        (nodes.items.len() == 3).then_some(())
+    })
+    .await;
+    api.apply(replica_set(6), false).await.expect("apply the replica set");
+    let before = eventually("six pods Running and Ready", T, || async {
+        let pods = web_pods(api).await;
+        (pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)).then_some(pods)
+    })
+    .await;
+    let on_node: std::collections::BTreeSet<String> =
+        before.iter().filter(|(_, n, _)| n.as_deref() == Some(node)).map(|(name, _, _)| name.clone()).collect();
+    assert_eq!(on_node.len(), 2, "spread evenly: {before:?}");
+    on_node
+}
+
+/// Waits until none of `evicted` is left, then checks that six pods stay Running and Ready.
+async fn evicted_gone_and_six_ready(api: &skiff_apiserver::ApiServer, evicted: &std::collections::BTreeSet<String>) {
+    eventually("the evicted pods are gone", T, || async {
+        let list = api.list(Kind::Pod, &Default::default(), Consistency::Stale).await.ok()?;
+        list.items.iter().all(|o| !evicted.contains(&o.meta().name)).then_some(())
+    })
+    .await;
+    common::consistently("six pods, all ready", Duration::from_secs(1), || async {
+        let pods = web_pods(api).await;
+        pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_member_goes_not_ready_its_pods_are_replaced_elsewhere_and_its_copies_removed_on_return() {
     use skiff_server::config::{AgentSettings, RuntimeKind};
@@ -353,20 +390,7 @@ async fn a_stopped_member_goes_not_ready_its_pods_are_replaced_elsewhere_and_its
     let lost = if leader == 3 { 2 } else { 3 };
     let lost_name = format!("node{lost}");
     let api = cluster.nodes[&leader].api().clone();
-    eventually("three nodes registered", T, || async {
-        let nodes = api.list(Kind::Node, &Default::default(), Consistency::Stale).await.ok()?;
-        (nodes.items.len() == 3).then_some(())
-    })
-    .await;
-    api.apply(replica_set(6), false).await.expect("apply the replica set");
-    let before = eventually("six pods Running and Ready", T, || async {
-        let pods = web_pods(&api).await;
-        (pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)).then_some(pods)
-    })
-    .await;
-    let on_lost: Vec<String> =
-        before.iter().filter(|(_, node, _)| node.as_deref() == Some(&lost_name)).map(|(n, _, _)| n.clone()).collect();
-    assert_eq!(on_lost.len(), 2, "spread evenly: {before:?}");
+    let on_lost = six_pods_spread_over_three_nodes(&api, &lost_name).await;
 
     cluster.stop(lost).await;
     let api = cluster.nodes[&leader].api().clone();
@@ -401,18 +425,7 @@ async fn a_stopped_member_goes_not_ready_its_pods_are_replaced_elsewhere_and_its
         (ready == "True" && taints.is_empty()).then_some(())
     })
     .await;
-    eventually("the evicted pods are gone", T, || async {
-        let list = api.list(Kind::Pod, &Default::default(), Consistency::Stale).await.ok()?;
-        let left: Vec<String> =
-            list.items.iter().map(|o| o.meta().name.clone()).filter(|n| on_lost.contains(n)).collect();
-        left.is_empty().then_some(())
-    })
-    .await;
-    common::consistently("six pods, all ready", Duration::from_secs(1), || async {
-        let pods = web_pods(&api).await;
-        pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)
-    })
-    .await;
+    evicted_gone_and_six_ready(&api, &on_lost).await;
     cluster.shutdown().await;
 }
 
@@ -436,20 +449,7 @@ async fn a_member_cut_off_keeps_its_pods_running_while_they_are_replaced_and_sto
     let cut = if leader == 3 { 2 } else { 3 };
     let cut_name = format!("node{cut}");
     let api = cluster.nodes[&leader].api().clone();
-    eventually("three nodes registered", T, || async {
-        let nodes = api.list(Kind::Node, &Default::default(), Consistency::Stale).await.ok()?;
-        (nodes.items.len() == 3).then_some(())
-    })
-    .await;
-    api.apply(replica_set(6), false).await.expect("apply the replica set");
-    let before = eventually("six pods Running and Ready", T, || async {
-        let pods = web_pods(&api).await;
-        (pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)).then_some(pods)
-    })
-    .await;
-    let on_cut: std::collections::BTreeSet<String> =
-        before.iter().filter(|(_, node, _)| node.as_deref() == Some(&cut_name)).map(|(n, _, _)| n.clone()).collect();
-    assert_eq!(on_cut.len(), 2, "spread evenly: {before:?}");
+    let on_cut = six_pods_spread_over_three_nodes(&api, &cut_name).await;
     let runtime = cluster.pods[&cut].clone().expect("the member runs pods");
     assert_eq!(running_here(&runtime).await, on_cut);
 
@@ -477,16 +477,7 @@ async fn a_member_cut_off_keeps_its_pods_running_while_they_are_replaced_and_sto
     .await;
     eventually("the stale copies are stopped", T, || async { running_here(&runtime).await.is_empty().then_some(()) })
         .await;
-    eventually("the evicted pods are gone", T, || async {
-        let list = api.list(Kind::Pod, &Default::default(), Consistency::Stale).await.ok()?;
-        list.items.iter().all(|o| !on_cut.contains(&o.meta().name)).then_some(())
-    })
-    .await;
-    common::consistently("six pods, all ready", Duration::from_secs(1), || async {
-        let pods = web_pods(&api).await;
-        pods.len() == 6 && pods.iter().all(|(_, _, ready)| *ready)
-    })
-    .await;
+    evicted_gone_and_six_ready(&api, &on_cut).await;
     cluster.shutdown().await;
 }
 

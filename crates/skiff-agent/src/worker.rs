@@ -176,9 +176,11 @@ impl PodWorker {
             .map(|r| r.id.clone());
         let acted = !decided.actions.is_empty();
         let starts = |a: &Action| matches!(a, Action::StartSandbox { .. } | Action::StartContainer { .. });
-        let _starting = match decided.actions.iter().any(starts) {
-            true => self.config.starts.clone().acquire_owned().await.ok(),
-            false => None,
+        // Owned: the permit is held across the actions, which borrow the worker mutably.
+        let _starting = if decided.actions.iter().any(starts) {
+            self.config.starts.clone().acquire_owned().await.ok()
+        } else {
+            None
         };
         for action in decided.actions {
             self.metrics.count(match &action {
