@@ -491,10 +491,14 @@ fn binding(pods: &Pods, t0: Instant) -> Binding {
     }
 }
 
-fn check_spread(b: &Binding) -> anyhow::Result<()> {
+/// Fails when a node holds more pods than its limit; else adds the phase's binding figures.
+fn record_binding(phase: &str, b: &Binding, out: &mut Figures) -> anyhow::Result<()> {
     if b.most_on_a_node > hollow::MAX_PODS as usize {
         anyhow::bail!("{} pods bound to one node, whose limit is {}", b.most_on_a_node, hollow::MAX_PODS);
     }
+    out.add(format!("{phase}: all bound (s)"), b.all_bound.as_secs_f64());
+    out.add(format!("{phase}: pods bound/s"), b.rate);
+    out.add(format!("{phase}: peak pods bound in 1 s"), b.peak as f64);
     Ok(())
 }
 
@@ -591,10 +595,7 @@ async fn end_to_end(bins: &Binaries, s: &Settings, out: &mut Figures) -> anyhow:
         watch.restarts(),
         p.deleted
     );
-    check_spread(&b)?;
-    out.add("end to end: all bound (s)", b.all_bound.as_secs_f64());
-    out.add("end to end: pods bound/s", b.rate);
-    out.add("end to end: peak pods bound in 1 s", b.peak as f64);
+    record_binding("end to end", &b, out)?;
     out.add("end to end: pods created/s", want as f64 / created_last.as_secs_f64().max(1e-3));
     out.add("end to end: created -> bound p50 ms", lag50.as_secs_f64() * 1000.0);
     out.add("end to end: created -> bound p99 ms", lag99.as_secs_f64() * 1000.0);
@@ -668,10 +669,7 @@ async fn scheduler_only(bins: &Binaries, s: &Settings, out: &mut Figures) -> any
         watch.restarts(),
         p.deleted
     );
-    check_spread(&b)?;
-    out.add("scheduler only: all bound (s)", b.all_bound.as_secs_f64());
-    out.add("scheduler only: pods bound/s", b.rate);
-    out.add("scheduler only: peak pods bound in 1 s", b.peak as f64);
+    record_binding("scheduler only", &b, out)?;
     out.add("scheduler only: raft term changes", elections as f64);
     drop(p);
     let lost = sim.lost_nodes();
