@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use comfy_table::{presets::NOTHING, CellAlignment, Table};
 use skiff_api::kinds::pod::PodTemplateSpec;
-use skiff_api::kinds::{ConfigMap, Deployment, Event, Namespace, Node, Pod, ReplicaSet, Service};
+use skiff_api::kinds::{ConfigMap, Deployment, EndpointSlice, Event, Namespace, Node, Pod, ReplicaSet, Service};
 use skiff_api::meta::Time;
 use skiff_api::selector::LabelSelector;
 use skiff_api::{Kind, Object};
@@ -108,6 +108,7 @@ fn columns(kind: Kind) -> (Vec<&'static str>, Vec<&'static str>) {
             vec!["INTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"],
         ),
         Kind::Event => (vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], vec![]),
+        Kind::EndpointSlice => (vec!["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], vec![]),
     }
 }
 
@@ -124,6 +125,9 @@ fn cells(object: &Object, now: i64) -> (Vec<String>, Vec<String>) {
         Object::Namespace(n) => (vec![name, namespace_phase(n), age], vec![]),
         Object::Node(n) => node_cells(n, name, age),
         Object::Event(e) => event_cells(e, now),
+        Object::EndpointSlice(e) => {
+            (vec![name, e.address_type.clone(), endpoint_slice_ports(e), endpoint_slice_addresses(e), age], vec![])
+        }
     }
 }
 
@@ -241,6 +245,24 @@ fn service_cells(s: &Service, name: String, age: String) -> (Vec<String>, Vec<St
         ],
         vec![selector],
     )
+}
+
+/// `80,443`, as kubectl shows a slice's ports (`<unset>` for a port without a number).
+fn endpoint_slice_ports(e: &EndpointSlice) -> String {
+    if e.ports.is_empty() {
+        return "<unset>".into();
+    }
+    e.ports.iter().map(|p| p.port.map_or_else(|| "<unset>".into(), |n| n.to_string())).collect::<Vec<_>>().join(",")
+}
+
+/// The first three addresses and how many more, as kubectl shows them.
+fn endpoint_slice_addresses(e: &EndpointSlice) -> String {
+    let all: Vec<&str> = e.endpoints.iter().flat_map(|ep| ep.addresses.iter().map(String::as_str)).collect();
+    match all.len() {
+        0 => "<unset>".into(),
+        n if n <= 3 => all.join(","),
+        n => format!("{} + {} more...", all[..3].join(","), n - 3),
+    }
 }
 
 pub fn node_status(n: &Node) -> String {

@@ -14,7 +14,7 @@ use skiff_proto::api::{GetRequest, ListRequest, PutRequest};
 use skiff_proto::limits::MAX_RESPONSE_BYTES;
 use skiff_proto::transport::TcpConnector;
 use skiff_server::agent_api::PodRuntime;
-use skiff_server::config::{InitialMember, NodeConfig, RaftSettings};
+use skiff_server::config::{InitialMember, NodeConfig, RaftSettings, ServiceSettings};
 use skiff_server::Node;
 
 /// Raft timings for tests: slower than production so that parallel tests on two cores do not
@@ -82,6 +82,7 @@ fn member_config_with(
         agent,
         controllers: true,
         lifecycle: Default::default(),
+        services: ServiceSettings { proxy: false, ..Default::default() },
     };
     config.validate("test").expect("valid config");
     config
@@ -230,19 +231,25 @@ impl TestCluster {
 
     /// Starts `n` members whose agents run with `agent` (e.g. on Docker, with test labels).
     pub async fn start_with_agent(n: u64, raft: RaftSettings, agent: skiff_server::config::AgentSettings) -> Self {
-        Self::start_with(n, raft, agent, true).await
+        Self::start_with(n, raft, agent, &|_| {}).await
     }
 
     /// Starts `n` members that store and serve but run no controllers (tests of the API alone).
     pub async fn start_without_controllers(n: u64, raft: RaftSettings) -> Self {
-        Self::start_with(n, raft, skiff_server::config::AgentSettings::none(), false).await
+        Self::start_with(n, raft, skiff_server::config::AgentSettings::none(), &|c| c.controllers = false).await
+    }
+
+    /// Starts `n` members with `services` (e.g. a proxy on a loopback service range).
+    pub async fn start_with_services(n: u64, raft: RaftSettings, services: ServiceSettings) -> Self {
+        let agent = skiff_server::config::AgentSettings::none();
+        Self::start_with(n, raft, agent, &|c| c.services = services.clone()).await
     }
 
     async fn start_with(
         n: u64,
         raft: RaftSettings,
         agent: skiff_server::config::AgentSettings,
-        controllers: bool,
+        configure: &dyn Fn(&mut NodeConfig),
     ) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -263,7 +270,7 @@ impl TestCluster {
             let data_dir = cluster.dir.path().join(format!("node{id}"));
             let mut config =
                 member_config_with(id, &listener, data_dir, members.clone(), None, raft.clone(), agent.clone());
-            config.controllers = controllers;
+            configure(&mut config);
             cluster.configs.insert(id, config.clone());
             let pods = PodRuntime::from_settings(&config.agent);
             cluster.pods.insert(id, pods.clone());
@@ -312,6 +319,7 @@ impl TestCluster {
                 agent: agent.clone(),
                 controllers: true,
                 lifecycle: Default::default(),
+                services: ServiceSettings { proxy: false, ..Default::default() },
             };
             config.validate("test").expect("valid config");
             cluster.configs.insert(id, config.clone());

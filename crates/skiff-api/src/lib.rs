@@ -17,6 +17,7 @@
 //! - [`path`]: field paths (`spec.containers[0].image`) as messages name them.
 //! - [`quantity`]: Kubernetes resource quantities (`250m`, `128Mi`, `1.5G`).
 //! - [`name`]: DNS-1123 names and label keys and values.
+//! - [`network`]: the service network: cluster IP and node port ranges.
 //! - [`selector`]: label selectors (`kubectl -l` syntax, matchLabels, matchExpressions).
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod manifest;
 pub mod memory;
 pub mod meta;
 pub mod name;
+pub mod network;
 pub mod path;
 pub mod quantity;
 pub mod selector;

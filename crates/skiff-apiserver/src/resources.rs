@@ -10,12 +10,14 @@ use skiff_api::api::{
 };
 use skiff_api::defaults::DEFAULT_NAMESPACE;
 use skiff_api::meta::Time;
+use skiff_api::network::ServiceNetwork;
 use skiff_api::{ApiError, Kind, Object};
 use skiff_store::{KvStore, Op, ReadConsistency};
 
 use crate::cas::{self, Step};
 use crate::error::ServeError;
 use crate::keys::{self, decode, decode_for, key_of, kind_prefix, object_key};
+use crate::strategy::service::{self as service_claims, Taken, CLUSTER_IP_CLAIMS, NODE_PORT_CLAIMS};
 use crate::strategy::{self, Context, Deletion};
 use crate::{binding, gc, watch};
 
@@ -23,6 +25,8 @@ use crate::{binding, gc, watch};
 #[derive(Clone)]
 pub struct Resources {
     store: KvStore,
+    /// Where Services get cluster IPs and node ports.
+    network: ServiceNetwork,
 }
 
 fn consistency(c: Consistency) -> ReadConsistency {
@@ -44,8 +48,44 @@ pub fn namespace_of(kind: Kind, namespace: &str) -> String {
 }
 
 impl Resources {
-    pub fn new(store: KvStore) -> Self {
-        Self { store }
+    pub fn new(store: KvStore, network: ServiceNetwork) -> Self {
+        Self { store, network }
+    }
+
+    /// The addresses every Service holds, from the claim keys in this member's replica.
+    async fn taken(&self) -> Result<Taken, ServeError> {
+        let mut taken = Taken::default();
+        let owner = |kv: &skiff_store::KeyValue| String::from_utf8_lossy(&kv.value).into_owned();
+        for kv in self.store.list(CLUSTER_IP_CLAIMS, ReadConsistency::Stale).await?.0 {
+            if let Some(Ok(ip)) = kv.key.strip_prefix(CLUSTER_IP_CLAIMS).map(str::parse) {
+                taken.cluster_ips.insert(ip, owner(&kv));
+            }
+        }
+        for kv in self.store.list(NODE_PORT_CLAIMS, ReadConsistency::Stale).await?.0 {
+            if let Some(Ok(port)) = kv.key.strip_prefix(NODE_PORT_CLAIMS).map(str::parse) {
+                taken.node_ports.insert(port, owner(&kv));
+            }
+        }
+        Ok(taken)
+    }
+
+    /// For a Service: its cluster IP and node ports filled in (or checked) and the writes that
+    /// claim and release them, to go in the same write as the Service. Nothing for other kinds.
+    async fn claims(&self, current: Option<&Object>, next: &mut Object) -> Result<Vec<Op>, ServeError> {
+        let Object::Service(next) = next else {
+            return Ok(Vec::new());
+        };
+        let current = match current {
+            Some(Object::Service(c)) => Some(c),
+            _ => None,
+        };
+        let taken = self.taken().await?;
+        let seed = service_claims::seed(&next.metadata.uid);
+        let claims = service_claims::allocate(current, next, &taken, &self.network, seed)?;
+        let owner = service_claims::owner(next).into_bytes();
+        let claim = claims.claim.into_iter().map(|key| Op::Put { key, value: owner.clone(), expect: Some(0) });
+        let release = claims.release.into_iter().map(|key| Op::Delete { key, expect: None });
+        Ok(claim.chain(release).collect())
     }
 
     pub fn store(&self) -> &KvStore {
@@ -88,24 +128,33 @@ impl Resources {
         let what = object.describe();
         let (kind, namespace, name) = (object.kind(), object.meta().namespace.clone(), object.meta().name.clone());
         let ((mut applied, outcome), revision) = cas::update(&self.store, &key, pinned, &what, |kv| {
-            let decided = match kv {
-                None if pinned.is_some() => Err(ApiError::not_found(kind, &namespace, &name).into()),
-                None => {
-                    let next = strategy::for_create(object.clone(), &ctx);
-                    Ok(write_unless(dry_run, cas::put(&key, &next, 0), (next, ApplyOutcome::Created)))
-                }
-                Some(kv) => (|| {
-                    let current = decode(&kv)?;
-                    let next = strategy::for_update(&current, object.clone())?;
-                    strategy::check_size(&next)?;
-                    if next == current {
-                        return Ok(Step::Done((current, ApplyOutcome::Unchanged)));
+            let (object, key, namespace, name) = (object.clone(), key.clone(), namespace.clone(), name.clone());
+            let ctx = &ctx;
+            async move {
+                match kv {
+                    None if pinned.is_some() => Err(ApiError::not_found(kind, &namespace, &name).into()),
+                    None => {
+                        let mut next = strategy::for_create(object, ctx);
+                        let mut ops = self.claims(None, &mut next).await?;
+                        ops.insert(0, cas::put(&key, &next, 0));
+                        Ok(write_unless(dry_run, ops, (next, ApplyOutcome::Created)))
                     }
-                    let op = cas::put(&key, &next, kv.mod_revision);
-                    Ok(write_unless(dry_run, op, (next, ApplyOutcome::Configured)))
-                })(),
-            };
-            async move { decided }
+                    Some(kv) => {
+                        let current = decode(&kv)?;
+                        // Addresses first: an apply that leaves them out keeps the stored ones,
+                        // which is no change of the desired state.
+                        let mut object = object;
+                        let mut ops = self.claims(Some(&current), &mut object).await?;
+                        let next = strategy::for_update(&current, object)?;
+                        strategy::check_size(&next)?;
+                        if next == current {
+                            return Ok(Step::Done((current, ApplyOutcome::Unchanged)));
+                        }
+                        ops.insert(0, cas::put(&key, &next, kv.mod_revision));
+                        Ok(write_unless(dry_run, ops, (next, ApplyOutcome::Configured)))
+                    }
+                }
+            }
         })
         .await?;
         if let Some(revision) = revision {
@@ -123,13 +172,17 @@ impl Resources {
         let key = key_of(&object);
         let what = object.describe();
         let (mut created, revision) = cas::update(&self.store, &key, None, &what, |kv| {
-            let decided = match kv {
-                Some(_) => Err(ApiError::new(skiff_api::Reason::AlreadyExists, format!("{what} already exists"))
-                    .about(object.kind(), &object.meta().name)
-                    .into()),
-                None => Ok(Step::Write(vec![cas::put(&key, &object, 0)], object.clone())),
-            };
-            async move { decided }
+            let (mut object, key, what) = (object.clone(), key.clone(), what.clone());
+            async move {
+                if kv.is_some() {
+                    return Err(ApiError::new(skiff_api::Reason::AlreadyExists, format!("{what} already exists"))
+                        .about(object.kind(), &object.meta().name)
+                        .into());
+                }
+                let mut ops = self.claims(None, &mut object).await?;
+                ops.insert(0, cas::put(&key, &object, 0));
+                Ok(Step::Write(ops, object))
+            }
         })
         .await?;
         if let Some(revision) = revision {
@@ -319,12 +372,12 @@ impl Resources {
     }
 }
 
-/// `Write(op, answer)`, or only the answer for a dry run.
-fn write_unless<T>(dry_run: bool, op: Op, answer: T) -> Step<T> {
+/// `Write(ops, answer)`, or only the answer for a dry run.
+fn write_unless<T>(dry_run: bool, ops: Vec<Op>, answer: T) -> Step<T> {
     if dry_run {
         Step::Done(answer)
     } else {
-        Step::Write(vec![op], answer)
+        Step::Write(ops, answer)
     }
 }
 
@@ -341,6 +394,10 @@ fn deletion_op(
     match strategy::for_delete(object, options, now) {
         Deletion::Remove => {
             ops.push(Op::Delete { key: key.to_string(), expect: Some(revision) });
+            // A Service's cluster IP and node ports are free again in the same write.
+            if let Object::Service(service) = object {
+                ops.extend(service_claims::held(service).into_iter().map(|key| Op::Delete { key, expect: None }));
+            }
             (object.clone(), true)
         }
         Deletion::Graceful(marked) => {

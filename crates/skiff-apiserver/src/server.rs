@@ -15,6 +15,7 @@ use skiff_api::api::{
     ApplyOutcome, Consistency, DeleteOptions, Deleted, Filter, ObjectList, Renewals, ResourceApi, WatchOptions,
     WatchStream,
 };
+use skiff_api::network::ServiceNetwork;
 use skiff_api::{ApiError, Kind, Object};
 use skiff_store::membership::Membership;
 use skiff_store::{KeyValue, KvStore, Member, StoreError};
@@ -51,9 +52,15 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 impl ApiServer {
+    /// The API with Kubernetes' default service network (10.96.0.0/16, node ports 30000-32767).
     pub fn new(store: KvStore, forward: Arc<dyn Forward>) -> Self {
+        Self::with_network(store, forward, ServiceNetwork::default())
+    }
+
+    /// The API allocating Services' cluster IPs and node ports from `network`.
+    pub fn with_network(store: KvStore, forward: Arc<dyn Forward>, network: ServiceNetwork) -> Self {
         let here = Here {
-            resources: Resources::new(store.clone()),
+            resources: Resources::new(store.clone(), network),
             membership: Membership::new(store.clone()),
             store,
             renewals: Renewals::default(),

@@ -11,11 +11,13 @@
 //! - [`scheduler`]: places pending pods on nodes.
 //! - [`replica_set`]: keeps each ReplicaSet's pods at its replica count.
 //! - [`deployment`]: rolls a Deployment's template out through ReplicaSets.
+//! - [`endpoints`]: keeps each Service's EndpointSlices: its pods' addresses and conditions.
 //! - [`node_lifecycle`]: takes nodes that stopped renewing out of service and evicts their pods.
 //! - [`names`]: names derived from content (pod suffixes, template hashes, event names).
 //! - [`pods`]: what controllers read from a pod (active, ready, available).
 
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod names;
@@ -39,5 +41,6 @@ pub fn controllers(lifecycle: node_lifecycle::NodeLifecycle, events: events::Eve
         Arc::new(scheduler::Scheduler),
         Arc::new(replica_set::ReplicaSetController),
         Arc::new(deployment::DeploymentController),
+        Arc::new(endpoints::EndpointsController),
     ]
 }

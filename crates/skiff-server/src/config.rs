@@ -140,6 +140,40 @@ pub struct NodeConfig {
     pub controllers: bool,
     #[serde(default)]
     pub lifecycle: LifecycleSettings,
+    #[serde(default)]
+    pub services: ServiceSettings,
+}
+
+/// `[services]`: where Services get their addresses. Every member of a cluster must say the same
+/// (the leader allocates, every member's proxy serves).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceSettings {
+    /// Cluster IPs come from here (Kubernetes' `--service-cluster-ip-range`).
+    pub cluster_ip_range: String,
+    /// Node ports come from here, as `first-last` (Kubernetes' `--service-node-port-range`).
+    pub node_port_range: String,
+    /// Whether this member runs the service proxy (cluster IPs and node ports). On by default;
+    /// off, the member's Services are reached through the other members only.
+    pub proxy: bool,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        let d = skiff_api::network::ServiceNetwork::default();
+        ServiceSettings {
+            cluster_ip_range: d.cluster_ips.to_string(),
+            node_port_range: format!("{}-{}", d.node_ports.start(), d.node_ports.end()),
+            proxy: true,
+        }
+    }
+}
+
+impl ServiceSettings {
+    /// The network these settings describe (checked by [`NodeConfig::validate`]).
+    pub fn network(&self) -> Result<skiff_api::network::ServiceNetwork, String> {
+        skiff_api::network::ServiceNetwork::parse(&self.cluster_ip_range, &self.node_port_range)
+    }
 }
 
 /// `[lifecycle]`: how soon the leader takes a silent node out of service and moves its pods, and
@@ -297,6 +331,7 @@ impl NodeConfig {
             agent: AgentSettings::default(),
             controllers: true,
             lifecycle: LifecycleSettings::default(),
+            services: ServiceSettings::default(),
         }
     }
 
@@ -412,6 +447,14 @@ impl NodeConfig {
                     a.heartbeat_ms
                 ),
             ));
+        }
+        if let Err(e) = self.services.network() {
+            let field = if e.contains(&self.services.cluster_ip_range) {
+                "services.cluster_ip_range"
+            } else {
+                "services.node_port_range"
+            };
+            return Err(invalid(field, e));
         }
         if self.lifecycle.event_ttl_seconds == 0 {
             return Err(invalid("lifecycle.event_ttl_seconds", "must be at least 1".into()));

@@ -31,6 +31,8 @@ pub struct Sources {
     pub node: String,
     /// The agent's counters, when the member runs pods.
     pub agent: Option<AgentMetrics>,
+    /// The service proxy's counters, when the member runs one.
+    pub proxy: Option<skiff_net::metrics::ProxyMetrics>,
 }
 
 /// The HTTP routes of a member.
@@ -75,6 +77,9 @@ async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
     gauge(&mut registry, "skiff_raft_applied_index", "The last index this member applied", status.applied_index as i64);
     store.metrics().register(&mut registry);
     sources.api.metrics().register(&mut registry);
+    if let Some(proxy) = &sources.proxy {
+        proxy.register(&mut registry);
+    }
     if let Some(agent) = &sources.agent {
         agent.register(&mut registry);
         let pods = Family::<PhaseLabel, Gauge>::default();

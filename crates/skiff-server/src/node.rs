@@ -49,6 +49,8 @@ pub enum NodeError {
     Join { addr: String, message: String },
     #[error("cannot serve on {addr}: {message}")]
     Listen { addr: String, message: String },
+    #[error("the config cannot be used: {0}")]
+    Config(String),
 }
 
 /// A running member.
@@ -61,6 +63,8 @@ pub struct Node {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    /// The service proxy, when this member runs one.
+    proxy: Option<skiff_net::ServiceProxy>,
 }
 
 impl Node {
@@ -89,7 +93,12 @@ impl Node {
         };
         let store = KvStore::open(store_config, connector.clone()).await?;
         let channels = Arc::new(Channels::new(connector.clone()));
-        let api = Arc::new(ApiServer::new(store.clone(), Arc::new(GrpcForward { channels: channels.clone() })));
+        let network = config.services.network().map_err(|e| NodeError::Config(format!("services: {e}")))?;
+        let api = Arc::new(ApiServer::with_network(
+            store.clone(),
+            Arc::new(GrpcForward { channels: channels.clone() }),
+            network.clone(),
+        ));
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
@@ -144,12 +153,15 @@ impl Node {
             stop: Some(stop_tx),
             server,
             background: Vec::new(),
+            proxy: None,
         };
+        let proxy_metrics = config.services.proxy.then(skiff_net::metrics::ProxyMetrics::default);
         if !config.http_listen.is_empty() {
             let sources = crate::http::Sources {
                 api: api.clone(),
                 node: config.name.clone(),
                 agent: pods.as_ref().map(|p| p.metrics.clone()),
+                proxy: proxy_metrics.clone(),
             };
             match serve_http(&config.http_listen, sources).await {
                 Ok((http_addr, task)) => {
@@ -183,6 +195,10 @@ impl Node {
                 control_leadership(&store),
                 reflectors.clone(),
             )));
+        }
+        if let Some(metrics) = proxy_metrics {
+            let reader: Arc<dyn skiff_api::ResourceApi> = api.clone();
+            node.proxy = Some(skiff_net::ServiceProxy::start(reader, network, metrics));
         }
         if let Some(pods) = pods {
             node.background.push(tokio::spawn(crate::agent_api::run_agent(api.clone(), pods, config.clone())));
@@ -250,6 +266,7 @@ impl Node {
 
     /// Stops serving, stops Raft and waits for both.
     pub async fn shutdown(mut self) {
+        self.proxy.take();
         for task in self.background.drain(..) {
             task.abort();
         }

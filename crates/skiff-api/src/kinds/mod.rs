@@ -16,6 +16,7 @@ macro_rules! metadata_field {
 
 pub mod config_map;
 pub mod deployment;
+pub mod endpoint_slice;
 pub mod event;
 pub mod namespace;
 pub mod node;
@@ -30,6 +31,7 @@ use serde_json::Value;
 
 pub use config_map::ConfigMap;
 pub use deployment::Deployment;
+pub use endpoint_slice::EndpointSlice;
 pub use event::Event;
 pub use namespace::Namespace;
 pub use node::Node;
@@ -78,6 +80,7 @@ pub enum Kind {
     Service,
     ConfigMap,
     Event,
+    EndpointSlice,
 }
 
 /// How a kind is named and where it lives: what `skiff api-resources` prints.
@@ -94,8 +97,9 @@ pub struct KindInfo {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::ConfigMap,
+        Kind::EndpointSlice,
         Kind::Event,
         Kind::Namespace,
         Kind::Node,
@@ -116,6 +120,9 @@ impl Kind {
                 Kind::Service => ("Service", "v1", "services", "service", &["svc"], true),
                 Kind::ConfigMap => ("ConfigMap", "v1", "configmaps", "configmap", &["cm"], true),
                 Kind::Event => ("Event", "v1", "events", "event", &["ev"], true),
+                Kind::EndpointSlice => {
+                    ("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", "endpointslice", &[], true)
+                }
             };
         KindInfo { kind, api_version, plural, singular, short_names, namespaced }
     }
@@ -131,7 +138,7 @@ impl Kind {
     /// Finds a kind by what users type: `Pod`, `pod`, `pods`, `po`, or `deployments.apps`.
     pub fn lookup(text: &str) -> Option<Kind> {
         let lower = text.to_ascii_lowercase();
-        let bare = lower.strip_suffix(".apps").unwrap_or(&lower);
+        let bare = lower.strip_suffix(".apps").or_else(|| lower.strip_suffix(".discovery.k8s.io")).unwrap_or(&lower);
         Kind::ALL.into_iter().find(|k| {
             let i = k.info();
             i.kind.eq_ignore_ascii_case(bare) || i.plural == bare || i.singular == bare || i.short_names.contains(&bare)
@@ -181,6 +188,7 @@ pub enum Object {
     Service(Service),
     ConfigMap(ConfigMap),
     Event(Event),
+    EndpointSlice(EndpointSlice),
 }
 
 macro_rules! each_kind {
@@ -194,6 +202,7 @@ macro_rules! each_kind {
             Object::Service($inner) => $body,
             Object::ConfigMap($inner) => $body,
             Object::Event($inner) => $body,
+            Object::EndpointSlice($inner) => $body,
         }
     };
 }
@@ -210,6 +219,7 @@ macro_rules! each_pair {
             (Object::Service($a), Object::Service($b)) => $body,
             (Object::ConfigMap($a), Object::ConfigMap($b)) => $body,
             (Object::Event($a), Object::Event($b)) => $body,
+            (Object::EndpointSlice($a), Object::EndpointSlice($b)) => $body,
             _ => $other,
         }
     };
@@ -294,6 +304,7 @@ impl Object {
             Kind::Service => Object::Service(typed(value, unknown)?),
             Kind::ConfigMap => Object::ConfigMap(typed(value, unknown)?),
             Kind::Event => Object::Event(typed(value, unknown)?),
+            Kind::EndpointSlice => Object::EndpointSlice(typed(value, unknown)?),
         })
     }
 
@@ -321,6 +332,7 @@ impl Object {
                 Kind::Service => serde_path_to_error::deserialize(ignoring).map(Object::Service),
                 Kind::ConfigMap => serde_path_to_error::deserialize(ignoring).map(Object::ConfigMap),
                 Kind::Event => serde_path_to_error::deserialize(ignoring).map(Object::Event),
+                Kind::EndpointSlice => serde_path_to_error::deserialize(ignoring).map(Object::EndpointSlice),
             };
             decoded.map_err(|e| {
                 let name = peek(bytes).map(|p| p.metadata.name).unwrap_or_default();
@@ -354,6 +366,7 @@ impl Object {
             Kind::Service => serde_json::from_slice(bytes).map(Object::Service),
             Kind::ConfigMap => serde_json::from_slice(bytes).map(Object::ConfigMap),
             Kind::Event => serde_json::from_slice(bytes).map(Object::Event),
+            Kind::EndpointSlice => serde_json::from_slice(bytes).map(Object::EndpointSlice),
         };
         decoded.map_err(|e| format!("{kind}: {e}"))
     }
@@ -374,6 +387,7 @@ impl Object {
             Kind::Service => Object::Service(with(metadata)),
             Kind::ConfigMap => Object::ConfigMap(with(metadata)),
             Kind::Event => Object::Event(with(metadata)),
+            Kind::EndpointSlice => Object::EndpointSlice(with(metadata)),
         }
     }
 
@@ -405,6 +419,7 @@ impl Object {
             Kind::Service => Service::HAS_STATUS,
             Kind::ConfigMap => ConfigMap::HAS_STATUS,
             Kind::Event => Event::HAS_STATUS,
+            Kind::EndpointSlice => EndpointSlice::HAS_STATUS,
         }
     }
 

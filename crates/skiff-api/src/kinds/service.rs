@@ -32,8 +32,31 @@ pub struct ServiceSpec {
     /// `ClusterIP` (default) or `NodePort`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
+    /// Set by the server from the cluster's service range unless the user sets it; `None` makes
+    /// a headless Service (DNS answers its pods' addresses, no proxy).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "clusterIP")]
     pub cluster_ip: Option<String>,
+    /// Kubernetes' list form of `clusterIP` (one address: Skiff is IPv4 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "clusterIPs")]
+    pub cluster_ips: Vec<String>,
+}
+
+/// The `clusterIP` of a headless Service.
+pub const HEADLESS: &str = "None";
+
+impl ServiceSpec {
+    pub fn is_headless(&self) -> bool {
+        self.cluster_ip.as_deref() == Some(HEADLESS)
+    }
+
+    pub fn is_node_port(&self) -> bool {
+        self.type_.as_deref() == Some("NodePort")
+    }
+
+    /// The cluster IP, once one is set (not for a headless Service).
+    pub fn cluster_ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.cluster_ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,6 +86,23 @@ pub struct ServiceStatus {
 
 fn validate_spec(errs: &mut Errors, path: &FieldPath, spec: &ServiceSpec) {
     errs.check(&path.at("type"), one_of(&spec.type_, &["ClusterIP", "NodePort"]));
+    match spec.cluster_ip.as_deref() {
+        None | Some("") => {}
+        Some(HEADLESS) if spec.is_node_port() => {
+            errs.add(path.at("clusterIP"), "may not be \"None\" for a NodePort service: a node port needs a cluster IP")
+        }
+        Some(HEADLESS) => {}
+        Some(ip) if ip.parse::<std::net::Ipv4Addr>().is_err() => {
+            errs.add(path.at("clusterIP"), format!("{ip:?} must be an IPv4 address, \"None\" (headless) or unset"))
+        }
+        Some(_) => {}
+    }
+    match spec.cluster_ips.as_slice() {
+        [] => {}
+        [one] if Some(one) == spec.cluster_ip.as_ref() => {}
+        [_] => errs.add(path.at("clusterIPs"), "must be [clusterIP] when both are set"),
+        _ => errs.add(path.at("clusterIPs"), "Skiff is IPv4 only: at most one address"),
+    }
     labels(errs, &path.at("selector"), &spec.selector);
     if spec.ports.is_empty() {
         errs.add(path.at("ports"), "required: a service needs at least one port");
@@ -116,6 +156,9 @@ impl Resource for Service {
 
     fn apply_defaults(&mut self) {
         self.spec.type_.get_or_insert_with(|| "ClusterIP".to_string());
+        if self.spec.cluster_ip.as_deref().is_none_or(str::is_empty) {
+            self.spec.cluster_ip = self.spec.cluster_ips.first().cloned();
+        }
         for port in &mut self.spec.ports {
             port.protocol.get_or_insert_with(|| "TCP".to_string());
             if port.target_port.is_none() {

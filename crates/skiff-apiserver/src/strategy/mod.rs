@@ -5,6 +5,7 @@
 
 pub mod deployment;
 pub mod pod;
+pub mod service;
 
 use skiff_api::api::DeleteOptions;
 use skiff_api::defaults::apply_defaults;

@@ -1,0 +1,104 @@
+//! Skiff's service data plane, on every member: the proxy that forwards each Service's cluster IP
+//! and node ports to its ready pods, and (later in this crate) cluster DNS. It reads Services and
+//! EndpointSlices from the member's own replica through the `ResourceApi` it is given.
+//!
+//! # Layout
+//!
+//! - [`table`]: the frontends and their endpoints, decided from Services and EndpointSlices (pure).
+//! - [`proxy`]: the listeners and the forwarding, with retry on another endpoint.
+//! - [`routes`]: the local route that lets a member listen on cluster IPs.
+//! - [`metrics`]: what the proxy counts.
+
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod table;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_api::api::{Filter, ResourceApi};
+use skiff_api::kinds::{EndpointSlice, Service};
+use skiff_api::network::ServiceNetwork;
+use skiff_api::{Kind, Object};
+use skiff_control::reflector::Reflector;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::metrics::ProxyMetrics;
+use crate::proxy::Proxy;
+
+/// How often frontends that could not be bound are tried again when nothing changes.
+const RETRY_BIND: Duration = Duration::from_secs(5);
+
+/// The running data plane of one member. Dropping it stops it.
+pub struct ServiceProxy {
+    task: JoinHandle<()>,
+    programmed: watch::Receiver<u64>,
+    metrics: ProxyMetrics,
+}
+
+impl Drop for ServiceProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ServiceProxy {
+    /// Starts serving the Services that `api` shows, with cluster IPs from `network`, counting
+    /// into `metrics`.
+    pub fn start(api: Arc<dyn ResourceApi>, network: ServiceNetwork, metrics: ProxyMetrics) -> ServiceProxy {
+        let (tx, programmed) = watch::channel(0);
+        let task = tokio::spawn(run(api, network, Proxy::new(metrics.clone()), tx));
+        ServiceProxy { task, programmed, metrics }
+    }
+
+    /// The EndpointSlice resourceVersion the proxy's routes are current to: once it passes a
+    /// revision, no new connection goes to an endpoint that revision took out of the ready set.
+    pub fn programmed(&self) -> watch::Receiver<u64> {
+        self.programmed.clone()
+    }
+
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+}
+
+async fn run(api: Arc<dyn ResourceApi>, network: ServiceNetwork, mut proxy: Proxy, programmed: watch::Sender<u64>) {
+    if let Err(e) = routes::make_local(&network.cluster_ips).await {
+        tracing::warn!(
+            "cluster IPs are not served on this member: {e}. Node ports still work on every address of this member"
+        );
+    }
+    let services = Reflector::start(api.clone(), Kind::Service, Filter::default());
+    let slices = Reflector::start(api, Kind::EndpointSlice, Filter::default());
+    let (mut service_changes, mut slice_changes) = (services.changes(), slices.changes());
+    services.synced().await;
+    slices.synced().await;
+    loop {
+        let revision = slices.resource_version();
+        let (service_objects, slice_objects) = (services.list(), slices.list());
+        let services: Vec<&Service> = service_objects
+            .iter()
+            .filter_map(|o| match o.as_ref() {
+                Object::Service(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let slices_now: Vec<&EndpointSlice> = slice_objects
+            .iter()
+            .filter_map(|o| match o.as_ref() {
+                Object::EndpointSlice(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        proxy.sync(table::build(&services, &slices_now));
+        programmed.send_replace(revision);
+        let retry = !proxy.failed().is_empty();
+        tokio::select! {
+            changed = service_changes.changed() => if changed.is_err() { return },
+            changed = slice_changes.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(RETRY_BIND), if retry => {}
+        }
+    }
+}
