@@ -40,6 +40,18 @@ while read -r lib; do
   cp -L "$lib" "$stage/rootfs$lib"
   echo "   $lib"
 done <<<"$libs"
+# The service proxy makes the service range local with `ip route` (busybox's, static): the only tool
+# in the image. Debian's busybox-static is installed when missing.
+if [ ! -x /bin/busybox ]; then
+  echo "== installing busybox-static"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq busybox-static >/dev/null
+fi
+mkdir -p "$stage/rootfs/bin"
+cp /bin/busybox "$stage/rootfs/bin/busybox"
+ln -s busybox "$stage/rootfs/bin/ip"
 # Containers write their data here (a volume in docker-compose.yml).
 mkdir -p "$stage/rootfs/var/lib/skiff" "$stage/rootfs/tmp"
 cp docker/node/Dockerfile "$stage/Dockerfile"

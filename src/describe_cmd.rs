@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
 
+use skiff_api::kinds::endpoint_slice::SERVICE_NAME_LABEL;
 use skiff_api::kinds::pod::{Container, Probe};
-use skiff_api::kinds::{Deployment, Event, Node, Pod, Service};
+use skiff_api::kinds::{Deployment, EndpointSlice, Event, Node, Pod, Service};
 use skiff_api::{Kind, Object};
 use skiff_proto::api::ListObjectsRequest;
 
 use crate::api_client;
 use crate::get_cmd::parse_what;
 use crate::members::MembersArgs;
-use crate::printers::{age, node_status, pod_summary, render, service_ports, yaml};
+use crate::printers::{age, node_status, pod_summary, render, yaml};
 
 #[derive(clap::Args, Debug)]
 pub struct DescribeArgs {
@@ -45,13 +46,29 @@ pub async fn run(args: DescribeArgs, members: &MembersArgs) -> anyhow::Result<()
                     Vec::new()
                 }
             };
+            let slices = match &object {
+                Object::Service(s) => slices_of(&client, s).await?,
+                _ => Vec::new(),
+            };
             if i > 0 {
                 writeln!(out)?;
             }
-            out.write_all(describe(&object, &events).as_bytes())?;
+            out.write_all(describe(&object, &events, &slices).as_bytes())?;
         }
     }
     Ok(())
+}
+
+/// The EndpointSlices of Service `s`.
+async fn slices_of(client: &skiff_client::Client, s: &Service) -> anyhow::Result<Vec<EndpointSlice>> {
+    let req = ListObjectsRequest {
+        kind: Kind::EndpointSlice.name().into(),
+        namespace: s.metadata.namespace.clone(),
+        label_selector: format!("{SERVICE_NAME_LABEL}={}", s.metadata.name),
+        ..Default::default()
+    };
+    let (objects, _) = api_client::list(client, req).await?;
+    Ok(objects.into_iter().filter_map(|o| if let Object::EndpointSlice(e) = o { Some(e) } else { None }).collect())
 }
 
 /// The events about `object`, oldest first.
@@ -85,7 +102,8 @@ fn field(out: &mut String, name: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{:<24}{value}", format!("{name}:"));
 }
 
-pub fn describe(object: &Object, events: &[Event]) -> String {
+/// `object` as `describe` shows it; a Service with its EndpointSlices `slices`.
+pub fn describe(object: &Object, events: &[Event], slices: &[EndpointSlice]) -> String {
     let mut out = String::new();
     let m = object.meta();
     field(&mut out, "Name", &m.name);
@@ -106,7 +124,7 @@ pub fn describe(object: &Object, events: &[Event]) -> String {
     match object {
         Object::Pod(p) => pod(&mut out, p),
         Object::Deployment(d) => deployment(&mut out, d),
-        Object::Service(s) => service(&mut out, s),
+        Object::Service(s) => service(&mut out, s, slices),
         Object::Node(n) => node(&mut out, n),
         other => {
             let mut value = other.to_value();
@@ -308,20 +326,56 @@ fn deployment(out: &mut String, d: &Deployment) {
     }
 }
 
-fn service(out: &mut String, s: &Service) {
+fn service(out: &mut String, s: &Service, slices: &[EndpointSlice]) {
     map_lines(out, "Selector", &s.spec.selector);
     field(out, "Type", s.spec.type_.clone().unwrap_or_else(|| "ClusterIP".into()));
-    field(out, "Port(s)", service_ports(s));
+    field(out, "IP", s.spec.cluster_ip.clone().unwrap_or_else(|| "<none>".into()));
     for p in &s.spec.ports {
-        field(
-            out,
-            "TargetPort",
-            format!(
-                "{}/{}",
-                p.target_port.clone().map(|t| t.to_string()).unwrap_or_default(),
-                p.protocol.clone().unwrap_or_default()
-            ),
-        );
+        let name = p.name.clone().unwrap_or_else(|| "<unset>".into());
+        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        field(out, "Port", format!("{name}  {}/{protocol}", p.port));
+        let target = p.target_port.clone().map(|t| t.to_string()).unwrap_or_default();
+        field(out, "TargetPort", format!("{target}/{protocol}"));
+        if let Some(node_port) = p.node_port {
+            field(out, "NodePort", format!("{name}  {node_port}/{protocol}"));
+        }
+    }
+    let endpoints: Vec<(&skiff_api::kinds::endpoint_slice::Endpoint, Option<i32>)> = slices
+        .iter()
+        .flat_map(|sl| sl.endpoints.iter().map(move |e| (e, sl.ports.first().and_then(|p| p.port))))
+        .collect();
+    let ready: Vec<String> = endpoints
+        .iter()
+        .filter(|(e, _)| e.conditions.is_ready())
+        .flat_map(|(e, port)| e.addresses.iter().map(move |a| format!("{a}:{}", port.unwrap_or_default())))
+        .collect();
+    let shown = match (ready.is_empty(), endpoints.is_empty(), s.spec.selector.is_empty()) {
+        (false, _, _) => ready.join(","),
+        (true, _, true) => "<none> (no selector: the Service's endpoints are written by hand)".into(),
+        (true, true, false) => "<none> (no pod matches the selector)".into(),
+        (true, false, false) => format!("<none> ({} pods match the selector, none is ready)", endpoints.len()),
+    };
+    field(out, "Endpoints", shown);
+    if !endpoints.is_empty() {
+        let yes_no = |b: bool| if b { "true" } else { "false" }.to_string();
+        let rows = endpoints
+            .iter()
+            .map(|(e, port)| {
+                let c = e.conditions;
+                vec![
+                    format!("  {}", e.addresses.join(",")),
+                    port.map(|p| p.to_string()).unwrap_or_else(|| "<unset>".into()),
+                    yes_no(c.is_ready()),
+                    yes_no(c.is_serving()),
+                    yes_no(c.is_terminating()),
+                    e.node_name.clone().unwrap_or_else(|| "<none>".into()),
+                    e.target_ref.as_ref().and_then(|t| t.name.clone()).unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str("Endpoint Conditions:\n");
+        let header = ["  Address", "Port", "Ready", "Serving", "Terminating", "Node", "Pod"];
+        out.push_str(&render(&header, rows, false));
     }
 }
 

@@ -212,7 +212,7 @@ fn replica_set_cells(rs: &ReplicaSet, name: String, age: String) -> (Vec<String>
     )
 }
 
-pub fn service_ports(s: &Service) -> String {
+fn service_ports(s: &Service) -> String {
     let ports: Vec<String> = s
         .spec
         .ports

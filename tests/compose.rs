@@ -194,6 +194,10 @@ impl Project {
                 .env("SKIFF_METRICS_PORT1", self.metrics_ports[0].to_string())
                 .env("SKIFF_METRICS_PORT2", self.metrics_ports[1].to_string())
                 .env("SKIFF_METRICS_PORT3", self.metrics_ports[2].to_string())
+                // Node ports on loopback addresses of their own: a user's cluster may hold 127.0.0.1-3.
+                .env("SKIFF_NODE_PORTS1", "127.0.0.21:30000-30009")
+                .env("SKIFF_NODE_PORTS2", "127.0.0.22:30000-30009")
+                .env("SKIFF_NODE_PORTS3", "127.0.0.23:30000-30009")
                 .env("SKIFF_CONFIG_DIR", self.configs.path()),
             limit,
         )
@@ -405,6 +409,7 @@ fn compose_cluster_survives_docker_kill_of_the_leader_converges_and_runs_a_pod()
     }
 
     run_a_pod_and_reach_it(&project, end);
+    reach_a_service_from_pods_and_the_host(&project, end);
 
     // Every container of the project carries the test label.
     let ids = project.compose_ok(&["ps", "-q"]).stdout;
@@ -498,6 +503,94 @@ spec:
             .is_empty()
             .then_some(())
     });
+}
+
+/// A three-replica web Deployment behind a NodePort Service: by cluster IP and DNS name from
+/// inside a pod, and by node port from the host through every member, requests reach all three.
+fn reach_a_service_from_pods_and_the_host(project: &Project, end: Instant) {
+    let manifest = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hello}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: skiff-test/busybox:1
+        command: [sh, -c, 'mkdir -p /www && echo \"$(hostname)\" > /www/index.html && exec httpd -f -p 8080 -h /www']
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hello}
+spec:
+  type: NodePort
+  selector: {app: hello}
+  ports: [{port: 80, targetPort: http, nodePort: 30001}]
+";
+    let file = project.configs.path().join("hello.yaml");
+    std::fs::write(&file, manifest).expect("write manifest");
+    let members = project.all_members();
+    let applied = project.skiff(&members, &["apply", "-f", &file.display().to_string()]);
+    assert!(applied.ok(), "apply: {}", applied.stderr);
+    let started = Instant::now();
+    eventually("three ready endpoints", Duration::from_secs(90), end, || {
+        let out =
+            project.skiff(&members, &["get", "endpointslices", "-l", "kubernetes.io/service-name=hello", "-o", "json"]);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        let ready = list["items"]
+            .as_array()?
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count();
+        (ready == 3).then_some(())
+    });
+    eprintln!("service hello has three ready endpoints after {:?}", started.elapsed());
+    let svc = project.skiff(&members, &["get", "svc", "hello", "-o", "json"]);
+    let svc: serde_json::Value = serde_json::from_str(&svc.stdout).expect("service JSON");
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().expect("a cluster IP").to_string();
+
+    // From the host, by node port through every member.
+    for member in ["127.0.0.21", "127.0.0.22", "127.0.0.23"] {
+        let seen =
+            eventually(&format!("all three replicas through {member}:30001"), Duration::from_secs(20), end, || {
+                let mut seen = std::collections::BTreeSet::new();
+                for _ in 0..12 {
+                    seen.insert(http_get(member, 30001)?.trim().to_string());
+                }
+                (seen.len() == 3).then_some(seen)
+            });
+        eprintln!("through {member}:30001: {seen:?}");
+    }
+
+    // From inside a pod, by cluster IP and by DNS name.
+    let pods = project.skiff(&members, &["get", "pods", "-l", "app=hello", "-o", "name"]);
+    let pod = pods.stdout.lines().next().expect("a hello pod").trim_start_matches("pod/").to_string();
+    for target in [cluster_ip.as_str(), "hello", "hello.default.svc.cluster.local"] {
+        let url = format!("http://{target}/");
+        let seen =
+            eventually(&format!("all three replicas at {url} from pod {pod}"), Duration::from_secs(20), end, || {
+                let mut seen = std::collections::BTreeSet::new();
+                for _ in 0..12 {
+                    let out = project.skiff(&members, &["exec", &pod, "--", "wget", "-qO-", &url]);
+                    if !out.ok() {
+                        eprintln!("wget {url} in {pod}: {}{}", out.stdout, out.stderr);
+                        return None;
+                    }
+                    seen.insert(out.stdout.trim().to_string());
+                }
+                (seen.len() == 3).then_some(seen)
+            });
+        eprintln!("{url} from {pod}: {seen:?}");
+    }
+    let deleted = project.skiff(&members, &["delete", "-f", &file.display().to_string()]);
+    assert!(deleted.ok(), "delete: {}", deleted.stderr);
 }
 
 /// The body of `GET /` at `ip:port`, if it answered.

@@ -192,7 +192,7 @@ async fn the_proxy_sends_cluster_ip_and_node_port_connections_to_ready_endpoints
     let services = skiff_server::config::ServiceSettings {
         cluster_ip_range: "127.96.0.0/16".into(),
         node_port_range: "31700-31799".into(),
-        proxy: true,
+        ..Default::default()
     };
     let cluster = TestCluster::start_with_services(1, test_raft(), services).await;
     cluster.leader(Duration::from_secs(10)).await;
@@ -285,5 +285,12 @@ async fn the_proxy_sends_cluster_ip_and_node_port_connections_to_ready_endpoints
         out.contains("<unset>").then_some(())
     })
     .await;
+    let described = skiff_ok(&m, &["describe", "svc", "nothing"]).await;
+    assert!(described.contains("no pod matches the selector"), "{described}");
+    let described = skiff_ok(&m, &["describe", "svc", "web"]).await;
+    let rows: Vec<String> = described.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert!(rows.contains(&"Endpoints: <none> (3 pods match the selector, none is ready)".to_string()), "{described}");
+    assert!(rows.contains(&format!("127.0.0.3 {port} false true true node1 b")), "{described}");
+    assert!(rows.contains(&format!("127.0.0.2 {port} false false false <none> a")), "{described}");
     cluster.shutdown().await;
 }

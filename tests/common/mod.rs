@@ -245,7 +245,8 @@ impl TestCluster {
         Self::start_with(n, raft, agent, &|c| c.services = services.clone()).await
     }
 
-    async fn start_with(
+    /// Starts `n` members with `agent`, each config changed by `configure`.
+    pub async fn start_with(
         n: u64,
         raft: RaftSettings,
         agent: skiff_server::config::AgentSettings,

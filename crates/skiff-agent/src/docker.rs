@@ -117,8 +117,13 @@ impl ContainerRuntime for DockerRuntime {
             (None, Some(network)) => Some(network.clone()),
             (None, None) => None,
         };
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         let host_config = HostConfig {
             network_mode,
+            cap_add: list(&spec.cap_add),
+            dns: list(&spec.dns),
+            dns_search: list(&spec.dns_search),
+            dns_options: list(&spec.dns_options),
             nano_cpus: spec.cpu_millis.map(|m| m.saturating_mul(1_000_000)),
             memory: spec.memory_bytes,
             ..Default::default()
@@ -151,6 +156,13 @@ impl ContainerRuntime for DockerRuntime {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
             other => other.map_err(engine),
         }
+    }
+
+    async fn network_gateway(&self, network: Option<&str>) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        let name = network.unwrap_or("bridge");
+        let inspected = self.docker().await?.inspect_network(name, None).await.map_err(engine)?;
+        let configs = inspected.ipam.and_then(|i| i.config).unwrap_or_default();
+        Ok(configs.into_iter().filter_map(|c| c.gateway).find_map(|g| g.parse().ok()))
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {

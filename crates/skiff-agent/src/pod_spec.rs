@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use skiff_api::kinds::pod::{Container, EnvVarSource};
-use skiff_api::kinds::{ConfigMap, Pod};
+use skiff_api::kinds::{ConfigMap, Pod, Service};
 
 use crate::runtime::ContainerSpec;
 
@@ -35,6 +35,23 @@ pub struct PodContext<'a> {
     pub config_maps: &'a BTreeMap<String, ConfigMap>,
     pub pod_ip: Option<&'a str>,
     pub host_ip: Option<&'a str>,
+    /// How the pod reaches Services (`None`: it does not, e.g. no proxy on this member).
+    pub service_access: Option<&'a ServiceAccess>,
+    /// The Services of the pod's namespace when its container starts: their addresses become
+    /// environment variables, as in Kubernetes.
+    pub services: &'a [Service],
+}
+
+/// How pods on this node reach Services: the service range is routed to this member, whose proxy
+/// listens on every cluster IP, and this member answers their DNS queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccess {
+    /// The service range, `10.96.0.0/16`.
+    pub range: String,
+    /// This member's address on the pod network: the route's gateway and the pods' resolver.
+    pub router: String,
+    /// The cluster domain, `cluster.local`.
+    pub domain: String,
 }
 
 /// Why a container cannot be configured (the kubelet's `CreateContainerConfigError`).
@@ -73,8 +90,59 @@ pub fn sandbox_spec(pod: &Pod, ctx: &PodContext<'_>, attempt: u32) -> ContainerS
         image: ctx.sandbox_image.to_string(),
         labels,
         network: ctx.network.map(str::to_string),
+        ..sandbox_networking(pod, ctx.service_access)
+    }
+}
+
+/// What a sandbox needs to reach Services: `NET_ADMIN` in its own network namespace, which its
+/// entrypoint uses to route the service range to this member (the app containers that join it get
+/// no capability), and this member as its resolver with Kubernetes' search list and `ndots:5`.
+fn sandbox_networking(pod: &Pod, access: Option<&ServiceAccess>) -> ContainerSpec {
+    let Some(a) = access else { return ContainerSpec::default() };
+    let ns = &pod.metadata.namespace;
+    ContainerSpec {
+        cap_add: vec!["NET_ADMIN".into()],
+        env: vec![(SERVICE_ROUTE_ENV.into(), format!("{} via {}", a.range, a.router))],
+        dns: vec![a.router.clone()],
+        dns_search: vec![format!("{ns}.svc.{}", a.domain), format!("svc.{}", a.domain), a.domain.clone()],
+        dns_options: vec!["ndots:5".into()],
         ..Default::default()
     }
+}
+
+/// The sandbox's entrypoint adds `ip route add $SKIFF_SERVICE_ROUTE` (docker/pause/Dockerfile).
+pub const SERVICE_ROUTE_ENV: &str = "SKIFF_SERVICE_ROUTE";
+
+/// Kubernetes' service environment variables for `services` (those with a cluster IP):
+/// `MY_NGINX_SERVICE_HOST`, `MY_NGINX_SERVICE_PORT`, `MY_NGINX_PORT_80_TCP_ADDR`... (docker links).
+pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let mut sorted: Vec<&Service> = services.iter().filter(|s| s.spec.cluster_ip().is_some()).collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    for s in sorted {
+        let Some(ip) = s.spec.cluster_ip() else { continue };
+        let prefix = s.metadata.name.to_ascii_uppercase().replace('-', "_");
+        let Some(first) = s.spec.ports.first() else { continue };
+        env.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        env.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for p in &s.spec.ports {
+            if let Some(name) = &p.name {
+                let name = name.to_ascii_uppercase().replace('-', "_");
+                env.push((format!("{prefix}_SERVICE_PORT_{name}"), p.port.to_string()));
+            }
+        }
+        let proto = |p: &skiff_api::kinds::service::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        env.push((format!("{prefix}_PORT"), format!("{}://{ip}:{}", proto(first).to_ascii_lowercase(), first.port)));
+        for p in &s.spec.ports {
+            let (upper, lower) = (proto(p), proto(p).to_ascii_lowercase());
+            let base = format!("{prefix}_PORT_{}_{upper}", p.port);
+            env.push((base.clone(), format!("{lower}://{ip}:{}", p.port)));
+            env.push((format!("{base}_PROTO"), lower));
+            env.push((format!("{base}_PORT"), p.port.to_string()));
+            env.push((format!("{base}_ADDR"), ip.to_string()));
+        }
+    }
+    env
 }
 
 /// One of the pod's containers, joined to the sandbox `sandbox_id`.
@@ -100,12 +168,14 @@ pub fn container_spec(
         network: None,
         cpu_millis: limit("cpu").map(|q| i64::try_from(q.millis()).unwrap_or(i64::MAX)),
         memory_bytes: limit("memory").map(|q| i64::try_from(q.units_ceil()).unwrap_or(i64::MAX)),
+        ..Default::default()
     })
 }
 
 /// The container's environment: `envFrom` first, then `env` (later entries win, as in Kubernetes).
 fn environment(pod: &Pod, c: &Container, ctx: &PodContext<'_>) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut env: Vec<(String, String)> = Vec::new();
+    // The Services' variables first: the container's own `env` overrides them.
+    let mut env: Vec<(String, String)> = service_env(ctx.services);
     let mut set = |name: String, value: String| {
         env.retain(|(n, _)| *n != name);
         env.push((name, value));
@@ -204,6 +274,8 @@ spec:
             config_maps: cms,
             pod_ip: Some("10.0.0.5"),
             host_ip: None,
+            service_access: None,
+            services: &[],
         }
     }
 
@@ -249,6 +321,59 @@ spec:
         assert_eq!(sandbox.image, "skiff-pause:1");
         assert_eq!(sandbox.network.as_deref(), Some("skiffnet"));
         assert_eq!(sandbox.labels.get(LABEL_CONTAINER).map(String::as_str), Some(SANDBOX));
+    }
+
+    #[test]
+    fn services_become_kubernetes_environment_variables_that_env_overrides() {
+        let mut svc = Service::default();
+        svc.metadata.name = "my-nginx".into();
+        svc.spec.cluster_ip = Some("10.96.0.11".into());
+        svc.spec.ports = vec![skiff_api::kinds::service::ServicePort {
+            name: Some("http".into()),
+            protocol: Some("TCP".into()),
+            port: 80,
+            ..Default::default()
+        }];
+        let mut headless = Service::default();
+        headless.metadata.name = "db".into();
+        headless.spec.cluster_ip = Some("None".into());
+        headless.spec.ports = svc.spec.ports.clone();
+        let env: BTreeMap<_, _> = service_env(&[svc.clone(), headless]).into_iter().collect();
+        let expected: BTreeMap<String, String> = [
+            ("MY_NGINX_SERVICE_HOST", "10.96.0.11"),
+            ("MY_NGINX_SERVICE_PORT", "80"),
+            ("MY_NGINX_SERVICE_PORT_HTTP", "80"),
+            ("MY_NGINX_PORT", "tcp://10.96.0.11:80"),
+            ("MY_NGINX_PORT_80_TCP", "tcp://10.96.0.11:80"),
+            ("MY_NGINX_PORT_80_TCP_PROTO", "tcp"),
+            ("MY_NGINX_PORT_80_TCP_PORT", "80"),
+            ("MY_NGINX_PORT_80_TCP_ADDR", "10.96.0.11"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, expected);
+
+        let p = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n  - name: app\n    image: web:1\n    env: [{name: MY_NGINX_SERVICE_PORT, value: '8080'}]\n");
+        let (extra, cms) = (BTreeMap::new(), BTreeMap::new());
+        let services = [svc];
+        let access =
+            ServiceAccess { range: "10.96.0.0/16".into(), router: "172.18.0.2".into(), domain: "cluster.local".into() };
+        let mut c = ctx(&extra, &cms);
+        c.services = &services;
+        c.service_access = Some(&access);
+        let spec = container_spec(&p, &p.spec.containers[0], &c, "s", 0).expect("spec");
+        let env: BTreeMap<_, _> = spec.env.into_iter().collect();
+        assert_eq!(env.get("MY_NGINX_SERVICE_PORT").map(String::as_str), Some("8080"));
+        assert_eq!(env.get("MY_NGINX_SERVICE_HOST").map(String::as_str), Some("10.96.0.11"));
+        assert!(spec.cap_add.is_empty(), "app containers get no capability");
+
+        let sandbox = sandbox_spec(&p, &c, 0);
+        assert_eq!(sandbox.cap_add, ["NET_ADMIN"]);
+        assert_eq!(sandbox.env, [(SERVICE_ROUTE_ENV.to_string(), "10.96.0.0/16 via 172.18.0.2".to_string())]);
+        assert_eq!(sandbox.dns, ["172.18.0.2"]);
+        assert_eq!(sandbox.dns_search, ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]);
+        assert_eq!(sandbox.dns_options, ["ndots:5"]);
     }
 
     #[test]

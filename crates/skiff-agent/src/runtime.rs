@@ -28,6 +28,13 @@ pub struct ContainerSpec {
     pub cpu_millis: Option<i64>,
     /// Memory limit in bytes.
     pub memory_bytes: Option<i64>,
+    /// Capabilities added inside the container's own namespaces (a sandbox's `NET_ADMIN`, to
+    /// route the service range).
+    pub cap_add: Vec<String>,
+    /// The resolver, search list and options of the container's `/etc/resolv.conf`.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
 }
 
 /// The state of a container as the runtime reports it.
@@ -111,4 +118,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         id: &str,
         options: &LogOptions,
     ) -> Result<BoxStream<'static, Result<Vec<u8>, RuntimeError>>, RuntimeError>;
+    /// The gateway of the network sandboxes join (`None`: the engine's default bridge), if the
+    /// engine has one: the host's address on that network. An in-memory runtime has none.
+    async fn network_gateway(&self, _network: Option<&str>) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        Ok(None)
+    }
 }

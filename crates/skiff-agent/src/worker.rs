@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use skiff_api::api::{Consistency, DeleteOptions, Filter, ResourceApi};
 use skiff_api::kinds::pod::Container;
-use skiff_api::kinds::{ConfigMap, Pod};
+use skiff_api::kinds::{ConfigMap, Pod, Service};
 use skiff_api::meta::Time;
 use skiff_api::{Kind, Object, Reason};
 use tokio::sync::watch;
@@ -35,6 +35,8 @@ pub struct WorkerConfig {
     pub extra_labels: BTreeMap<String, String>,
     pub sandbox_image: String,
     pub network: Option<String>,
+    /// How pods reach Services (`None`: this member runs no proxy).
+    pub service_access: Option<crate::pod_spec::ServiceAccess>,
     pub backoff: BackoffConfig,
     /// The longest the worker sleeps without looking at its containers.
     pub resync: Duration,
@@ -42,6 +44,13 @@ pub struct WorkerConfig {
     /// starts containers faster a few at a time than all at once.
     pub starts: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a deleted pod waits, after its member's replica shows it out of the ready endpoints,
+/// for every other member's proxy to apply the same change (they apply one Raft log, tens of
+/// milliseconds apart; a proxy that still sends a connection to a stopped pod retries another).
+pub const ENDPOINT_PROPAGATION: Duration = Duration::from_secs(1);
+/// The longest a deleted pod waits to leave its Services' endpoints.
+pub const MAX_ENDPOINT_WAIT: Duration = Duration::from_secs(10);
 
 /// Pods starting containers at once on one node, by default.
 pub const PARALLEL_STARTS: usize = 4;
@@ -61,6 +70,8 @@ pub struct PodWorker {
     written: Option<(skiff_api::kinds::pod::PodStatus, u64)>,
     /// The crash count of each container whose back-off was already reported.
     backoff_reported: BTreeMap<String, u32>,
+    /// The deleted pod has left its Services' ready endpoints (or waited long enough).
+    left_endpoints: bool,
     metrics: AgentMetrics,
 }
 
@@ -92,6 +103,7 @@ impl PodWorker {
             start_time: None,
             written: None,
             backoff_reported: BTreeMap::new(),
+            left_endpoints: false,
             metrics: AgentMetrics::default(),
         }
     }
@@ -193,7 +205,7 @@ impl PodWorker {
             match action {
                 Action::StartSandbox { attempt } => {
                     let none = BTreeMap::new();
-                    let ctx = self.context(pod, &none, None);
+                    let ctx = self.context(pod, &none, &[], None);
                     let spec = sandbox_spec(pod, &ctx, attempt);
                     let id = self.runtime.create(&spec).await?;
                     self.runtime.start(&id).await?;
@@ -212,10 +224,14 @@ impl PodWorker {
                         StopReason::Deleted => format!("Stopping container {name}"),
                         StopReason::SandboxLost => "Pod sandbox changed, it will be killed and re-created".to_string(),
                     };
-                    self.event(pod, "Normal", "Killing", &message).await;
-                    // The grace period covers the preStop hook and the SIGTERM wait together, as in
-                    // Kubernetes (with at least 2 s left for SIGTERM).
+                    // The grace period covers leaving the Services, the preStop hook and the
+                    // SIGTERM wait together, as in Kubernetes (with at least 2 s left for SIGTERM).
                     let started = Instant::now();
+                    if reason == StopReason::Deleted && !self.left_endpoints {
+                        self.leave_endpoints(pod, grace).await;
+                        self.left_endpoints = true;
+                    }
+                    self.event(pod, "Normal", "Killing", &message).await;
                     if reason != StopReason::SandboxLost {
                         if let Some(c) = pod.spec.containers.iter().find(|c| c.name == name) {
                             self.pre_stop(c, &id, grace).await;
@@ -266,6 +282,7 @@ impl PodWorker {
         &'a self,
         _pod: &Pod,
         config_maps: &'a BTreeMap<String, ConfigMap>,
+        services: &'a [Service],
         pod_ip: Option<&'a str>,
     ) -> PodContext<'a> {
         PodContext {
@@ -277,6 +294,42 @@ impl PodWorker {
             config_maps,
             pod_ip,
             host_ip: self.config.host_ip.as_deref(),
+            service_access: self.config.service_access.as_ref(),
+            services,
+        }
+    }
+
+    /// Before a deleted pod's containers get SIGTERM, waits until no proxy sends it new
+    /// connections: until this member's replica shows it in no EndpointSlice as ready, and then
+    /// [`ENDPOINT_PROPAGATION`] more for the other members' proxies, which apply the same change
+    /// from their own replicas. A pod behind no Service does not wait. Bounded by half the grace
+    /// period, so the containers keep the rest to drain open connections.
+    async fn leave_endpoints(&self, pod: &Pod, grace: Duration) {
+        let bound = Instant::now() + (grace / 2).min(MAX_ENDPOINT_WAIT);
+        let mut listed = false;
+        let in_namespace = Filter::namespace(&pod.metadata.namespace);
+        loop {
+            let items = match self.api.list(Kind::EndpointSlice, &in_namespace, Consistency::Stale).await {
+                Ok(list) => list.items,
+                Err(_) => return, // without endpoints to read, no proxy can be waited for
+            };
+            let mut ready = false;
+            for object in &items {
+                let Object::EndpointSlice(slice) = object else { continue };
+                for e in &slice.endpoints {
+                    if e.target_ref.as_ref().and_then(|t| t.uid.as_deref()) == Some(pod.metadata.uid.as_str()) {
+                        listed = true;
+                        ready |= e.conditions.is_ready();
+                    }
+                }
+            }
+            if !ready || Instant::now() >= bound {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if listed {
+            tokio::time::sleep_until((Instant::now() + ENDPOINT_PROPAGATION).min(bound.max(Instant::now()))).await;
         }
     }
 
@@ -311,6 +364,14 @@ impl PodWorker {
             .collect())
     }
 
+    /// The Services of the pod's namespace, from this member's replica (for their environment
+    /// variables; a pod that cannot read them starts without).
+    async fn services(&self, namespace: &str) -> Vec<Service> {
+        let list = self.api.list(Kind::Service, &Filter::namespace(namespace), Consistency::Stale).await;
+        let items = list.map(|l| l.items).unwrap_or_default();
+        items.into_iter().filter_map(|o| if let Object::Service(s) = o { Some(s) } else { None }).collect()
+    }
+
     async fn start_container(&mut self, pod: &Pod, container: &Container, sandbox: &str, attempt: u32) {
         let config_maps = match self.config_maps(&pod.metadata.namespace).await {
             Ok(c) => c,
@@ -319,8 +380,9 @@ impl PodWorker {
                 return;
             }
         };
+        let services = self.services(&pod.metadata.namespace).await;
         let ip = self.runtime.inspect(sandbox).await.ok().map(|i| i.ip);
-        let ctx = self.context(pod, &config_maps, ip.as_deref());
+        let ctx = self.context(pod, &config_maps, &services, ip.as_deref());
         let spec = match container_spec(pod, container, &ctx, sandbox, attempt) {
             Ok(s) => s,
             Err(e) => {

@@ -78,6 +78,7 @@ async fn agent_registers_runs_bound_pods_and_removes_only_its_own_orphans() {
             extra_labels: BTreeMap::new(),
             sandbox_image: "skiff-pause:1".into(),
             network: None,
+            service_access: None,
             backoff: BackoffConfig::default(),
             resync: Duration::from_millis(100),
             starts: Arc::new(tokio::sync::Semaphore::new(skiff_agent::worker::PARALLEL_STARTS)),

@@ -60,6 +60,7 @@ fn config() -> WorkerConfig {
         extra_labels: BTreeMap::new(),
         sandbox_image: "skiff-pause:1".into(),
         network: None,
+        service_access: None,
         backoff: BackoffConfig {
             base: Duration::from_millis(300),
             cap: Duration::from_secs(2),

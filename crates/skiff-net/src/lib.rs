@@ -1,6 +1,6 @@
 //! Skiff's service data plane, on every member: the proxy that forwards each Service's cluster IP
-//! and node ports to its ready pods, and (later in this crate) cluster DNS. It reads Services and
-//! EndpointSlices from the member's own replica through the `ResourceApi` it is given.
+//! and node ports to its ready pods, and cluster DNS. Both read Services and EndpointSlices from
+//! the member's own replica through the `ResourceApi` they are given.
 //!
 //! # Layout
 //!
@@ -8,7 +8,9 @@
 //! - [`proxy`]: the listeners and the forwarding, with retry on another endpoint.
 //! - [`routes`]: the local route that lets a member listen on cluster IPs.
 //! - [`metrics`]: what the proxy counts.
+//! - [`dns`]: cluster DNS for Services, forwarding other names upstream.
 
+pub mod dns;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
@@ -34,7 +36,7 @@ const RETRY_BIND: Duration = Duration::from_secs(5);
 /// The running data plane of one member. Dropping it stops it.
 pub struct ServiceProxy {
     task: JoinHandle<()>,
-    programmed: watch::Receiver<u64>,
+    records: watch::Receiver<Arc<dns::Records>>,
     metrics: ProxyMetrics,
 }
 
@@ -46,17 +48,22 @@ impl Drop for ServiceProxy {
 
 impl ServiceProxy {
     /// Starts serving the Services that `api` shows, with cluster IPs from `network`, counting
-    /// into `metrics`.
-    pub fn start(api: Arc<dyn ResourceApi>, network: ServiceNetwork, metrics: ProxyMetrics) -> ServiceProxy {
-        let (tx, programmed) = watch::channel(0);
-        let task = tokio::spawn(run(api, network, Proxy::new(metrics.clone()), tx));
-        ServiceProxy { task, programmed, metrics }
+    /// into `metrics`, and keeps their DNS records under `domain` for [`ServiceProxy::records`].
+    pub fn start(
+        api: Arc<dyn ResourceApi>,
+        network: ServiceNetwork,
+        domain: &str,
+        metrics: ProxyMetrics,
+    ) -> ServiceProxy {
+        let (records_tx, records) = watch::channel(Arc::new(dns::Records::empty(domain)));
+        let outputs = Outputs { records: records_tx, domain: domain.to_string() };
+        let task = tokio::spawn(run(api, network, Proxy::new(metrics.clone()), outputs));
+        ServiceProxy { task, records, metrics }
     }
 
-    /// The EndpointSlice resourceVersion the proxy's routes are current to: once it passes a
-    /// revision, no new connection goes to an endpoint that revision took out of the ready set.
-    pub fn programmed(&self) -> watch::Receiver<u64> {
-        self.programmed.clone()
+    /// The cluster DNS records of the Services as the proxy last saw them (for a [`dns::DnsServer`]).
+    pub fn records(&self) -> watch::Receiver<Arc<dns::Records>> {
+        self.records.clone()
     }
 
     pub fn metrics(&self) -> &ProxyMetrics {
@@ -64,7 +71,13 @@ impl ServiceProxy {
     }
 }
 
-async fn run(api: Arc<dyn ResourceApi>, network: ServiceNetwork, mut proxy: Proxy, programmed: watch::Sender<u64>) {
+/// What the data plane publishes each time it catches up with the Services.
+struct Outputs {
+    records: watch::Sender<Arc<dns::Records>>,
+    domain: String,
+}
+
+async fn run(api: Arc<dyn ResourceApi>, network: ServiceNetwork, mut proxy: Proxy, out: Outputs) {
     if let Err(e) = routes::make_local(&network.cluster_ips).await {
         tracing::warn!(
             "cluster IPs are not served on this member: {e}. Node ports still work on every address of this member"
@@ -76,7 +89,6 @@ async fn run(api: Arc<dyn ResourceApi>, network: ServiceNetwork, mut proxy: Prox
     services.synced().await;
     slices.synced().await;
     loop {
-        let revision = slices.resource_version();
         let (service_objects, slice_objects) = (services.list(), slices.list());
         let services: Vec<&Service> = service_objects
             .iter()
@@ -93,7 +105,10 @@ async fn run(api: Arc<dyn ResourceApi>, network: ServiceNetwork, mut proxy: Prox
             })
             .collect();
         proxy.sync(table::build(&services, &slices_now));
-        programmed.send_replace(revision);
+        let records = dns::Records::build(&services, &slices_now, &out.domain);
+        if **out.records.borrow() != records {
+            out.records.send_replace(Arc::new(records));
+        }
         let retry = !proxy.failed().is_empty();
         tokio::select! {
             changed = service_changes.changed() => if changed.is_err() { return },

@@ -31,6 +31,15 @@ pub async fn make_local(range: &Ipv4Net) -> Result<(), String> {
     ))
 }
 
+/// The address this member sends from to reach `peer`: on a pod network's gateway, the member's
+/// own address on that network (a member container), or the gateway itself (a member on the host).
+/// Pods route the service range and send DNS queries there. No packet is sent.
+pub fn local_address_towards(peer: std::net::IpAddr) -> std::io::Result<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    socket.connect((peer, 9))?;
+    Ok(socket.local_addr()?.ip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +48,11 @@ mod tests {
     fn loopback_ranges_need_no_route() {
         assert!(is_loopback(&"127.96.0.0/16".parse().expect("net")));
         assert!(!is_loopback(&"10.96.0.0/16".parse().expect("net")));
+    }
+
+    #[test]
+    fn the_way_to_a_local_address_starts_at_it() {
+        let lo: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+        assert_eq!(local_address_towards(lo).expect("route"), lo);
     }
 }

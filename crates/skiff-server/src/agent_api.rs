@@ -41,8 +41,48 @@ impl PodRuntime {
     }
 }
 
+/// How this member's pods reach Services: the service range routed to this member's address on
+/// the pod network (and DNS there), when this member runs the proxy and its engine has a network
+/// with a gateway. `None` otherwise, said once: pods then reach Services by node port only.
+pub async fn service_access(
+    pods: &PodRuntime,
+    config: &crate::config::NodeConfig,
+) -> Option<skiff_agent::pod_spec::ServiceAccess> {
+    if !config.services.proxy {
+        return None;
+    }
+    let network = config.agent.network.as_deref();
+    let shown = network.unwrap_or("the engine's bridge");
+    let gateway = match pods.containers.network_gateway(network).await {
+        Ok(Some(gateway)) => gateway,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(network = shown, error = %e, "cannot read the pod network's gateway: pods will not reach cluster IPs");
+            return None;
+        }
+    };
+    let router = match skiff_net::routes::local_address_towards(gateway) {
+        Ok(ip) => ip,
+        Err(e) => {
+            tracing::warn!(network = shown, %gateway, error = %e, "this member has no address towards the pod network: pods will not reach cluster IPs");
+            return None;
+        }
+    };
+    tracing::info!(network = shown, %router, "pods reach Services through this member");
+    Some(skiff_agent::pod_spec::ServiceAccess {
+        range: config.services.cluster_ip_range.clone(),
+        router: router.to_string(),
+        domain: config.services.cluster_domain.clone(),
+    })
+}
+
 /// Runs this member's agent once the cluster has an id, until aborted.
-pub async fn run_agent(api: Arc<ApiServer>, pods: PodRuntime, config: crate::config::NodeConfig) {
+pub async fn run_agent(
+    api: Arc<ApiServer>,
+    pods: PodRuntime,
+    config: crate::config::NodeConfig,
+    service_access: Option<skiff_agent::pod_spec::ServiceAccess>,
+) {
     let settings = &config.agent;
     let store = api.store().clone();
     let cluster_id = loop {
@@ -76,6 +116,7 @@ pub async fn run_agent(api: Arc<ApiServer>, pods: PodRuntime, config: crate::con
             extra_labels: settings.container_labels.clone(),
             sandbox_image: settings.sandbox_image.clone(),
             network: settings.network.clone(),
+            service_access,
             backoff: skiff_agent::backoff::BackoffConfig {
                 base: Duration::from_millis(settings.backoff_base_ms),
                 cap: Duration::from_millis(settings.backoff_cap_ms),

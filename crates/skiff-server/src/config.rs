@@ -156,6 +156,8 @@ pub struct ServiceSettings {
     /// Whether this member runs the service proxy (cluster IPs and node ports). On by default;
     /// off, the member's Services are reached through the other members only.
     pub proxy: bool,
+    /// The cluster's DNS domain (`<service>.<namespace>.svc.cluster.local`).
+    pub cluster_domain: String,
 }
 
 impl Default for ServiceSettings {
@@ -165,6 +167,7 @@ impl Default for ServiceSettings {
             cluster_ip_range: d.cluster_ips.to_string(),
             node_port_range: format!("{}-{}", d.node_ports.start(), d.node_ports.end()),
             proxy: true,
+            cluster_domain: "cluster.local".into(),
         }
     }
 }

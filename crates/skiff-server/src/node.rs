@@ -65,6 +65,8 @@ pub struct Node {
     background: Vec<JoinHandle<()>>,
     /// The service proxy, when this member runs one.
     proxy: Option<skiff_net::ServiceProxy>,
+    /// Cluster DNS for this member's pods, when it runs pods and a proxy.
+    dns: Option<skiff_net::dns::DnsServer>,
 }
 
 impl Node {
@@ -154,6 +156,7 @@ impl Node {
             server,
             background: Vec::new(),
             proxy: None,
+            dns: None,
         };
         let proxy_metrics = config.services.proxy.then(skiff_net::metrics::ProxyMetrics::default);
         if !config.http_listen.is_empty() {
@@ -196,12 +199,22 @@ impl Node {
                 reflectors.clone(),
             )));
         }
+        let mut access = None;
         if let Some(metrics) = proxy_metrics {
             let reader: Arc<dyn skiff_api::ResourceApi> = api.clone();
-            node.proxy = Some(skiff_net::ServiceProxy::start(reader, network, metrics));
+            let domain = &config.services.cluster_domain;
+            let proxy = skiff_net::ServiceProxy::start(reader, network, domain, metrics);
+            if let Some(pods) = &pods {
+                access = crate::agent_api::service_access(pods, &config).await;
+                if let Some(access) = &access {
+                    node.dns = start_dns(access, proxy.records()).await;
+                }
+            }
+            node.proxy = Some(proxy);
         }
         if let Some(pods) = pods {
-            node.background.push(tokio::spawn(crate::agent_api::run_agent(api.clone(), pods, config.clone())));
+            let agent = crate::agent_api::run_agent(api.clone(), pods, config.clone(), access);
+            node.background.push(tokio::spawn(agent));
         }
         tracing::info!(id = config.id, name = %config.name, %addr, "member started");
         Ok(node)
@@ -266,6 +279,9 @@ impl Node {
 
     /// Stops serving, stops Raft and waits for both.
     pub async fn shutdown(mut self) {
+        if let Some(dns) = self.dns.take() {
+            dns.stop().await;
+        }
         self.proxy.take();
         for task in self.background.drain(..) {
             task.abort();
@@ -278,6 +294,29 @@ impl Node {
         let server = &mut self.server;
         if tokio::time::timeout(Duration::from_secs(5), &mut *server).await.is_err() {
             server.abort();
+        }
+    }
+}
+
+/// Cluster DNS on this member's address on the pod network, port 53, where its pods' resolver
+/// points; other names go to the member's own resolvers (its /etc/resolv.conf). `None`, said once,
+/// when pods cannot reach this member or the port cannot be bound: pods then resolve only outside
+/// names (through the engine's defaults).
+async fn start_dns(
+    access: &skiff_agent::pod_spec::ServiceAccess,
+    records: tokio::sync::watch::Receiver<Arc<skiff_net::dns::Records>>,
+) -> Option<skiff_net::dns::DnsServer> {
+    let ip: std::net::IpAddr = access.router.parse().ok()?;
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let upstreams = skiff_net::dns::upstreams_from_resolv_conf(&resolv);
+    match skiff_net::dns::DnsServer::start(SocketAddr::new(ip, 53), upstreams, records).await {
+        Ok(server) => {
+            tracing::info!(addr = %server.local_addr(), "cluster DNS serving this member's pods");
+            Some(server)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster DNS is not served on this member: pods resolve outside names only");
+            None
         }
     }
 }
