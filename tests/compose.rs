@@ -505,17 +505,51 @@ spec:
     });
 }
 
+/// Ready endpoints of Service `name`.
+fn ready_endpoints(project: &Project, members: &str, name: &str) -> Option<usize> {
+    let selector = format!("kubernetes.io/service-name={name}");
+    let out = project.skiff(members, &["get", "endpointslices", "-l", &selector, "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    let ready = list["items"]
+        .as_array()?
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] == true)
+        .count();
+    Some(ready)
+}
+
+/// What `url` answers when fetched from inside `pod` (through `skiff exec` and busybox wget).
+fn fetch_in_pod(project: &Project, members: &str, pod: &str, url: &str) -> Option<String> {
+    let out = project.skiff(members, &["exec", pod, "--", "wget", "-qO-", url]);
+    if !out.ok() {
+        eprintln!("wget {url} in {pod}: {}{}", out.stdout, out.stderr);
+        return None;
+    }
+    Some(out.stdout.trim().to_string())
+}
+
 /// A three-replica web Deployment behind a NodePort Service: by cluster IP and DNS name from
 /// inside a pod, and by node port from the host through every member, requests reach all three.
+/// Pods started after the Service get its environment variables. Then the documentation's
+/// backend example (`targetPort: http` by name) is reached by its DNS name `hello`.
 fn reach_a_service_from_pods_and_the_host(project: &Project, end: Instant) {
-    let manifest = "apiVersion: apps/v1
+    let service = "apiVersion: v1
+kind: Service
+metadata: {name: greet}
+spec:
+  type: NodePort
+  selector: {app: greet}
+  ports: [{port: 80, targetPort: http, nodePort: 30001}]
+";
+    let deployment = "apiVersion: apps/v1
 kind: Deployment
-metadata: {name: hello}
+metadata: {name: greet}
 spec:
   replicas: 3
-  selector: {matchLabels: {app: hello}}
+  selector: {matchLabels: {app: greet}}
   template:
-    metadata: {labels: {app: hello}}
+    metadata: {labels: {app: greet}}
     spec:
       terminationGracePeriodSeconds: 2
       containers:
@@ -524,35 +558,23 @@ spec:
         command: [sh, -c, 'mkdir -p /www && echo \"$(hostname)\" > /www/index.html && exec httpd -f -p 8080 -h /www']
         ports: [{name: http, containerPort: 8080}]
         readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: hello}
-spec:
-  type: NodePort
-  selector: {app: hello}
-  ports: [{port: 80, targetPort: http, nodePort: 30001}]
 ";
-    let file = project.configs.path().join("hello.yaml");
-    std::fs::write(&file, manifest).expect("write manifest");
     let members = project.all_members();
-    let applied = project.skiff(&members, &["apply", "-f", &file.display().to_string()]);
-    assert!(applied.ok(), "apply: {}", applied.stderr);
+    let mut files = Vec::new();
+    // The Service first: pods started after it get its environment variables.
+    for (name, text) in [("greet-svc.yaml", service), ("greet-deploy.yaml", deployment)] {
+        let file = project.configs.path().join(name);
+        std::fs::write(&file, text).expect("write manifest");
+        let applied = project.skiff(&members, &["apply", "-f", &file.display().to_string()]);
+        assert!(applied.ok(), "apply {name}: {}", applied.stderr);
+        files.push(file);
+    }
     let started = Instant::now();
-    eventually("three ready endpoints", Duration::from_secs(90), end, || {
-        let out =
-            project.skiff(&members, &["get", "endpointslices", "-l", "kubernetes.io/service-name=hello", "-o", "json"]);
-        let list: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        let ready = list["items"]
-            .as_array()?
-            .iter()
-            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
-            .filter(|e| e["conditions"]["ready"] == true)
-            .count();
-        (ready == 3).then_some(())
+    eventually("three ready endpoints of greet", Duration::from_secs(90), end, || {
+        (ready_endpoints(project, &members, "greet")? == 3).then_some(())
     });
-    eprintln!("service hello has three ready endpoints after {:?}", started.elapsed());
-    let svc = project.skiff(&members, &["get", "svc", "hello", "-o", "json"]);
+    eprintln!("service greet has three ready endpoints after {:?}", started.elapsed());
+    let svc = project.skiff(&members, &["get", "svc", "greet", "-o", "json"]);
     let svc: serde_json::Value = serde_json::from_str(&svc.stdout).expect("service JSON");
     let cluster_ip = svc["spec"]["clusterIP"].as_str().expect("a cluster IP").to_string();
 
@@ -570,27 +592,54 @@ spec:
     }
 
     // From inside a pod, by cluster IP and by DNS name.
-    let pods = project.skiff(&members, &["get", "pods", "-l", "app=hello", "-o", "name"]);
-    let pod = pods.stdout.lines().next().expect("a hello pod").trim_start_matches("pod/").to_string();
-    for target in [cluster_ip.as_str(), "hello", "hello.default.svc.cluster.local"] {
+    let pods = project.skiff(&members, &["get", "pods", "-l", "app=greet", "-o", "name"]);
+    let pod = pods.stdout.lines().next().expect("a greet pod").trim_start_matches("pod/").to_string();
+    for target in [cluster_ip.as_str(), "greet", "greet.default.svc.cluster.local"] {
         let url = format!("http://{target}/");
         let seen =
             eventually(&format!("all three replicas at {url} from pod {pod}"), Duration::from_secs(20), end, || {
                 let mut seen = std::collections::BTreeSet::new();
                 for _ in 0..12 {
-                    let out = project.skiff(&members, &["exec", &pod, "--", "wget", "-qO-", &url]);
-                    if !out.ok() {
-                        eprintln!("wget {url} in {pod}: {}{}", out.stdout, out.stderr);
-                        return None;
-                    }
-                    seen.insert(out.stdout.trim().to_string());
+                    seen.insert(fetch_in_pod(project, &members, &pod, &url)?);
                 }
                 (seen.len() == 3).then_some(seen)
             });
         eprintln!("{url} from {pod}: {seen:?}");
     }
-    let deleted = project.skiff(&members, &["delete", "-f", &file.display().to_string()]);
-    assert!(deleted.ok(), "delete: {}", deleted.stderr);
+    let env = project.skiff(&members, &["exec", &pod, "--", "env"]);
+    for variable in [
+        format!("GREET_SERVICE_HOST={cluster_ip}"),
+        "GREET_SERVICE_PORT=80".to_string(),
+        format!("GREET_PORT_80_TCP=tcp://{cluster_ip}:80"),
+    ] {
+        assert!(
+            env.stdout.lines().any(|l| l == variable),
+            "{variable} missing from the pod's environment:\n{}",
+            env.stdout
+        );
+    }
+
+    // The documentation's backend: a Service whose targetPort names the pods' port `http`.
+    let examples = root().join("tests/data/k8s-examples");
+    for example in ["backend-deployment.yaml", "backend-service.yaml"] {
+        let applied = project.skiff(&members, &["apply", "-f", &examples.join(example).display().to_string()]);
+        assert!(applied.ok(), "apply {example}: {}", applied.stderr);
+    }
+    eventually("three ready endpoints of hello", Duration::from_secs(90), end, || {
+        (ready_endpoints(project, &members, "hello")? == 3).then_some(())
+    });
+    let page = eventually("hello by its DNS name from a pod", Duration::from_secs(20), end, || {
+        fetch_in_pod(project, &members, &pod, "http://hello/")
+    });
+    assert!(page.contains("skiff stand-in"), "hello answered {page:?}");
+    for example in ["backend-service.yaml", "backend-deployment.yaml"] {
+        let deleted = project.skiff(&members, &["delete", "-f", &examples.join(example).display().to_string()]);
+        assert!(deleted.ok(), "delete {example}: {}", deleted.stderr);
+    }
+    for file in files {
+        let deleted = project.skiff(&members, &["delete", "-f", &file.display().to_string()]);
+        assert!(deleted.ok(), "delete: {}", deleted.stderr);
+    }
 }
 
 /// The body of `GET /` at `ip:port`, if it answered.
