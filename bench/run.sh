@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one benchmark of skiff-bench: Skiff and its reference (etcd, plain Docker, Docker Swarm) side by
 # side in the same run.
-# Usage: bash bench/run.sh store|failover|api|podstart|deploy|nodeloss|scale [--smoke] [extra skiff-bench options]
+# Usage: bash bench/run.sh store|failover|api|podstart|deploy|nodeloss|scale|proxy [--smoke] [extra skiff-bench options]
 #
 # Bounded in time: the build and the run each have a limit. The harness kills every member process
 # it started when it ends, fails, panics or gets SIGINT/SIGTERM; `timeout` runs it in a process group
@@ -9,12 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bench=${1:?usage: bench/run.sh store|failover|api|podstart|deploy|nodeloss|scale [--smoke] [options]}
+bench=${1:?usage: bench/run.sh store|failover|api|podstart|deploy|nodeloss|scale|proxy [--smoke] [options]}
 shift
 case "$bench" in
-  store | failover | api | podstart | deploy | nodeloss | scale) ;;
+  store | failover | api | podstart | deploy | nodeloss | scale | proxy) ;;
   *)
-    echo "unknown benchmark '$bench' (store, failover, api, podstart, deploy, nodeloss or scale)" >&2
+    echo "unknown benchmark '$bench' (store, failover, api, podstart, deploy, nodeloss, scale or proxy)" >&2
     exit 2
     ;;
 esac

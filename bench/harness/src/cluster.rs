@@ -74,9 +74,22 @@ impl Cluster {
 
     /// Starts a three-member Skiff cluster with `agent` as each member's `[agent]` TOML section.
     pub async fn skiff_with(bins: &Binaries, agent: &str) -> anyhow::Result<Self> {
+        Self::skiff_of(bins, 3, agent).await
+    }
+
+    /// Starts a Skiff cluster of `size` members with `sections` (TOML: `[agent]`, `[services]`...)
+    /// in each member's config. Without a `[services]` section the members run no service proxy:
+    /// several members on one host would contend for the same addresses, and a benchmark of
+    /// something else must not make the host's 10.96.0.0/16 local.
+    pub async fn skiff_of(bins: &Binaries, size: usize, sections: &str) -> anyhow::Result<Self> {
+        let agent = if sections.contains("[services]") {
+            sections.to_string()
+        } else {
+            format!("{sections}\n[services]\nproxy = false\n")
+        };
         let dir = tempfile::tempdir()?;
-        let ports = [free_port()?, free_port()?, free_port()?];
-        let initial: String = (0..3)
+        let ports = (0..size).map(|_| free_port()).collect::<anyhow::Result<Vec<u16>>>()?;
+        let initial: String = (0..size)
             .map(|i| format!("  {{ id = {}, name = \"node{}\", addr = \"127.0.0.1:{}\" }},\n", i + 1, i + 1, ports[i]))
             .collect();
         let mut members = Vec::new();

@@ -8,6 +8,7 @@
 //! - `deploy`: a 50-replica Deployment until all pods are Ready, against plain docker and Docker
 //!   Swarm; a rolling update of 10 replicas against `docker service update`.
 //! - `scale`: 1,000 simulated nodes and 30,000 pods: pods bound/s, leader memory, liveness cost.
+//! - `proxy`: HTTP through a Service's cluster IP and node port against straight to the pod (wrk).
 //!
 //! # Layout
 //!
@@ -18,7 +19,7 @@
 //! - `hollow`, `follow`, `memory`: simulated nodes, list-then-watch of a kind, a process's memory.
 //! - `leftovers`: removes what a run left on the Docker engine (by its label), also on failure.
 //! - `swarm`: Docker Swarm as a reference: the swarm, services, their waits.
-//! - `store`, `failover`, `api`, `podstart`, `deploy`, `nodeloss`, `scale`: the
+//! - `store`, `failover`, `api`, `podstart`, `deploy`, `nodeloss`, `scale`, `proxy`: the
 //!   benchmarks, each one run at a time
 //!   (`run_once`).
 
@@ -33,6 +34,7 @@ mod leftovers;
 mod memory;
 mod nodeloss;
 mod podstart;
+mod proxy;
 mod report;
 mod scale;
 mod store;
@@ -109,6 +111,13 @@ enum Command {
         #[arg(long)]
         update_replicas: Option<usize>,
     },
+    /// Requests/s and p50/p99 through a Service's cluster IP and node port against straight to
+    /// the pod, keep-alive and new connections (wrk).
+    Proxy {
+        /// Seconds per side and mode (default 10, smoke 2).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// 1,000 simulated nodes and 30,000 pods: pods bound/s, leader memory, liveness cost.
     Scale {
         /// Simulated nodes (default 1000, smoke 100).
@@ -148,6 +157,7 @@ async fn main() -> ExitCode {
                 deploy::describe(deploy::sizes(smoke, *replicas, *update_replicas))
             }
             Command::Scale { nodes, pods } => scale::describe(smoke, *nodes, *pods),
+            Command::Proxy { seconds } => proxy::describe(smoke, *seconds),
         }
         let mut all = Vec::new();
         for run in 1..=runs {
@@ -163,6 +173,7 @@ async fn main() -> ExitCode {
                     deploy::run_once(&bins, deploy::sizes(smoke, *replicas, *update_replicas), run).await
                 }
                 Command::Scale { nodes, pods } => scale::run_once(&bins, smoke, *nodes, *pods).await,
+                Command::Proxy { seconds } => proxy::run_once(&bins, smoke, *seconds, run).await,
             }
             .with_context(|| format!("run {run} of {runs}"))?;
             all.push(figures);
@@ -176,6 +187,7 @@ async fn main() -> ExitCode {
             Command::Nodeloss => nodeloss::targets(&summary),
             Command::Deploy { .. } => deploy::targets(&summary),
             Command::Scale { .. } => scale::targets(&summary),
+            Command::Proxy { .. } => proxy::targets(&summary),
         };
         report::print_targets(&targets);
         println!(
