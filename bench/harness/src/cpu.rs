@@ -49,6 +49,11 @@ pub fn process_seconds(pid: &str) -> Option<f64> {
     Some(process_ticks(pid)? as f64 / TICKS_PER_SEC)
 }
 
+/// CPU seconds the whole machine has been busy so far (all cores).
+pub fn machine_busy_seconds() -> Option<f64> {
+    Some(machine_busy_ticks()? as f64 / TICKS_PER_SEC)
+}
+
 /// Busy ticks of the whole machine: the first line of `/proc/stat` minus idle and iowait.
 fn machine_busy_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

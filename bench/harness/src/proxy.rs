@@ -15,6 +15,7 @@ use skiff_proto::api::resources_client::ResourcesClient;
 use skiff_proto::api::{ApplyRequest, GetObjectRequest, ListObjectsRequest};
 
 use crate::cluster::{Binaries, Cluster};
+use crate::cpu;
 use crate::leftovers::Leftovers;
 use crate::report::{check_failures, Figures, Summary, Target};
 use crate::system::connect;
@@ -49,7 +50,7 @@ fn manifests() -> [String; 2] {
     [deployment, service]
 }
 
-/// What one wrk run reports.
+/// What one wrk run reports, and the CPU it took.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Load {
     pub requests_per_second: f64,
@@ -58,6 +59,9 @@ pub struct Load {
     pub requests: u64,
     /// Socket errors, timeouts and non-2xx answers.
     pub errors: u64,
+    /// CPU microseconds per request: the whole machine's, and the member's (its proxy).
+    pub machine_us: f64,
+    pub member_us: f64,
 }
 
 /// `126.00us`, `1.20ms`, `2.00s` in milliseconds.
@@ -76,7 +80,15 @@ fn duration_ms(text: &str) -> Option<f64> {
 
 /// Reads wrk's report (`--latency`).
 pub fn parse_wrk(out: &str) -> anyhow::Result<Load> {
-    let mut load = Load { requests_per_second: f64::NAN, p50_ms: f64::NAN, p99_ms: f64::NAN, requests: 0, errors: 0 };
+    let mut load = Load {
+        requests_per_second: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        requests: 0,
+        errors: 0,
+        machine_us: f64::NAN,
+        member_us: f64::NAN,
+    };
     for line in out.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -94,6 +106,21 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<Load> {
     if !load.requests_per_second.is_finite() || !load.p99_ms.is_finite() {
         anyhow::bail!("wrk's report could not be read:\n{out}");
     }
+    Ok(load)
+}
+
+/// Runs wrk against `url` for `seconds`, counting the CPU time the machine and `member` spent.
+async fn measured(url: &str, seconds: u64, new_connections: bool, member: u32) -> anyhow::Result<Load> {
+    let member_pid = member.to_string();
+    let before = (cpu::machine_busy_seconds(), cpu::process_seconds(&member_pid));
+    let mut load = wrk(url, seconds, new_connections).await?;
+    let after = (cpu::machine_busy_seconds(), cpu::process_seconds(&member_pid));
+    let per_request = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if load.requests > 0 => (b - a) * 1e6 / load.requests as f64,
+        _ => f64::NAN,
+    };
+    load.machine_us = per_request(before.0, after.0);
+    load.member_us = per_request(before.1, after.1);
     Ok(load)
 }
 
@@ -181,6 +208,7 @@ pub async fn run_once(bins: &Binaries, smoke: bool, asked: Option<u64>, run: usi
         "[agent]\nruntime = \"docker\"\n[agent.container_labels]\n\"{LABEL}\" = \"{tag}\"\n\"skiff.test\" = \"1\"\n\n[services]\ncluster_ip_range = \"127.96.0.0/16\"\nnode_port_range = \"31900-31999\"\n"
     );
     let cluster = Cluster::skiff_of(bins, 1, &sections).await?;
+    let member = cluster.pids().first().copied().ok_or_else(|| anyhow::anyhow!("the member has no process"))?;
     let channel = connect(&cluster.endpoints[0]).await?;
     for manifest in manifests() {
         ResourcesClient::new(channel.clone())
@@ -201,18 +229,24 @@ pub async fn run_once(bins: &Binaries, smoke: bool, asked: Option<u64>, run: usi
         .await?;
     }
     let mut figures = Figures::default();
-    println!("| connections | side | req/s | p50 ms | p99 ms | requests | errors |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("| connections | side | req/s | p50 ms | p99 ms | requests | errors | machine CPU µs/req | member (proxy) CPU µs/req |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, new_connections) in MODES {
         let mut loads = Vec::new();
         // A different side goes first each run.
         let order: Vec<usize> = (0..sides.len()).map(|i| (i + run) % sides.len()).collect();
         for i in order {
             let (side, url) = &sides[i];
-            let load = wrk(url, seconds, new_connections).await?;
+            let load = measured(url, seconds, new_connections, member).await?;
             println!(
-                "| {mode} | {side} | {:.0} | {:.3} | {:.3} | {} | {} |",
-                load.requests_per_second, load.p50_ms, load.p99_ms, load.requests, load.errors
+                "| {mode} | {side} | {:.0} | {:.3} | {:.3} | {} | {} | {:.1} | {:.1} |",
+                load.requests_per_second,
+                load.p50_ms,
+                load.p99_ms,
+                load.requests,
+                load.errors,
+                load.machine_us,
+                load.member_us
             );
             check_failures(&format!("{side} ({mode})"), "requests", load.errors, load.requests)?;
             loads.push((i, load));
@@ -224,6 +258,8 @@ pub async fn run_once(bins: &Binaries, smoke: bool, asked: Option<u64>, run: usi
             figures.add(format!("{mode} {side} req/s"), load.requests_per_second);
             figures.add(format!("{mode} {side} p50 ms"), load.p50_ms);
             figures.add(format!("{mode} {side} p99 ms"), load.p99_ms);
+            figures.add(format!("{mode} {side} machine CPU us/request"), load.machine_us);
+            figures.add(format!("{mode} {side} member CPU us/request"), load.member_us);
             if *i > 0 {
                 figures.add(
                     format!("ratio {mode} {side}/direct req/s"),
