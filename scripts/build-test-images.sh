@@ -6,6 +6,7 @@
 #   registry.k8s.io/busybox:1.27.2, registry.k8s.io/e2e-test-images/agnhost:2.40 (liveness),
 #   registry.k8s.io/goproxy:0.1 (TCP 8080), nginx:1.14.2 and nginx:latest (HTTP 80),
 #   gcr.io/google-samples/hello-go-gke:1.0 (HTTP 80)
+#   skiff-bench/nginx:1 and :2   Debian's nginx, keep-alive (bench/proxy/build-image.sh)
 # Installs busybox-static when it is missing. Idempotent: Docker reuses the unchanged layers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,3 +59,5 @@ standin registry.k8s.io/goproxy:0.1 Dockerfile.http --build-arg PORT=8080
 standin nginx:1.14.2 Dockerfile.http --build-arg PORT=80
 docker tag nginx:1.14.2 nginx:latest
 docker tag nginx:1.14.2 gcr.io/google-samples/hello-go-gke:1.0
+# A real nginx (Debian's) with keep-alive: bench/proxy's backend and tests/docker_services.rs'.
+bash bench/proxy/build-image.sh

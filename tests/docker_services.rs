@@ -3,10 +3,17 @@
 //! deleted and while it scales from 3 to 1. The pods leave the ready endpoints, the proxy stops
 //! sending them new connections, and only then do their containers get SIGTERM: no `preStop: sleep`.
 //!
-//! The web server here shuts down the way many do: on SIGTERM it stops serving but keeps its socket
-//! open until it exits (httpd is frozen, so new connections are accepted by the kernel and never
-//! answered). A connection sent to a pod after its SIGTERM fails; one that is refused would only
-//! cost the proxy a retry, and would not show whether pods leave the endpoints first.
+//! Two Deployments take the same steps at the same time:
+//! - `web`, whose server shuts down the way many do: on SIGTERM it stops serving but keeps its
+//!   socket open until it exits (httpd is frozen, so new connections are accepted by the kernel and
+//!   never answered). A new connection per request; one sent to a pod after its SIGTERM fails (one
+//!   that is refused would only cost the proxy a retry, and would not show whether pods leave the
+//!   endpoints first).
+//! - `kept`, nginx (Debian's) with its graceful stop (SIGQUIT: finish what is in flight, close idle
+//!   connections), under clients that keep their connections open, as a pooling HTTP client does:
+//!   a request that finds its reused connection closed before any byte of an answer is sent again
+//!   on a new connection (RFC 9110 9.2.2; curl, Go's net/http and urllib3 do so); that is a retry,
+//!   not a failure. A failure is an error on a new connection or in the middle of an answer.
 
 mod common;
 
@@ -52,7 +59,149 @@ spec:
   type: NodePort
   selector: {app: web}
   ports: [{port: 80, targetPort: http, nodePort: 31801}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: kept}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: kept}}
+  template:
+    metadata: {labels: {app: kept}}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: nginx
+        image: skiff-bench/nginx:1
+        ports: [{name: http, containerPort: 80}]
+        readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kept}
+spec:
+  type: NodePort
+  selector: {app: kept}
+  ports: [{port: 80, targetPort: http, nodePort: 31802}]
 ";
+
+/// Keep-alive clients at once.
+const KEEP_ALIVE_CLIENTS: usize = 4;
+
+/// Why an exchange on a kept connection failed.
+enum Broken {
+    /// Before any byte of the answer: the request may be sent again on a new connection.
+    BeforeAnswer(String),
+    /// In the middle of an answer, or a wrong answer.
+    During(String),
+}
+
+/// One request on `conn` and its whole answer (`Content-Length` bodies, as nginx sends).
+async fn exchange(conn: &mut tokio::net::TcpStream) -> Result<(), Broken> {
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: kept\r\n\r\n")
+        .await
+        .map_err(|e| Broken::BeforeAnswer(format!("write: {e}")))?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk)).await {
+            Err(_) => return Err(Broken::During("no answer in 5 s".into())),
+            Ok(Err(e)) if buf.is_empty() => return Err(Broken::BeforeAnswer(format!("read: {e}"))),
+            Ok(Err(e)) => return Err(Broken::During(format!("read: {e}"))),
+            Ok(Ok(0)) if buf.is_empty() => return Err(Broken::BeforeAnswer("closed".into())),
+            Ok(Ok(0)) => return Err(Broken::During("closed in the middle of an answer".into())),
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        let Some(end) = text.find("\r\n\r\n") else { continue };
+        if !text.starts_with("HTTP/1.1 200") {
+            return Err(Broken::During(format!("answer: {:?}", text.lines().next().unwrap_or_default())));
+        }
+        let length = text[..end]
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + length {
+            return Ok(());
+        }
+    }
+}
+
+/// Keep-alive clients sending requests one after another until stopped: requests answered,
+/// requests sent again after a closed idle connection, and failures.
+struct KeptLoad {
+    answered: Arc<AtomicU64>,
+    retried: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl KeptLoad {
+    fn start(addr: String) -> KeptLoad {
+        let answered = Arc::new(AtomicU64::new(0));
+        let retried = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..KEEP_ALIVE_CLIENTS)
+            .map(|_| {
+                let (addr, answered, retried, failures, stop) =
+                    (addr.clone(), answered.clone(), retried.clone(), failures.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let fail = |e: String| {
+                        if let Ok(mut list) = failures.lock() {
+                            list.push(e);
+                        }
+                    };
+                    let mut conn: Option<tokio::net::TcpStream> = None;
+                    let mut reused = false;
+                    while !stop.load(Ordering::Relaxed) {
+                        let c = match conn.as_mut() {
+                            Some(c) => c,
+                            None => match tokio::net::TcpStream::connect(&addr).await {
+                                Ok(c) => {
+                                    reused = false;
+                                    conn.insert(c)
+                                }
+                                Err(e) => {
+                                    fail(format!("connect: {e}"));
+                                    continue;
+                                }
+                            },
+                        };
+                        match exchange(c).await {
+                            Ok(()) => {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                                reused = true;
+                            }
+                            Err(Broken::BeforeAnswer(_)) if reused => {
+                                retried.fetch_add(1, Ordering::Relaxed);
+                                conn = None;
+                            }
+                            Err(Broken::BeforeAnswer(e) | Broken::During(e)) => {
+                                fail(e);
+                                conn = None;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        KeptLoad { answered, retried, failures, stop, tasks }
+    }
+
+    /// Stops the clients; returns requests answered, sent again, and the failures.
+    async fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let failures = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        (self.answered.load(Ordering::Relaxed), self.retried.load(Ordering::Relaxed), failures)
+    }
+}
 
 /// One HTTP request on a new connection; `Err` says what failed.
 async fn request(addr: &str) -> Result<(), String> {
@@ -108,40 +257,54 @@ impl Load {
     }
 }
 
-async fn deployment_json(m: &str) -> Option<serde_json::Value> {
-    let out = common::skiff(m, &["get", "deployment", "web", "-o", "json"]).await;
+async fn deployment_json(m: &str, name: &str) -> Option<serde_json::Value> {
+    let out = common::skiff(m, &["get", "deployment", name, "-o", "json"]).await;
     out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
 }
 
-/// Waits until `web` has `replicas` available pods of its newest template and no others.
+/// Waits until both Deployments have `replicas` available pods of their newest template and no others.
 async fn settled(m: &str, replicas: u64) {
-    common::eventually(&format!("web settled at {replicas} replicas"), T, || async {
-        let d = deployment_json(m).await?;
-        let s = &d["status"];
-        let done = s["observedGeneration"] == d["metadata"]["generation"]
-            && s["updatedReplicas"] == replicas
-            && s["availableReplicas"] == replicas
-            && s["replicas"] == replicas;
-        let pods = common::skiff(m, &["get", "pods", "-l", "app=web", "-o", "name"]).await;
-        let count = String::from_utf8_lossy(&pods.stdout).lines().count() as u64;
-        (done && count == replicas).then_some(())
-    })
-    .await;
+    for name in ["web", "kept"] {
+        common::eventually(&format!("{name} settled at {replicas} replicas"), T, || async {
+            let d = deployment_json(m, name).await?;
+            let s = &d["status"];
+            let done = s["observedGeneration"] == d["metadata"]["generation"]
+                && s["updatedReplicas"] == replicas
+                && s["availableReplicas"] == replicas
+                && s["replicas"] == replicas;
+            let pods = common::skiff(m, &["get", "pods", "-l", &format!("app={name}"), "-o", "name"]).await;
+            let count = String::from_utf8_lossy(&pods.stdout).lines().count() as u64;
+            (done && count == replicas).then_some(())
+        })
+        .await;
+    }
 }
 
-/// Runs `change` while a client sends requests through `addr`; asserts none failed.
-async fn no_request_fails(what: &str, addr: &str, change: impl std::future::Future<Output = ()>) {
-    let load = Load::start(addr.to_string());
+/// Runs `change` while clients send requests through both Services (new connections to `web`,
+/// keep-alive to `kept`); asserts none failed.
+async fn no_request_fails(what: &str, change: impl std::future::Future<Output = ()>) {
+    let load = Load::start(WEB_ADDR.to_string());
+    let kept = KeptLoad::start(KEPT_ADDR.to_string());
     change.await;
     // More load after the change settled, while the last pods drain and go.
     let after = load.sent.load(Ordering::Relaxed) + 100;
     common::eventually("100 more requests", T, || async { (load.sent.load(Ordering::Relaxed) >= after).then_some(()) })
         .await;
     let (sent, failures) = load.finish().await;
-    println!("{what}: {sent} requests, {} failed", failures.len());
+    let (answered, retried, kept_failures) = kept.finish().await;
+    println!("{what}: new connections: {sent} requests, {} failed", failures.len());
+    println!(
+        "{what}: keep-alive: {answered} answered, {retried} sent again on a new connection, {} failed",
+        kept_failures.len()
+    );
     assert!(sent > 50, "{what}: only {sent} requests were sent");
+    assert!(answered > 50, "{what}: only {answered} keep-alive requests were answered");
     assert!(failures.is_empty(), "{what}: {} of {sent} requests failed: {failures:?}", failures.len());
+    assert!(kept_failures.is_empty(), "{what}: {} keep-alive requests failed: {kept_failures:?}", kept_failures.len());
 }
+
+const WEB_ADDR: &str = "127.0.0.1:31801";
+const KEPT_ADDR: &str = "127.0.0.1:31802";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_no_request_fails_through_a_service_during_a_rollout_a_pod_deletion_and_a_scale_down() {
@@ -161,25 +324,32 @@ async fn docker_no_request_fails_through_a_service_during_a_rollout_a_pod_deleti
     std::fs::write(&file, WEB).expect("write manifest");
     skiff_ok(&m, &["apply", "-f", &file.display().to_string()]).await;
     settled(&m, 3).await;
-    let addr = "127.0.0.1:31801";
-    common::eventually("the node port answers", T, || async { request(addr).await.ok() }).await;
+    common::eventually("the node ports answer", T, || async {
+        let mut kept = tokio::net::TcpStream::connect(KEPT_ADDR).await.ok()?;
+        (request(WEB_ADDR).await.is_ok() && exchange(&mut kept).await.is_ok()).then_some(())
+    })
+    .await;
 
-    no_request_fails("rollout to a new version", addr, async {
+    no_request_fails("rollout to a new version", async {
         skiff_ok(&m, &["set", "image", "deployment/web", "web=registry.k8s.io/busybox:1.27.2"]).await;
+        skiff_ok(&m, &["set", "image", "deployment/kept", "nginx=skiff-bench/nginx:2"]).await;
         settled(&m, 3).await;
     })
     .await;
 
-    no_request_fails("a deleted replica", addr, async {
-        let pods = skiff_ok(&m, &["get", "pods", "-l", "app=web", "-o", "name"]).await;
-        let first = pods.lines().next().expect("a pod").trim_start_matches("pod/").to_string();
-        skiff_ok(&m, &["delete", "pod", &first]).await;
+    no_request_fails("a deleted replica", async {
+        for app in ["web", "kept"] {
+            let pods = skiff_ok(&m, &["get", "pods", "-l", &format!("app={app}"), "-o", "name"]).await;
+            let first = pods.lines().next().expect("a pod").trim_start_matches("pod/").to_string();
+            skiff_ok(&m, &["delete", "pod", &first]).await;
+        }
         settled(&m, 3).await;
     })
     .await;
 
-    no_request_fails("scale from 3 to 1", addr, async {
+    no_request_fails("scale from 3 to 1", async {
         skiff_ok(&m, &["scale", "deployment/web", "--replicas=1"]).await;
+        skiff_ok(&m, &["scale", "deployment/kept", "--replicas=1"]).await;
         settled(&m, 1).await;
     })
     .await;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds skiff-bench/nginx:1 (label skiff.image=bench): Debian's nginx binary and the shared libraries
-# ldd lists, with bench/proxy/nginx.conf, FROM scratch. Downloads the package from Debian's registry
-# (apt-get download: nothing is installed on the host). Idempotent.
+# ldd lists, with bench/proxy/nginx.conf, FROM scratch, and tags it skiff-bench/nginx:2 too (a
+# "new version" for rollouts in tests/docker_services.rs). Downloads the package from Debian's
+# registry (apt-get download: nothing is installed on the host). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 image=skiff-bench/nginx:1
@@ -33,4 +34,5 @@ if ! out=$(DOCKER_BUILDKIT=0 docker build -q --label skiff.image=bench -t "$imag
   echo "$out" >&2
   exit 1
 fi
-echo "built $image"
+docker tag "$image" skiff-bench/nginx:2
+echo "built $image (and skiff-bench/nginx:2)"
