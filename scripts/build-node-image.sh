@@ -41,14 +41,8 @@ while read -r lib; do
   echo "   $lib"
 done <<<"$libs"
 # The service proxy makes the service range local with `ip route` (busybox's, static): the only tool
-# in the image. Debian's busybox-static is installed when missing.
-if [ ! -x /bin/busybox ]; then
-  echo "== installing busybox-static"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq busybox-static >/dev/null
-fi
+# in the image.
+bash scripts/install-busybox.sh
 mkdir -p "$stage/rootfs/bin"
 cp /bin/busybox "$stage/rootfs/bin/busybox"
 ln -s busybox "$stage/rootfs/bin/ip"

@@ -11,13 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x /bin/busybox ]; then
-  echo "== installing busybox-static"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq busybox-static >/dev/null
-fi
+bash scripts/install-busybox.sh
 if ! file -L /bin/busybox 2>/dev/null | grep -q "statically linked" && ! ldd /bin/busybox 2>&1 | grep -q "not a dynamic"; then
   echo "error: /bin/busybox is not statically linked; install busybox-static" >&2
   exit 1

@@ -18,6 +18,7 @@
 //! - `report`: several runs summed up (median and range), targets, failure checks.
 //! - `hollow`, `follow`, `memory`: simulated nodes, list-then-watch of a kind, a process's memory.
 //! - `leftovers`: removes what a run left on the Docker engine (by its label), also on failure.
+//! - `wait`: waiting for a condition with a deadline.
 //! - `swarm`: Docker Swarm as a reference: the swarm, services, their waits.
 //! - `store`, `failover`, `api`, `podstart`, `deploy`, `nodeloss`, `scale`, `proxy`: the
 //!   benchmarks, each one run at a time
@@ -40,6 +41,7 @@ mod scale;
 mod store;
 mod swarm;
 mod system;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

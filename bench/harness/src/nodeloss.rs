@@ -101,20 +101,12 @@ async fn containers_on(docker: &Docker, run: &str, node: &str) -> anyhow::Result
 }
 
 /// Polls `check` every [`POLL`] until it answers, at most `limit`.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+async fn until<T, F, Fut>(what: &str, limit: Duration, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) | Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
-            Ok(None) => anyhow::bail!("{what}: not within {} s", limit.as_secs()),
-            Err(e) => return Err(e.context(format!("{what}: not within {} s", limit.as_secs()))),
-        }
-    }
+    crate::wait::until(what, limit, POLL, check).await
 }
 
 fn replicas_of(smoke: bool) -> usize {

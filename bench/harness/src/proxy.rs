@@ -9,7 +9,7 @@
 //! one nginx pod (Debian's nginx, bench/proxy/build-image.sh) answering `200 ok`; all three sides
 //! reach the same pod. The sides take turns in every run, in a different order each run.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skiff_proto::api::resources_client::ResourcesClient;
 use skiff_proto::api::{ApplyRequest, GetObjectRequest, ListObjectsRequest};
@@ -143,20 +143,12 @@ async fn wrk(url: &str, seconds: u64, new_connections: bool) -> anyhow::Result<L
 }
 
 /// Polls `check` every 100 ms until it answers, at most `limit`.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+async fn until<T, F, Fut>(what: &str, limit: Duration, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            Ok(None) => anyhow::bail!("{what}: not within {} s", limit.as_secs()),
-            Err(e) => return Err(e.context(format!("{what}: not within {} s", limit.as_secs()))),
-        }
-    }
+    crate::wait::until(what, limit, Duration::from_millis(100), check).await
 }
 
 /// The pod's IP once it is Ready and listed as a ready endpoint, and the Service's cluster IP.
