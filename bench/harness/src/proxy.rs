@@ -59,9 +59,11 @@ pub struct Load {
     pub requests: u64,
     /// Socket errors, timeouts and non-2xx answers.
     pub errors: u64,
-    /// CPU microseconds per request: the whole machine's, and the member's (its proxy).
+    /// CPU microseconds per request: the whole machine's, the member's (its proxy) and the nginx
+    /// container's.
     pub machine_us: f64,
     pub member_us: f64,
+    pub backend_us: f64,
 }
 
 /// `126.00us`, `1.20ms`, `2.00s` in milliseconds.
@@ -88,6 +90,7 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<Load> {
         errors: 0,
         machine_us: f64::NAN,
         member_us: f64::NAN,
+        backend_us: f64::NAN,
     };
     for line in out.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -109,18 +112,50 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<Load> {
     Ok(load)
 }
 
-/// Runs wrk against `url` for `seconds`, counting the CPU time the machine and `member` spent.
-async fn measured(url: &str, seconds: u64, new_connections: bool, member: u32) -> anyhow::Result<Load> {
+/// CPU seconds the container `id` has used so far (cgroup v1's cpuacct, Docker's cgroupfs layout).
+fn container_seconds(id: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage")).ok()?;
+    Some(text.trim().parse::<f64>().ok()? / 1e9)
+}
+
+/// The full id of the nginx container of this run's pod.
+fn backend_container(tag: &str) -> Option<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label={LABEL}={tag}"),
+            "--filter",
+            "label=skiff.container=nginx",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().map(str::to_string)
+}
+
+/// Runs wrk against `url` for `seconds`, counting the CPU time the machine, `member` and the
+/// `backend` container spent.
+async fn measured(
+    url: &str,
+    seconds: u64,
+    new_connections: bool,
+    member: u32,
+    backend: Option<&str>,
+) -> anyhow::Result<Load> {
     let member_pid = member.to_string();
-    let before = (cpu::machine_busy_seconds(), cpu::process_seconds(&member_pid));
+    let backend_seconds = || backend.and_then(container_seconds);
+    let before = (cpu::machine_busy_seconds(), cpu::process_seconds(&member_pid), backend_seconds());
     let mut load = wrk(url, seconds, new_connections).await?;
-    let after = (cpu::machine_busy_seconds(), cpu::process_seconds(&member_pid));
+    let after = (cpu::machine_busy_seconds(), cpu::process_seconds(&member_pid), backend_seconds());
     let per_request = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if load.requests > 0 => (b - a) * 1e6 / load.requests as f64,
         _ => f64::NAN,
     };
     load.machine_us = per_request(before.0, after.0);
     load.member_us = per_request(before.1, after.1);
+    load.backend_us = per_request(before.2, after.2);
     Ok(load)
 }
 
@@ -220,25 +255,27 @@ pub async fn run_once(bins: &Binaries, smoke: bool, asked: Option<u64>, run: usi
         })
         .await?;
     }
+    let backend = backend_container(&tag);
     let mut figures = Figures::default();
-    println!("| connections | side | req/s | p50 ms | p99 ms | requests | errors | machine CPU µs/req | member (proxy) CPU µs/req |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| connections | side | req/s | p50 ms | p99 ms | requests | errors | CPU µs/req: machine | member (proxy) | nginx |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, new_connections) in MODES {
         let mut loads = Vec::new();
         // A different side goes first each run.
         let order: Vec<usize> = (0..sides.len()).map(|i| (i + run) % sides.len()).collect();
         for i in order {
             let (side, url) = &sides[i];
-            let load = measured(url, seconds, new_connections, member).await?;
+            let load = measured(url, seconds, new_connections, member, backend.as_deref()).await?;
             println!(
-                "| {mode} | {side} | {:.0} | {:.3} | {:.3} | {} | {} | {:.1} | {:.1} |",
+                "| {mode} | {side} | {:.0} | {:.3} | {:.3} | {} | {} | {:.1} | {:.1} | {:.1} |",
                 load.requests_per_second,
                 load.p50_ms,
                 load.p99_ms,
                 load.requests,
                 load.errors,
                 load.machine_us,
-                load.member_us
+                load.member_us,
+                load.backend_us
             );
             check_failures(&format!("{side} ({mode})"), "requests", load.errors, load.requests)?;
             loads.push((i, load));
@@ -252,6 +289,7 @@ pub async fn run_once(bins: &Binaries, smoke: bool, asked: Option<u64>, run: usi
             figures.add(format!("{mode} {side} p99 ms"), load.p99_ms);
             figures.add(format!("{mode} {side} machine CPU us/request"), load.machine_us);
             figures.add(format!("{mode} {side} member CPU us/request"), load.member_us);
+            figures.add(format!("{mode} {side} nginx CPU us/request"), load.backend_us);
             if *i > 0 {
                 figures.add(
                     format!("ratio {mode} {side}/direct req/s"),
