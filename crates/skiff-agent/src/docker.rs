@@ -162,7 +162,17 @@ impl ContainerRuntime for DockerRuntime {
         let name = network.unwrap_or("bridge");
         let inspected = self.docker().await?.inspect_network(name, None).await.map_err(engine)?;
         let configs = inspected.ipam.and_then(|i| i.config).unwrap_or_default();
-        Ok(configs.into_iter().filter_map(|c| c.gateway).find_map(|g| g.parse().ok()))
+        // The default bridge names only its subnet: its gateway is the subnet's first address, as
+        // Docker's IPAM gives it (docker0 is 172.17.0.1 in 172.17.0.0/16).
+        let first_of = |subnet: &str| {
+            let (base, _) = subnet.split_once('/')?;
+            let base: std::net::Ipv4Addr = base.parse().ok()?;
+            Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from(base) + 1)))
+        };
+        Ok(configs.iter().find_map(|c| match &c.gateway {
+            Some(g) if !g.is_empty() => g.parse().ok(),
+            _ => c.subnet.as_deref().and_then(first_of),
+        }))
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {

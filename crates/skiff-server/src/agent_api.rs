@@ -55,7 +55,10 @@ pub async fn service_access(
     let shown = network.unwrap_or("the engine's bridge");
     let gateway = match pods.containers.network_gateway(network).await {
         Ok(Some(gateway)) => gateway,
-        Ok(None) => return None,
+        Ok(None) => {
+            tracing::warn!(network = shown, "the pod network has no gateway: pods will not reach cluster IPs");
+            return None;
+        }
         Err(e) => {
             tracing::warn!(network = shown, error = %e, "cannot read the pod network's gateway: pods will not reach cluster IPs");
             return None;
