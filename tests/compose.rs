@@ -239,7 +239,11 @@ impl Project {
     /// `docker-compose down -v --remove-orphans`; `false` if it failed.
     fn down(&mut self) -> bool {
         self.down = true;
-        // Pods are the members' containers, not compose's: they go first (they hold the network).
+        // Pods are the members' containers, not compose's: they go before the network they hold,
+        // and after the members have stopped, so that no agent starts one again meanwhile.
+        if let Err(e) = self.compose(&["stop", "-t", "5"], Duration::from_secs(120)) {
+            eprintln!("{e}");
+        }
         remove_pods_of(&self.name);
         match self.compose(&["down", "-v", "--remove-orphans", "-t", "5"], Duration::from_secs(120)) {
             Ok(out) if out.ok() => true,
