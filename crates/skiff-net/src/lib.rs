@@ -7,11 +7,13 @@
 //! - [`table`]: the frontends and their endpoints, decided from Services and EndpointSlices (pure).
 //! - [`proxy`]: the listeners and the forwarding, with retry on another endpoint.
 //! - [`routes`]: the local route that lets a member listen on cluster IPs.
+//! - [`nat`]: the kernel data path: the same table as nftables NAT rules (opt-in).
 //! - [`metrics`]: what the proxy counts.
 //! - [`dns`]: cluster DNS for Services, forwarding other names upstream.
 
 pub mod dns;
 pub mod metrics;
+pub mod nat;
 pub mod proxy;
 pub mod routes;
 pub mod table;
@@ -33,9 +35,25 @@ use crate::proxy::Proxy;
 /// How often frontends that could not be bound are tried again when nothing changes.
 const RETRY_BIND: Duration = Duration::from_secs(5);
 
+/// How connections to Services reach their endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// Through the proxy's listeners: a connection that cannot reach an endpoint is retried on
+    /// another.
+    #[default]
+    Userspace,
+    /// Rewritten by the kernel (nftables NAT, [`nat`]); the listeners stay for what the rules do not
+    /// cover (a Service without endpoints) and as the fallback when the rules cannot be installed.
+    Nftables,
+}
+
+/// The nftables table of the kernel data path.
+pub const NAT_TABLE: &str = "skiff_services";
+
 /// The running data plane of one member. Dropping it stops it.
 pub struct ServiceProxy {
     task: JoinHandle<()>,
+    data_path: DataPath,
     records: watch::Receiver<Arc<dns::Records>>,
     metrics: ProxyMetrics,
 }
@@ -43,6 +61,9 @@ pub struct ServiceProxy {
 impl Drop for ServiceProxy {
     fn drop(&mut self) {
         self.task.abort();
+        if self.data_path == DataPath::Nftables {
+            nat::remove(NAT_TABLE);
+        }
     }
 }
 
@@ -53,12 +74,13 @@ impl ServiceProxy {
         api: Arc<dyn ResourceApi>,
         network: ServiceNetwork,
         domain: &str,
+        data_path: DataPath,
         metrics: ProxyMetrics,
     ) -> ServiceProxy {
         let (records_tx, records) = watch::channel(Arc::new(dns::Records::empty(domain)));
-        let outputs = Outputs { records: records_tx, domain: domain.to_string() };
+        let outputs = Outputs { records: records_tx, domain: domain.to_string(), data_path };
         let task = tokio::spawn(run(api, network, Proxy::new(metrics.clone()), outputs));
-        ServiceProxy { task, records, metrics }
+        ServiceProxy { task, data_path, records, metrics }
     }
 
     /// The cluster DNS records of the Services as the proxy last saw them (for a [`dns::DnsServer`]).
@@ -75,6 +97,7 @@ impl ServiceProxy {
 struct Outputs {
     records: watch::Sender<Arc<dns::Records>>,
     domain: String,
+    data_path: DataPath,
 }
 
 async fn run(api: Arc<dyn ResourceApi>, network: ServiceNetwork, mut proxy: Proxy, out: Outputs) {
@@ -88,6 +111,8 @@ async fn run(api: Arc<dyn ResourceApi>, network: ServiceNetwork, mut proxy: Prox
     let (mut service_changes, mut slice_changes) = (services.changes(), slices.changes());
     services.synced().await;
     slices.synced().await;
+    // The rules last installed, and the error last reported (each said once).
+    let (mut installed, mut nat_error) = (String::new(), String::new());
     loop {
         let (service_objects, slice_objects) = (services.list(), slices.list());
         let services: Vec<&Service> = service_objects
@@ -104,7 +129,21 @@ async fn run(api: Arc<dyn ResourceApi>, network: ServiceNetwork, mut proxy: Prox
                 _ => None,
             })
             .collect();
-        proxy.sync(table::build(&services, &slices_now));
+        let routes = table::build(&services, &slices_now);
+        if out.data_path == DataPath::Nftables {
+            let script = nat::render(NAT_TABLE, &routes);
+            if script != installed {
+                match nat::apply(&script).await {
+                    Ok(()) => installed = script,
+                    Err(e) if e != nat_error => {
+                        tracing::warn!("Services are served by the proxy's listeners, not the kernel: {e}");
+                        nat_error = e;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        proxy.sync(routes);
         let records = dns::Records::build(&services, &slices_now, &out.domain);
         if **out.records.borrow() != records {
             out.records.send_replace(Arc::new(records));

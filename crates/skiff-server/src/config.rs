@@ -158,6 +158,27 @@ pub struct ServiceSettings {
     pub proxy: bool,
     /// The cluster's DNS domain (`<service>.<namespace>.svc.cluster.local`).
     pub cluster_domain: String,
+    /// `userspace` (the default: the proxy's listeners forward, and retry another endpoint) or
+    /// `nftables` (the kernel rewrites connections; needs `nft`; no retry).
+    pub data_path: DataPathSetting,
+}
+
+/// `[services] data_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPathSetting {
+    #[default]
+    Userspace,
+    Nftables,
+}
+
+impl DataPathSetting {
+    pub fn data_path(self) -> skiff_net::DataPath {
+        match self {
+            DataPathSetting::Userspace => skiff_net::DataPath::Userspace,
+            DataPathSetting::Nftables => skiff_net::DataPath::Nftables,
+        }
+    }
 }
 
 impl Default for ServiceSettings {
@@ -168,6 +189,7 @@ impl Default for ServiceSettings {
             node_port_range: format!("{}-{}", d.node_ports.start(), d.node_ports.end()),
             proxy: true,
             cluster_domain: "cluster.local".into(),
+            data_path: DataPathSetting::Userspace,
         }
     }
 }

@@ -203,7 +203,8 @@ impl Node {
         if let Some(metrics) = proxy_metrics {
             let reader: Arc<dyn skiff_api::ResourceApi> = api.clone();
             let domain = &config.services.cluster_domain;
-            let proxy = skiff_net::ServiceProxy::start(reader, network, domain, metrics);
+            let data_path = config.services.data_path.data_path();
+            let proxy = skiff_net::ServiceProxy::start(reader, network, domain, data_path, metrics);
             if let Some(pods) = &pods {
                 access = crate::agent_api::service_access(pods, &config).await;
                 if let Some(access) = &access {
