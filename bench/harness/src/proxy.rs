@@ -239,24 +239,39 @@ async fn addresses(channel: tonic::transport::Channel) -> anyhow::Result<(String
 const DATA_PATHS: [(&str, &str, &str); 2] =
     [("userspace", "", "127.96.0.0/16"), ("nftables", " (nftables)", "10.250.0.0/16")];
 
-/// Removes the local route a member made for `range` (it leaves it when it stops, as kube-proxy
-/// leaves its rules); a loopback range has none.
-struct LocalRoute(&'static str);
+/// What a member leaves on the host when it is killed (the benchmark kills its members): the local
+/// route it made for a service range that is not loopback, and the nftables table of the kernel
+/// data path (a member removes it only when it stops cleanly). Removed before a cluster starts (a
+/// killed run may have left them) and after it.
+struct HostLeftovers(&'static str);
 
-impl Drop for LocalRoute {
-    fn drop(&mut self) {
+impl HostLeftovers {
+    fn guard(range: &'static str) -> Self {
+        let guard = HostLeftovers(range);
+        guard.remove();
+        guard
+    }
+
+    fn remove(&self) {
         if !self.0.starts_with("127.") {
             let _ = std::process::Command::new("ip")
                 .args(["route", "del", "local", self.0, "dev", "lo", "table", "local"])
                 .output();
         }
+        let _ = std::process::Command::new("nft").args(["delete", "table", "ip", "skiff_services"]).output();
+    }
+}
+
+impl Drop for HostLeftovers {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
 pub async fn run_once(bins: &Binaries, smoke: bool, asked: Option<u64>, run: usize) -> anyhow::Result<Figures> {
     let mut figures = Figures::default();
     for (data_path, suffix, range) in DATA_PATHS {
-        let _route = LocalRoute(range);
+        let _host = HostLeftovers::guard(range);
         figures.0.extend(one_data_path(bins, smoke, asked, run, (data_path, suffix, range)).await?.0);
     }
     Ok(figures)
