@@ -277,7 +277,7 @@ pub async fn run_once(bins: &Binaries, smoke: bool, asked: Option<u64>, run: usi
     Ok(figures)
 }
 
-/// This host's address towards `ip` (on the pod network: the bridge's gateway).
+/// This host's address towards `ip` (no packet is sent).
 fn host_address_towards(ip: &str) -> anyhow::Result<String> {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
     socket.connect((ip, 9))?;
@@ -306,9 +306,10 @@ async fn one_data_path(
             .await?;
     }
     let (pod_ip, cluster_ip) = addresses(channel).await?;
-    // The node port on the host's address on the pod network (NAT rules do not rewrite
-    // connections from 127.0.0.1, which may not leave the host).
-    let host = host_address_towards(&pod_ip)?;
+    // The node port on the host's own address (the one towards the outside; NAT cannot send a
+    // connection from 127.0.0.1 to a pod): not its address on the bridge, which direct connections
+    // to the pod use as their source too, so their TIME_WAIT sockets in the pod would collide.
+    let host = host_address_towards("192.0.2.1").or_else(|_| host_address_towards(&pod_ip))?;
     let sides = [
         (format!("direct{suffix}"), format!("http://{pod_ip}:80/")),
         (format!("cluster IP{suffix}"), format!("http://{cluster_ip}:80/")),
