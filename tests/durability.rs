@@ -71,7 +71,7 @@ fn write_configs(dir: &Path, n: u64) -> (Vec<Member>, Vec<String>) {
         let addr = &addrs[id as usize - 1];
         let config = dir.join(format!("node{id}.toml"));
         let text = format!(
-            "id = {id}\nname = \"node{id}\"\nlisten = \"{addr}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ninitial_members = [\n{members_toml}]\n\n[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\nsnapshot_every = 500\n\n[agent]\nruntime = \"none\"\n",
+            "id = {id}\nname = \"node{id}\"\nlisten = \"{addr}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ninitial_members = [\n{members_toml}]\n\n[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\nsnapshot_every = 500\n\n[agent]\nruntime = \"none\"\n\n[services]\nproxy = false\n",
             dir.join(format!("data{id}")).display()
         );
         std::fs::write(&config, text).expect("write config");
@@ -256,7 +256,7 @@ async fn cli_adds_a_waiting_member_as_a_learner_and_removes_it() {
     let addr2 = format!("127.0.0.1:{}", free_port());
     let config2 = dir.path().join("node2.toml");
     let text = format!(
-        "id = 2\nname = \"node2\"\nlisten = \"{addr2}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[agent]\nruntime = \"none\"\n",
+        "id = 2\nname = \"node2\"\nlisten = \"{addr2}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[agent]\nruntime = \"none\"\n\n[services]\nproxy = false\n",
         dir.path().join("data2").display()
     );
     std::fs::write(&config2, text).expect("config");
