@@ -170,11 +170,7 @@ pub async fn run(
     let Some(ip) = pod_ip else { return false };
     let port = |p: &IntOrString| match p {
         IntOrString::Int(n) => u16::try_from(*n).ok(),
-        IntOrString::String(name) => c
-            .ports
-            .iter()
-            .find(|cp| cp.name.as_deref() == Some(name))
-            .and_then(|cp| u16::try_from(cp.container_port).ok()),
+        IntOrString::String(name) => c.ports_named(name).next().and_then(|cp| u16::try_from(cp.container_port).ok()),
     };
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = port(&tcp.port) else { return false };

@@ -40,8 +40,8 @@ pub fn resolve_target_port(pod: &Pod, target: &IntOrString, protocol: &str) -> O
             .spec
             .containers
             .iter()
-            .flat_map(|c| &c.ports)
-            .find(|p| p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+            .flat_map(|c| c.ports_named(name))
+            .find(|p| p.protocol.as_deref().unwrap_or("TCP") == protocol)
             .map(|p| p.container_port),
     }
 }

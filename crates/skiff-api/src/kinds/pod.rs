@@ -178,6 +178,13 @@ pub struct ContainerPort {
     pub host_port: Option<i32>,
 }
 
+impl Container {
+    /// The ports named `name` (a probe's or a Service's `targetPort` by name).
+    pub fn ports_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ContainerPort> + 'a {
+        self.ports.iter().filter(move |p| p.name.as_deref() == Some(name))
+    }
+}
+
 /// CPU and memory, as quantities.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
