@@ -101,11 +101,18 @@ pub fn reconcile_set(rs: &ReplicaSet, owned: &[&Pod], taken: &BTreeSet<&str>, no
     let mut active: Vec<&Pod> = owned.iter().copied().filter(|p| pods::is_active(p)).collect();
     let want = rs.replicas().max(0) as usize;
     if active.len() < want {
+        // The reconcile's time is in the seed, so that a replacement never takes the name of a
+        // pod that was deleted and finalized before this reconcile saw it go (Kubernetes draws
+        // the suffix at random for the same reason).
+        let at = now.0.as_nanosecond().to_le_bytes();
         let mut n: u64 = 0;
         for _ in active.len()..want {
             let name = loop {
-                let candidate =
-                    format!("{}-{}", rs.metadata.name, suffix(fnv1a(&[rs.metadata.uid.as_bytes(), &n.to_le_bytes()])));
+                let candidate = format!(
+                    "{}-{}",
+                    rs.metadata.name,
+                    suffix(fnv1a(&[rs.metadata.uid.as_bytes(), &at, &n.to_le_bytes()]))
+                );
                 n += 1;
                 if !taken.contains(candidate.as_str()) {
                     break candidate;
@@ -244,9 +251,19 @@ mod tests {
     }
 
     #[test]
+    fn a_replacement_made_later_does_not_reuse_the_name_of_a_pod_already_gone() {
+        let first = creates(&reconcile_set(&rs(1), &[], &BTreeSet::new(), now()));
+        let later = Time::from_unix(now().unix_seconds() + 1).expect("time");
+        let second = creates(&reconcile_set(&rs(1), &[], &BTreeSet::new(), later));
+        assert_eq!((first.len(), second.len()), (1, 1));
+        assert_ne!(first, second, "the finalized pod's name is not handed out again");
+    }
+
+    #[test]
     fn too_few_pods_are_created_from_the_template_with_free_names_and_an_owner() {
         let existing = pod("web-5d8f-aaaaa", Some("n1"), "Running", true, 100);
-        let first = format!("web-5d8f-{}", suffix(fnv1a(&[b"rs-uid", &0u64.to_le_bytes()])));
+        let at = now().0.as_nanosecond().to_le_bytes();
+        let first = format!("web-5d8f-{}", suffix(fnv1a(&[b"rs-uid", &at, &0u64.to_le_bytes()])));
         let taken: BTreeSet<&str> = ["web-5d8f-aaaaa", first.as_str()].into_iter().collect();
         let r = reconcile_set(&rs(3), &[&existing], &taken, now());
         let made = creates(&r);
