@@ -23,27 +23,41 @@ fi
 echo "== building the release binary"
 cargo build --release --bin skiff
 
-echo "== staging the binary and its shared libraries in $stage"
-rm -rf "$stage"
-mkdir -p "$stage/rootfs"
-cp target/release/skiff "$stage/rootfs/skiff"
-# Every library ldd resolves (the path after "=>") and the dynamic loader (an absolute path alone).
-# linux-vdso has no file and is skipped. cp -L copies what symlinks point to, under the linked name.
-libs=$(ldd target/release/skiff | awk '/=>/ && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
-if ! grep -q 'ld-linux' <<<"$libs"; then
-  echo "error: ldd named no dynamic loader for target/release/skiff:" >&2
-  ldd target/release/skiff >&2 || true
-  exit 1
+# The service proxy's kernel data path (`[services] data_path = "nftables"`) runs `nft`.
+if ! command -v nft >/dev/null 2>&1; then
+  echo "== installing nftables (its nft goes into the image)"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nftables >/dev/null
 fi
-while read -r lib; do
-  mkdir -p "$stage/rootfs$(dirname "$lib")"
-  cp -L "$lib" "$stage/rootfs$lib"
-  echo "   $lib"
-done <<<"$libs"
-# The service proxy makes the service range local with `ip route` (busybox's, static): the only tool
-# in the image.
-bash scripts/install-busybox.sh
+
+echo "== staging the binaries and their shared libraries in $stage"
+rm -rf "$stage"
 mkdir -p "$stage/rootfs/bin"
+
+# Copies binary $1 to $2 in the image, with every library ldd resolves (the path after "=>") and
+# the dynamic loader (an absolute path alone). linux-vdso has no file and is skipped. cp -L copies
+# what symlinks point to, under the linked name.
+stage_binary() {
+  local binary=$1 target=$2 libs lib
+  cp -L "$binary" "$stage/rootfs$target"
+  libs=$(ldd "$binary" | awk '/=>/ && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+  if ! grep -q 'ld-linux' <<<"$libs"; then
+    echo "error: ldd named no dynamic loader for $binary:" >&2
+    ldd "$binary" >&2 || true
+    exit 1
+  fi
+  while read -r lib; do
+    mkdir -p "$stage/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$stage/rootfs$lib"
+    echo "   $lib"
+  done <<<"$libs"
+}
+stage_binary target/release/skiff /skiff
+stage_binary "$(command -v nft)" /bin/nft
+# The service proxy makes the service range local with `ip route` (busybox's, static).
+bash scripts/install-busybox.sh
 cp /bin/busybox "$stage/rootfs/bin/busybox"
 ln -s busybox "$stage/rootfs/bin/ip"
 # Containers write their data here (a volume in docker-compose.yml).

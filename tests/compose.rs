@@ -139,14 +139,23 @@ fn ensure_pod_images() {
     assert!(built.ok(), "building the test images failed:\n{}\n{}", built.stdout, built.stderr);
 }
 
+/// The member whose Services take the kernel data path in this test; the others keep the default
+/// (the userspace proxy), so one cluster shows both.
+const NFTABLES_MEMBER: &str = "node3";
+
 /// cluster-configs/node1..3.toml for project `name`: pods join the project's own network and carry
-/// the test labels (`skiff.test`, and `skiff.test.run` = the project, which clean-up looks for).
+/// the test labels (`skiff.test`, and `skiff.test.run` = the project, which clean-up looks for);
+/// [`NFTABLES_MEMBER`] serves Services with `data_path = "nftables"`.
 fn test_configs(dir: &std::path::Path, name: &str) {
     for n in 1..=3 {
         let file = format!("node{n}.toml");
         let text = std::fs::read_to_string(root().join("cluster-configs").join(&file)).expect("cluster config");
         assert!(text.contains("network = \"skiff_default\""), "{file} names the compose network");
-        let text = text.replace("network = \"skiff_default\"", &format!("network = \"{name}_default\""));
+        assert!(!text.contains("[services]"), "{file} leaves [services] at its defaults");
+        let mut text = text.replace("network = \"skiff_default\"", &format!("network = \"{name}_default\""));
+        if format!("node{n}") == NFTABLES_MEMBER {
+            text += "\n[services]\ndata_path = \"nftables\"\n";
+        }
         let labels =
             format!("\n[agent.container_labels]\n\"skiff.test\" = \"compose\"\n\"skiff.test.run\" = \"{name}\"\n");
         std::fs::write(dir.join(&file), text + &labels).expect("write test config");
@@ -595,21 +604,45 @@ spec:
         eprintln!("through {member}:30001: {seen:?}");
     }
 
-    // From inside a pod, by cluster IP and by DNS name.
-    let pods = project.skiff(&members, &["get", "pods", "-l", "app=greet", "-o", "name"]);
-    let pod = pods.stdout.lines().next().expect("a greet pod").trim_start_matches("pod/").to_string();
-    for target in [cluster_ip.as_str(), "greet", "greet.default.svc.cluster.local"] {
-        let url = format!("http://{target}/");
-        let seen =
-            eventually(&format!("all three replicas at {url} from pod {pod}"), Duration::from_secs(20), end, || {
+    // The kernel data path's member holds the Service in its NAT rules; the others have none.
+    let rules = |service: &str| {
+        let id = project.container(service).unwrap_or_else(|| panic!("no container for {service}"));
+        run_docker(&["exec", &id, "nft", "list", "table", "ip", "skiff_services"])
+    };
+    let nat = eventually("the Service in the nftables member's rules", Duration::from_secs(20), end, || {
+        let listed = rules(NFTABLES_MEMBER);
+        listed.contains(&format!("ip daddr {cluster_ip} tcp dport 80")).then_some(listed)
+    });
+    assert!(nat.contains("30001"), "the node port is in the rules too:\n{nat}");
+    assert!(!rules("node1").contains("skiff_services"), "node1 keeps the userspace data path");
+
+    // From inside a pod on every member (the pod's own member forwards: userspace on two, the
+    // kernel on one), by cluster IP and by DNS name.
+    let pods = project.skiff(&members, &["get", "pods", "-l", "app=greet", "-o", "json"]);
+    let pods: serde_json::Value = serde_json::from_str(&pods.stdout).expect("pods JSON");
+    let mut by_node = BTreeMap::new();
+    for p in pods["items"].as_array().expect("a pod list") {
+        let (Some(name), Some(node)) = (p["metadata"]["name"].as_str(), p["spec"]["nodeName"].as_str()) else {
+            continue;
+        };
+        by_node.entry(node.to_string()).or_insert_with(|| name.to_string());
+    }
+    assert!(by_node.contains_key(NFTABLES_MEMBER), "a greet pod on {NFTABLES_MEMBER}: {by_node:?}");
+    for (node, pod) in &by_node {
+        for target in [cluster_ip.as_str(), "greet", "greet.default.svc.cluster.local"] {
+            let url = format!("http://{target}/");
+            let what = format!("all three replicas at {url} from pod {pod} on {node}");
+            let seen = eventually(&what, Duration::from_secs(20), end, || {
                 let mut seen = std::collections::BTreeSet::new();
                 for _ in 0..12 {
-                    seen.insert(fetch_in_pod(project, &members, &pod, &url)?);
+                    seen.insert(fetch_in_pod(project, &members, pod, &url)?);
                 }
                 (seen.len() == 3).then_some(seen)
             });
-        eprintln!("{url} from {pod}: {seen:?}");
+            eprintln!("{url} from {pod} on {node}: {seen:?}");
+        }
     }
+    let pod = by_node.values().next().expect("a greet pod").clone();
     let env = project.skiff(&members, &["exec", &pod, "--", "env"]);
     for variable in [
         format!("GREET_SERVICE_HOST={cluster_ip}"),
