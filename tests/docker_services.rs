@@ -2,6 +2,8 @@
 //! gets no failed request while the Deployment behind it rolls to a new version, while a replica is
 //! deleted and while it scales from 3 to 1. The pods leave the ready endpoints, the proxy stops
 //! sending them new connections, and only then do their containers get SIGTERM: no `preStop: sleep`.
+//! Once through the userspace proxy (the default data path) and once through the kernel's NAT rules
+//! (`data_path = "nftables"`).
 //!
 //! Two Deployments take the same steps at the same time:
 //! - `web`, whose server shuts down the way many do: on SIGTERM it stops serving but keeps its
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{docker_agent, skiff_ok, test_raft, DockerCleanup, TestCluster};
-use skiff_server::config::ServiceSettings;
+use skiff_server::config::{DataPathSetting, ServiceSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Deadline of each wait; the pods start in seconds.
@@ -282,9 +284,9 @@ async fn settled(m: &str, replicas: u64) {
 
 /// Runs `change` while clients send requests through both Services (new connections to `web`,
 /// keep-alive to `kept`); asserts none failed.
-async fn no_request_fails(what: &str, change: impl std::future::Future<Output = ()>) {
-    let load = Load::start(WEB_ADDR.to_string());
-    let kept = KeptLoad::start(KEPT_ADDR.to_string());
+async fn no_request_fails(what: &str, host: &str, change: impl std::future::Future<Output = ()>) {
+    let load = Load::start(format!("{host}:{WEB_PORT}"));
+    let kept = KeptLoad::start(format!("{host}:{KEPT_PORT}"));
     change.await;
     // More load after the change settled, while the last pods drain and go.
     let after = load.sent.load(Ordering::Relaxed) + 100;
@@ -303,16 +305,49 @@ async fn no_request_fails(what: &str, change: impl std::future::Future<Output = 
     assert!(kept_failures.is_empty(), "{what}: {} keep-alive requests failed: {kept_failures:?}", kept_failures.len());
 }
 
-const WEB_ADDR: &str = "127.0.0.1:31801";
-const KEPT_ADDR: &str = "127.0.0.1:31802";
+const WEB_PORT: u16 = 31801;
+const KEPT_PORT: u16 = 31802;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_no_request_fails_through_a_service_during_a_rollout_a_pod_deletion_and_a_scale_down() {
+    no_request_fails_on(DataPathSetting::Userspace, "127.0.0.1").await;
+}
+
+/// The same through the kernel data path (nftables NAT on the host, as root). Its node ports are
+/// reached at the Docker bridge's gateway, an address of the host that is not loopback (the kernel
+/// does not NAT connections from loopback addresses to other hosts). The rules go with the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_no_request_fails_through_the_nftables_data_path_either() {
+    let gateway = docker_bridge_gateway().await;
+    no_request_fails_on(DataPathSetting::Nftables, &gateway).await;
+    let listed = tokio::process::Command::new("nft").args(["list", "table", "ip", skiff_net::NAT_TABLE]).output().await;
+    let left = listed.is_ok_and(|out| out.status.success());
+    assert!(!left, "the member's nftables table {} outlived it", skiff_net::NAT_TABLE);
+}
+
+/// The host's address on Docker's default bridge network: the first of its subnet (the default
+/// bridge names no gateway in its IPAM config).
+async fn docker_bridge_gateway() -> String {
+    let out = tokio::process::Command::new("docker")
+        .args(["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "bridge"])
+        .output()
+        .await
+        .expect("docker");
+    let subnet = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let network: Option<std::net::Ipv4Addr> = subnet.split('/').next().and_then(|a| a.parse().ok());
+    let network = network.unwrap_or_else(|| panic!("no IPv4 subnet of the bridge network: {out:?}"));
+    std::net::Ipv4Addr::from(u32::from(network) + 1).to_string()
+}
+
+/// One member on the host with `data_path`, two Deployments behind node ports reached at `host`:
+/// a rollout, a deleted replica and a scale-down, each under load, fail no request.
+async fn no_request_fails_on(data_path: DataPathSetting, host: &str) {
     let run = DockerCleanup::new_run();
     // A loopback service range (no host route needed); node ports from a range of the test's own.
     let services = ServiceSettings {
         cluster_ip_range: "127.96.0.0/16".into(),
         node_port_range: "31800-31899".into(),
+        data_path,
         ..Default::default()
     };
     let cluster =
@@ -324,20 +359,21 @@ async fn docker_no_request_fails_through_a_service_during_a_rollout_a_pod_deleti
     std::fs::write(&file, WEB).expect("write manifest");
     skiff_ok(&m, &["apply", "-f", &file.display().to_string()]).await;
     settled(&m, 3).await;
+    let (web, kept_addr) = (format!("{host}:{WEB_PORT}"), format!("{host}:{KEPT_PORT}"));
     common::eventually("the node ports answer", T, || async {
-        let mut kept = tokio::net::TcpStream::connect(KEPT_ADDR).await.ok()?;
-        (request(WEB_ADDR).await.is_ok() && exchange(&mut kept).await.is_ok()).then_some(())
+        let mut kept = tokio::net::TcpStream::connect(&kept_addr).await.ok()?;
+        (request(&web).await.is_ok() && exchange(&mut kept).await.is_ok()).then_some(())
     })
     .await;
 
-    no_request_fails("rollout to a new version", async {
+    no_request_fails("rollout to a new version", host, async {
         skiff_ok(&m, &["set", "image", "deployment/web", "web=registry.k8s.io/busybox:1.27.2"]).await;
         skiff_ok(&m, &["set", "image", "deployment/kept", "nginx=skiff-bench/nginx:2"]).await;
         settled(&m, 3).await;
     })
     .await;
 
-    no_request_fails("a deleted replica", async {
+    no_request_fails("a deleted replica", host, async {
         for app in ["web", "kept"] {
             let pods = skiff_ok(&m, &["get", "pods", "-l", &format!("app={app}"), "-o", "name"]).await;
             let first = pods.lines().next().expect("a pod").trim_start_matches("pod/").to_string();
@@ -347,7 +383,7 @@ async fn docker_no_request_fails_through_a_service_during_a_rollout_a_pod_deleti
     })
     .await;
 
-    no_request_fails("scale from 3 to 1", async {
+    no_request_fails("scale from 3 to 1", host, async {
         skiff_ok(&m, &["scale", "deployment/web", "--replicas=1"]).await;
         skiff_ok(&m, &["scale", "deployment/kept", "--replicas=1"]).await;
         settled(&m, 1).await;
