@@ -207,7 +207,8 @@ impl Project {
                 .env("SKIFF_NODE_PORTS1", "127.0.0.21:30000-30009")
                 .env("SKIFF_NODE_PORTS2", "127.0.0.22:30000-30009")
                 .env("SKIFF_NODE_PORTS3", "127.0.0.23:30000-30009")
-                .env("SKIFF_CONFIG_DIR", self.configs.path()),
+                .env("SKIFF_CONFIG_DIR", self.configs.path())
+                .env("SKIFF_NETWORK", format!("{}_default", self.name)),
             limit,
         )
     }
@@ -435,8 +436,25 @@ fn compose_cluster_survives_docker_kill_of_the_leader_converges_and_runs_a_pod()
         assert_eq!(label.stdout.trim(), "compose", "container {id} is labelled skiff.test");
     }
 
-    // Clean-up leaves nothing of the project behind.
-    assert!(project.down(), "docker-compose down");
+    // scripts/cluster-down.sh leaves nothing of the project behind, its pods included (issue 12,
+    // defect 19: it used to leave them running).
+    let pods = run_docker(&["ps", "-q", "--filter", &format!("label=skiff.test.run={}", project.name)]);
+    assert!(pods.split_whitespace().count() >= 6, "greet's three pods run before the cluster goes: {pods}");
+    let down = run(
+        Command::new("bash")
+            .current_dir(root())
+            .args(["scripts/cluster-down.sh", "-v", "-t", "5"])
+            .env("COMPOSE_PROJECT_NAME", &project.name)
+            .env("COMPOSE_FILE", "docker-compose.yml:tests/compose.test.yml")
+            .env("SKIFF_NETWORK", format!("{}_default", project.name))
+            .env("SKIFF_CONFIG_DIR", project.configs.path()),
+        Duration::from_secs(180),
+    )
+    .expect("bash");
+    assert!(down.ok(), "scripts/cluster-down.sh: {}{}", down.stdout, down.stderr);
+    let pods = run_docker(&["ps", "-aq", "--filter", &format!("label=skiff.test.run={}", project.name)]);
+    assert!(pods.trim().is_empty(), "pods left running after scripts/cluster-down.sh: {pods}");
+    project.down = true;
     let project_label = format!("label=com.docker.compose.project={}", project.name);
     for kind in [&["ps", "-aq"][..], &["volume", "ls", "-q"], &["network", "ls", "-q"]] {
         let out = run(Command::new("docker").args(kind).args(["--filter", &project_label]), Duration::from_secs(30))
@@ -673,10 +691,8 @@ spec:
         let deleted = project.skiff(&members, &["delete", "-f", &examples.join(example).display().to_string()]);
         assert!(deleted.ok(), "delete {example}: {}", deleted.stderr);
     }
-    for file in files {
-        let deleted = project.skiff(&members, &["delete", "-f", &file.display().to_string()]);
-        assert!(deleted.ok(), "delete: {}", deleted.stderr);
-    }
+    // greet stays: scripts/cluster-down.sh must take its pods along.
+    drop(files);
 }
 
 /// The body of `GET /` at `ip:port`, if it answered.
@@ -694,4 +710,27 @@ fn http_get_path(ip: &str, port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// Issue 12, defect 21: started from a folder not named `skiff`, the compose network was named
+/// after that folder while the members' configs put pods on `skiff_default`. The network is named
+/// in the compose file now, whatever the project is called.
+#[test]
+fn the_compose_network_is_skiff_default_whatever_the_project_is_called() {
+    let out = run(
+        Command::new("docker-compose")
+            .current_dir(root())
+            .args(["-p", "elsewhere", "-f", "docker-compose.yml", "config"])
+            .env_remove("SKIFF_NETWORK"),
+        Duration::from_secs(60),
+    )
+    .expect("docker-compose is needed for this test");
+    assert!(out.ok(), "docker-compose config: {}", out.stderr);
+    let config: serde_json::Value = serde_saphyr::from_str(&out.stdout).expect("the resolved config");
+    let network = config["networks"]["default"]["name"].as_str().unwrap_or_default().to_string();
+    assert_eq!(network, "skiff_default", "{}", out.stdout);
+    for n in 1..=3 {
+        let text = std::fs::read_to_string(root().join(format!("cluster-configs/node{n}.toml"))).expect("config");
+        assert!(text.contains(&format!("network = \"{network}\"")), "node{n}.toml puts pods on {network}");
+    }
 }

@@ -15,7 +15,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, LogOptions, RuntimeError, RuntimeInfo,
+    collect_exec_output, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, LogOptions,
+    RuntimeError, RuntimeInfo, MAX_EXEC_TIMEOUT,
 };
 
 /// A Docker engine, reached on first use (and again after a failed attempt), so a member starts
@@ -233,15 +234,18 @@ impl ContainerRuntime for DockerRuntime {
                 self.docker().await?.start_exec(&exec.id, None).await.map_err(engine)?
             {
                 while let Some(chunk) = stream.next().await {
-                    output.extend_from_slice(&chunk.map_err(engine)?.into_bytes());
+                    if !collect_exec_output(&mut output, &chunk.map_err(engine)?.into_bytes()) {
+                        break; // the rest is not read: the command may go on, its output is dropped
+                    }
                 }
             }
             let inspected = self.docker().await?.inspect_exec(&exec.id).await.map_err(engine)?;
             Ok(ExecOutput { exit_code: inspected.exit_code.unwrap_or(-1), output })
         };
-        tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| RuntimeError::Engine(format!("command {command:?} did not finish within {timeout:?}")))?
+        let timeout = timeout.min(MAX_EXEC_TIMEOUT);
+        tokio::time::timeout(timeout, run).await.map_err(|_| {
+            RuntimeError::TimedOut(format!("command {command:?} ran and did not finish within {timeout:?}"))
+        })?
     }
 
     async fn logs(

@@ -26,6 +26,9 @@ pub struct MemoryRuntime {
     state: Mutex<State>,
     /// `None`: every image is present.
     only_images: Option<BTreeSet<String>>,
+    /// `Some`: each stop returns only once this many stops are in flight together (a test that
+    /// containers are stopped in parallel; stopped one after another, they would wait for ever).
+    stops_together: Option<tokio::sync::Barrier>,
 }
 
 impl MemoryRuntime {
@@ -36,6 +39,11 @@ impl MemoryRuntime {
     /// A runtime on which only `images` are present.
     pub fn with_images(images: &[&str]) -> Self {
         Self { only_images: Some(images.iter().map(|s| s.to_string()).collect()), ..Self::default() }
+    }
+
+    /// A runtime whose stops return only when `n` of them are in flight at once.
+    pub fn with_stops_together(n: usize) -> Self {
+        Self { stops_together: Some(tokio::sync::Barrier::new(n)), ..Self::default() }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, RuntimeError> {
@@ -115,6 +123,9 @@ impl ContainerRuntime for MemoryRuntime {
     }
 
     async fn stop(&self, id: &str, _grace: Duration) -> Result<(), RuntimeError> {
+        if let Some(together) = &self.stops_together {
+            together.wait().await;
+        }
         let mut state = self.lock()?;
         let (_, info) = state.containers.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.into()))?;
         if matches!(info.state, ContainerState::Running { .. }) {
@@ -143,12 +154,23 @@ impl ContainerRuntime for MemoryRuntime {
             .collect())
     }
 
-    async fn exec(&self, id: &str, command: &[String], _timeout: Duration) -> Result<ExecOutput, RuntimeError> {
+    async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecOutput, RuntimeError> {
         let info = self.inspect(id).await?;
         if !matches!(info.state, ContainerState::Running { .. }) {
             return Err(RuntimeError::Engine(format!("container {id} is not running")));
         }
         self.lock()?.execs.push(command.to_vec());
+        // `sleep N` takes N seconds, and times out as a real one would.
+        if let (Some("sleep"), Some(secs)) = (command.first().map(String::as_str), command.get(1)) {
+            let wanted = Duration::from_secs_f64(secs.parse::<f64>().unwrap_or(0.0).max(0.0));
+            if wanted > timeout {
+                tokio::time::sleep(timeout).await;
+                return Err(RuntimeError::TimedOut(format!(
+                    "command {command:?} ran and did not finish within {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(wanted).await;
+        }
         // `false` fails, like the real one; anything else succeeds and echoes itself.
         let exit_code = i64::from(command.first().map(String::as_str) == Some("false"));
         Ok(ExecOutput { exit_code, output: command.join(" ").into_bytes() })

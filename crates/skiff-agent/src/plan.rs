@@ -137,8 +137,13 @@ pub fn plan(
     let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
     for container in &pod.spec.containers {
         let name = &container.name;
-        let mem = memory.entry(name.clone()).or_insert_with(|| Memory::new(config));
         let runs = observed.containers.get(name).map(Vec::as_slice).unwrap_or_default();
+        // A worker that adopts running containers (the agent restarted) counts the restarts their
+        // attempts show: attempt n is the n-th restart.
+        let mem = memory.entry(name.clone()).or_insert_with(|| Memory {
+            restarts: i32::try_from(runs.iter().map(|r| r.attempt).max().unwrap_or(0)).unwrap_or(i32::MAX),
+            ..Memory::new(config)
+        });
         // Keep the latest run and the one before it (for `logs --previous`); remove older ones.
         let mut by_attempt: Vec<&Run> = runs.iter().collect();
         by_attempt.sort_by_key(|r| std::cmp::Reverse(r.attempt));
@@ -146,10 +151,12 @@ pub fn plan(
             plan.actions.push(Action::Remove { id: old.id.clone() });
         }
         let Some(current) = by_attempt.first() else {
+            mem.backoff.started(now);
             plan.actions.push(Action::StartContainer { name: name.clone(), attempt: 0 });
             continue;
         };
         if !sandbox_ok {
+            mem.backoff.started(now);
             plan.actions.push(Action::StartContainer { name: name.clone(), attempt: current.attempt + 1 });
             continue;
         }
@@ -186,6 +193,8 @@ pub fn plan(
                     _ => {
                         mem.restarts += 1;
                         mem.not_before = None;
+                        // From here a long enough run forgets the crashes (the back-off resets).
+                        mem.backoff.started(now);
                         plan.actions.push(Action::StartContainer { name: name.clone(), attempt: current.attempt + 1 });
                     }
                 }
@@ -294,6 +303,53 @@ mod tests {
         let runs = vec![run("a0", 0, exited(1)), run("a1", 1, exited(1)), run("a2", 2, up())];
         let cleaned = plan(&p0, &observed(runs), &mut memory, FAST, Instant::now());
         assert_eq!(cleaned.actions, [Action::Remove { id: "a0".into() }]);
+    }
+
+    /// Issue 12, defect 13: the back-off never reset, because nothing told it when a container
+    /// started; a container that ran well for 10 minutes kept its 5-minute delay.
+    #[tokio::test(start_paused = true)]
+    async fn ten_minutes_of_running_resets_the_back_off() {
+        let mut memory = BTreeMap::new();
+        let p0 = pod("Always");
+        let starts = |p: &Plan| -> Vec<Action> {
+            p.actions.iter().filter(|a| matches!(a, Action::StartContainer { .. })).cloned().collect()
+        };
+        let mut runs = vec![run("a0", 0, exited(1))];
+        // Crash loop: each restart after its delay; the delay grows.
+        for attempt in 1..=4u32 {
+            let p = plan(&p0, &observed(runs.clone()), &mut memory, FAST, Instant::now());
+            if starts(&p).is_empty() {
+                tokio::time::advance(p.wake_at.expect("a wake-up") - Instant::now()).await;
+            }
+            let p = plan(&p0, &observed(runs.clone()), &mut memory, FAST, Instant::now());
+            assert_eq!(starts(&p), [Action::StartContainer { name: "app".into(), attempt }]);
+            runs.push(run(&format!("a{attempt}"), attempt, exited(1)));
+        }
+        let waiting = plan(&p0, &observed(runs.clone()), &mut memory, FAST, Instant::now());
+        assert_eq!(waiting.wake_at, Some(Instant::now() + Duration::from_secs(80)), "the fifth crash waits 80 s");
+        tokio::time::advance(Duration::from_secs(80)).await;
+        let restarted = plan(&p0, &observed(runs.clone()), &mut memory, FAST, Instant::now());
+        assert_eq!(starts(&restarted).len(), 1);
+        // Attempt 5 runs for ten minutes, then exits: restarted at once.
+        runs.push(run("a5", 5, up()));
+        plan(&p0, &observed(runs.clone()), &mut memory, FAST, Instant::now());
+        tokio::time::advance(Duration::from_secs(600)).await;
+        runs.pop();
+        runs.push(run("a5", 5, exited(1)));
+        let after_a_good_run = plan(&p0, &observed(runs), &mut memory, FAST, Instant::now());
+        assert_eq!(starts(&after_a_good_run), [Action::StartContainer { name: "app".into(), attempt: 6 }]);
+        assert_eq!(after_a_good_run.wake_at, None, "no back-off after ten good minutes");
+    }
+
+    /// Issue 12, defect 20: after an agent restart the adopted containers' restart counts started
+    /// again at 0.
+    #[tokio::test(start_paused = true)]
+    async fn adopted_containers_keep_their_restart_count() {
+        let mut memory = BTreeMap::new();
+        let runs = vec![run("a2", 2, exited(1)), run("a3", 3, up())];
+        let adopted = plan(&pod("Always"), &observed(runs), &mut memory, FAST, Instant::now());
+        assert!(adopted.actions.is_empty(), "{adopted:?}");
+        assert_eq!(memory["app"].restarts, 3);
     }
 
     #[tokio::test(start_paused = true)]

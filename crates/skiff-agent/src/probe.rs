@@ -5,7 +5,8 @@
 //! `successThreshold` successes in a row and to failure after `failureThreshold` failures in a row.
 //!
 //! How ([`run`]): an exec probe runs its command through the container runtime; TCP and HTTP
-//! probes go through a [`Prober`] to the pod IP (or the probe's `host`). [`NetProber`] is the real
+//! probes go through a [`Prober`] to the pod IP (never elsewhere: a `host` is refused by the API and
+//! ignored here). [`NetProber`] is the real
 //! network; tests give a double that answers as they say.
 
 use std::time::Duration;
@@ -134,15 +135,35 @@ impl Prober for NetProber {
     }
 }
 
-/// A minimal HTTP/1.0 GET (probes need the status code only).
-async fn http_get(host: &str, port: u16, get: &HttpGetAction) -> std::io::Result<u16> {
-    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
-    let path = get.path.clone().unwrap_or_else(|| "/".into());
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: skiff-probe\r\n");
+/// The probe's request, one request whatever the object says: a path or header that would end a
+/// line is refused here too (the API refuses them; an object stored before it did may hold one).
+fn http_request(host: &str, port: u16, get: &HttpGetAction) -> Result<String, String> {
+    use skiff_api::kinds::pod::{check_header_name, check_header_value, check_http_path};
+    let path = get.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
+    check_http_path(path)?;
+    let mut request = format!("GET {path} HTTP/1.0\r\n");
+    // The probe's own headers, unless the user set them (as the kubelet does).
+    let set = |name: &str| get.http_headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
+    if !set("host") {
+        request.push_str(&format!("Host: {host}:{port}\r\n"));
+    }
+    if !set("user-agent") {
+        request.push_str("User-Agent: skiff-probe\r\n");
+    }
     for h in &get.http_headers {
+        check_header_name(&h.name)?;
+        check_header_value(&h.value)?;
         request.push_str(&format!("{}: {}\r\n", h.name, h.value));
     }
     request.push_str("\r\n");
+    Ok(request)
+}
+
+/// A minimal HTTP/1.0 GET (probes need the status code only).
+async fn http_get(host: &str, port: u16, get: &HttpGetAction) -> std::io::Result<u16> {
+    let request =
+        http_request(host, port, get).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
     stream.write_all(request.as_bytes()).await?;
     let mut head = [0u8; 32];
     let n = stream.read(&mut head).await?;
@@ -174,13 +195,12 @@ pub async fn run(
     };
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = port(&tcp.port) else { return false };
-        let host = tcp.host.clone().unwrap_or_else(|| ip.to_string());
-        return prober.tcp(&host, port, timeout).await;
+        // Always the pod's own IP: a `host` (refused by the API) would aim the member anywhere.
+        return prober.tcp(ip, port, timeout).await;
     }
     if let Some(get) = &probe.http_get {
         let Some(port) = port(&get.port) else { return false };
-        let host = get.host.clone().unwrap_or_else(|| ip.to_string());
-        return prober.http_get(&host, port, get, timeout).await.is_some_and(|code| (200..400).contains(&code));
+        return prober.http_get(ip, port, get, timeout).await.is_some_and(|code| (200..400).contains(&code));
     }
     false
 }
@@ -241,5 +261,86 @@ mod tests {
             }
         }
         assert_eq!(failed_at, Some(Duration::from_secs(40)));
+    }
+
+    /// What one connection to a listener on loopback sent; the listener answers 200.
+    async fn listener() -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            let Ok((mut conn, _)) = l.accept().await else { return Vec::new() };
+            let mut seen = vec![0u8; 4096];
+            let n = conn.read(&mut seen).await.unwrap_or(0);
+            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+            seen.truncate(n);
+            seen
+        });
+        (port, task)
+    }
+
+    fn get(path: &str, headers: &[(&str, &str)]) -> HttpGetAction {
+        HttpGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(0),
+            host: None,
+            scheme: None,
+            http_headers: headers
+                .iter()
+                .map(|(n, v)| skiff_api::kinds::pod::HttpHeader { name: (*n).into(), value: (*v).into() })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_or_header_with_a_line_break_sends_nothing() {
+        let smuggled = "/healthz HTTP/1.0\r\n\r\nGET /admin";
+        for action in [get(smuggled, &[]), get("/", &[("X-A", "1\r\nX-Injected: 1")]), get("/", &[("X A", "1")])] {
+            let (port, seen) = listener().await;
+            let answer = NetProber.http_get("127.0.0.1", port, &action, Duration::from_secs(2)).await;
+            assert_eq!(answer, None, "{action:?} is not sent");
+            seen.abort();
+        }
+        // A clean one is sent as one request, with the user's Host header instead of the probe's.
+        let (port, seen) = listener().await;
+        let answer =
+            NetProber.http_get("127.0.0.1", port, &get("/ok", &[("Host", "web")]), Duration::from_secs(2)).await;
+        assert_eq!(answer, Some(200));
+        let seen = String::from_utf8(seen.await.expect("listener")).expect("text");
+        assert_eq!(seen, "GET /ok HTTP/1.0\r\nUser-Agent: skiff-probe\r\nHost: web\r\n\r\n");
+    }
+
+    /// A prober that records where it was sent.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Prober for Recorder {
+        async fn tcp(&self, host: &str, port: u16, _: Duration) -> bool {
+            self.0.lock().expect("lock").push(format!("{host}:{port}"));
+            true
+        }
+        async fn http_get(&self, host: &str, port: u16, _: &HttpGetAction, _: Duration) -> Option<u16> {
+            self.0.lock().expect("lock").push(format!("{host}:{port}"));
+            Some(200)
+        }
+    }
+
+    #[tokio::test]
+    async fn probes_reach_the_pod_ip_whatever_host_an_old_object_names() {
+        let runtime = crate::memory::MemoryRuntime::default();
+        let recorder = Recorder::default();
+        let container = Container::default();
+        let mut http = get("/", &[]);
+        http.port = IntOrString::Int(8080);
+        http.host = Some("10.0.0.1".into());
+        let tcp =
+            skiff_api::kinds::pod::TcpSocketAction { port: IntOrString::Int(9090), host: Some("10.0.0.1".into()) };
+        for p in [
+            Probe { http_get: Some(http), ..Default::default() },
+            Probe { tcp_socket: Some(tcp), ..Default::default() },
+        ] {
+            assert!(run(&runtime, &recorder, &p, &container, "id", Some("172.17.0.5"), Duration::from_secs(1)).await);
+        }
+        assert_eq!(*recorder.0.lock().expect("lock"), ["172.17.0.5:8080", "172.17.0.5:9090"]);
     }
 }

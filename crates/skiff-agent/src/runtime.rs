@@ -94,6 +94,31 @@ pub enum RuntimeError {
     ImageNotPresent(String),
     #[error("container engine: {0}")]
     Engine(String),
+    /// A command ran (its effects may have happened) and did not finish in time: not to be run
+    /// again elsewhere.
+    #[error("{0}")]
+    TimedOut(String),
+}
+
+/// The most output an exec keeps (a probe's, or one a user asked for): beyond it the rest is
+/// dropped and the output says so, so no command can make a member hold more.
+pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
+
+/// The longest an exec may run.
+pub const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Appends `chunk` to `output` up to [`MAX_EXEC_OUTPUT`]; `false` once the limit is reached (the
+/// output then ends with a note saying so).
+pub fn collect_exec_output(output: &mut Vec<u8>, chunk: &[u8]) -> bool {
+    const NOTE: &[u8] = b"\n[skiff: output truncated at 16 MiB]\n";
+    let room = MAX_EXEC_OUTPUT.saturating_sub(output.len());
+    if chunk.len() <= room {
+        output.extend_from_slice(chunk);
+        return true;
+    }
+    output.extend_from_slice(&chunk[..room]);
+    output.extend_from_slice(NOTE);
+    false
 }
 
 /// Everything the agent asks of a container engine.

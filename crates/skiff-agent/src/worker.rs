@@ -194,7 +194,28 @@ impl PodWorker {
         } else {
             None
         };
-        for action in decided.actions {
+        // A deleted pod's containers stop together, as the kubelet stops them: their preStop hooks
+        // and SIGTERMs run at once, within one grace period, after the pod left the Services.
+        let (deleted, actions): (Vec<Action>, Vec<Action>) =
+            decided.actions.into_iter().partition(|a| matches!(a, Action::Stop { reason: StopReason::Deleted, .. }));
+        if let Some(Action::Stop { grace, .. }) = deleted.first() {
+            let started = Instant::now();
+            if !self.left_endpoints {
+                self.leave_endpoints(pod, *grace).await;
+                self.left_endpoints = true;
+            }
+            let stops = deleted.iter().filter_map(|a| match a {
+                Action::Stop { id, name, grace, reason } => {
+                    self.metrics.count("stop");
+                    Some(self.stop_container(pod, id, name, *grace, *reason, started))
+                }
+                _ => None,
+            });
+            for stopped in futures::future::join_all(stops).await {
+                stopped?;
+            }
+        }
+        for action in actions {
             self.metrics.count(match &action {
                 Action::StartSandbox { .. } => "start-sandbox",
                 Action::StartContainer { .. } => "start-container",
@@ -217,28 +238,7 @@ impl PodWorker {
                     self.start_container(pod, container, &sandbox, attempt).await;
                 }
                 Action::Stop { id, name, grace, reason } => {
-                    let message = match reason {
-                        StopReason::Unhealthy => {
-                            format!("Container {name} failed its liveness probe, will be restarted")
-                        }
-                        StopReason::Deleted => format!("Stopping container {name}"),
-                        StopReason::SandboxLost => "Pod sandbox changed, it will be killed and re-created".to_string(),
-                    };
-                    // The grace period covers leaving the Services, the preStop hook and the
-                    // SIGTERM wait together, as in Kubernetes (with at least 2 s left for SIGTERM).
-                    let started = Instant::now();
-                    if reason == StopReason::Deleted && !self.left_endpoints {
-                        self.leave_endpoints(pod, grace).await;
-                        self.left_endpoints = true;
-                    }
-                    self.event(pod, "Normal", "Killing", &message).await;
-                    if reason != StopReason::SandboxLost {
-                        if let Some(c) = pod.spec.containers.iter().find(|c| c.name == name) {
-                            self.pre_stop(c, &id, grace).await;
-                        }
-                    }
-                    let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace));
-                    self.runtime.stop(&id, left).await?;
+                    self.stop_container(pod, &id, &name, grace, reason, Instant::now()).await?;
                 }
                 Action::Remove { id } => match self.runtime.remove(&id).await {
                     Ok(()) | Err(RuntimeError::NotFound(_)) => {}
@@ -297,6 +297,32 @@ impl PodWorker {
             service_access: self.config.service_access.as_ref(),
             services,
         }
+    }
+
+    /// Stops container `name` (runtime id `id`) for `reason`: an event, its preStop hook (not for a
+    /// lost sandbox), then SIGTERM and what is left of `grace` since `started` (at least 2 s).
+    async fn stop_container(
+        &self,
+        pod: &Pod,
+        id: &str,
+        name: &str,
+        grace: Duration,
+        reason: StopReason,
+        started: Instant,
+    ) -> Result<(), RuntimeError> {
+        let message = match reason {
+            StopReason::Unhealthy => format!("Container {name} failed its liveness probe, will be restarted"),
+            StopReason::Deleted => format!("Stopping container {name}"),
+            StopReason::SandboxLost => "Pod sandbox changed, it will be killed and re-created".to_string(),
+        };
+        self.event(pod, "Normal", "Killing", &message).await;
+        if reason != StopReason::SandboxLost {
+            if let Some(c) = pod.spec.containers.iter().find(|c| c.name == name) {
+                self.pre_stop(c, id, grace).await;
+            }
+        }
+        let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace));
+        self.runtime.stop(id, left).await
     }
 
     /// Before a deleted pod's containers get SIGTERM, waits until no proxy sends it new
@@ -591,5 +617,55 @@ impl PodWorker {
             Ok(stored) => self.written = Some((status, rv(&stored.meta().resource_version))),
             Err(e) => tracing::debug!(pod = %pod.metadata.name, error = %e, "status update (retried next round)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use skiff_api::memory::MemoryApi;
+
+    use super::*;
+    use crate::memory::{MemoryProber, MemoryRuntime};
+
+    fn config() -> WorkerConfig {
+        WorkerConfig {
+            cluster_id: "c".into(),
+            node: "n1".into(),
+            host_ip: None,
+            extra_labels: BTreeMap::new(),
+            sandbox_image: "pause".into(),
+            network: None,
+            service_access: None,
+            backoff: BackoffConfig::default(),
+            resync: Duration::from_secs(10),
+            starts: Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS)),
+        }
+    }
+
+    /// Issue 12, defect 14: a deleted pod's containers were stopped one after another, each with
+    /// the whole grace period (two containers that ignore SIGTERM took two grace periods).
+    #[tokio::test]
+    async fn a_deleted_pods_containers_stop_together() {
+        let runtime = Arc::new(MemoryRuntime::with_stops_together(2));
+        let api = Arc::new(MemoryApi::new());
+        let mut pod = Pod::default();
+        pod.metadata.name = "two".into();
+        pod.metadata.namespace = "default".into();
+        pod.spec.node_name = Some("n1".into());
+        for name in ["a", "b"] {
+            pod.spec.containers.push(Container { name: name.into(), image: "web:1".into(), ..Default::default() });
+        }
+        let Ok(Object::Pod(mut pod)) = api.create(Object::Pod(pod)).await else { panic!("create the pod") };
+        let mut worker = PodWorker::new(runtime.clone(), Arc::new(MemoryProber::new()), api, config());
+        worker.step(&pod).await.expect("start the pod");
+        let running = runtime.list(&BTreeMap::new()).await.expect("list");
+        assert_eq!(running.iter().filter(|c| matches!(c.state, ContainerState::Running { .. })).count(), 3);
+        pod.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        pod.metadata.deletion_grace_period_seconds = Some(30);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), worker.step(&pod)).await;
+        assert!(stopped.is_ok(), "both containers' stops were in flight at once");
+        let left = runtime.list(&BTreeMap::new()).await.expect("list");
+        let app_running = left.iter().filter(|c| c.labels.get(LABEL_CONTAINER).is_some_and(|n| n != SANDBOX));
+        assert!(app_running.clone().all(|c| !matches!(c.state, ContainerState::Running { .. })), "{left:?}");
     }
 }

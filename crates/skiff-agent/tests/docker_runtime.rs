@@ -120,3 +120,22 @@ async fn docker_runtime_runs_containers_that_share_a_pod_network() {
     assert!(rt.list(&run_labels(&run)).await.expect("list").is_empty());
     assert!(matches!(rt.inspect(&web).await, Err(RuntimeError::NotFound(_))));
 }
+
+/// Issue 12, defect 15 said "no Docker engine" was remembered forever after one failed first use.
+/// Not so (the finding is wrong for this code): the client is made on first success only, so an
+/// engine that comes up later is used. Shown with a socket path that appears after the first call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_an_engine_that_answers_later_is_used_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("docker.sock");
+    let rt = DockerRuntime::new(socket.to_str());
+    let labels = run_labels("absent");
+    assert!(matches!(rt.list(&labels).await, Err(RuntimeError::Engine(_))), "no engine behind the socket yet");
+    let engine = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    std::os::unix::fs::symlink(&engine, &socket).expect("link the engine's socket");
+    let listed = rt.list(&labels).await.expect("the engine, now that it answers");
+    assert!(listed.is_empty(), "{listed:?}");
+}

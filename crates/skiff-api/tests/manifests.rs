@@ -258,6 +258,44 @@ spec:
     }
 }
 
+/// Issue 12, defect 10: a probe could be aimed at any host, and a path or header with a line break
+/// wrote a second request on the probe's connection.
+#[test]
+fn probes_and_hooks_reach_only_the_pod_and_send_one_clean_request() {
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+  - name: c
+    image: web:1
+    readinessProbe:
+      httpGet:
+        port: 80
+        host: 10.0.0.1
+        path: "/healthz HTTP/1.0\r\n\r\nGET /admin"
+        httpHeaders: [{name: "X A", value: "1"}, {name: X-B, value: "1\r\nX-Injected: 1"}]
+    livenessProbe:
+      tcpSocket: {port: 80, host: 169.254.169.254}
+    lifecycle:
+      preStop:
+        httpGet: {port: 80, path: relative}
+"#;
+    let errors = errors_of(pod);
+    let expect = [
+        "spec.containers[0].readinessProbe.httpGet.host: not supported: probes and hooks reach the pod's own IP",
+        "spec.containers[0].readinessProbe.httpGet.path: \"/healthz HTTP/1.0\\r\\n\\r\\nGET /admin\" contains ' '",
+        "spec.containers[0].readinessProbe.httpGet.httpHeaders[0].name: \"X A\" is not an HTTP header name",
+        "spec.containers[0].readinessProbe.httpGet.httpHeaders[1].value: \"1\\r\\nX-Injected: 1\" contains a control character",
+        "spec.containers[0].livenessProbe.tcpSocket.host: not supported",
+        "spec.containers[0].lifecycle.preStop.httpGet.path: \"relative\" must start with '/'",
+    ];
+    for e in expect {
+        assert!(errors.iter().any(|m| m.contains(e)), "missing {e:?} in {errors:#?}");
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+}
+
 #[test]
 fn quantities_and_labels_are_checked_when_read() {
     let errors = errors_of("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: web\n    image: web:1\n    resources:\n      limits:\n        cpu: lots\n");

@@ -325,6 +325,8 @@ fn membership_error(e: MembershipError) -> ServeError {
         MembershipError::Invalid(m) => ApiError::bad_request(m).into(),
         MembershipError::NotLeader => ServeError::NotLeader(None),
         MembershipError::Raft(m) => ApiError::unavailable(format!("membership change failed: {m}")).into(),
+        // The learner was added: the call must not be repeated as if nothing happened.
+        MembershipError::NotCaughtUp { .. } => ApiError::conflict(e.to_string()).into(),
     }
 }
 

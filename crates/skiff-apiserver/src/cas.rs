@@ -3,8 +3,9 @@
 //! The leader reads the key from its own replica, a pure decision says what to write, and the write
 //! expects the revisions it read, so two writers never silently overwrite each other. A write that
 //! lost a race is decided again on fresh data, unless the caller pinned a resourceVersion: then the
-//! loss is the caller's conflict. No quorum round is needed before a write; a pinned
-//! resourceVersion that the replica does not show is confirmed with one before it is called stale.
+//! loss is the caller's conflict. No quorum round is needed before a write (its commit is one); a
+//! decision to write nothing is confirmed with one, and so is a pinned resourceVersion that the
+//! replica does not show before it is called stale.
 
 use std::future::Future;
 
@@ -60,8 +61,17 @@ where
                 return Err(stale_at(what, rv, kv.mod_revision).into());
             }
         }
+        let read_at = kv.as_ref().map(|kv| kv.mod_revision);
         match decide(kv).await? {
-            Step::Done(answer) => return Ok((answer, None)),
+            // Nothing to write, so nothing proves this member still leads: its replica may be a
+            // deposed leader's, behind the cluster. A quorum round confirms it leads and has
+            // applied every committed write; if the key moved meanwhile, decide again.
+            Step::Done(answer) => {
+                store.read_barrier(ReadConsistency::Linearizable).await?;
+                if store.get_local(key)?.map(|kv| kv.mod_revision) == read_at {
+                    return Ok((answer, None));
+                }
+            }
             Step::Write(ops, answer) => match store.write(ops).await {
                 Ok(r) if r.conflict.is_none() => return Ok((answer, Some(r.revision))),
                 Ok(_) | Err(StoreError::Conflict(_)) if pinned.is_none() => continue,

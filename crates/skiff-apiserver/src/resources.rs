@@ -319,7 +319,17 @@ impl Resources {
         let pinned = keys::resource_version(&object)?;
         let namespace = namespace_of(kind, &object.meta().namespace);
         let name = object.meta().name.clone();
+        let uid = object.meta().uid.clone();
         self.modify(kind, &namespace, &name, pinned, |current| {
+            // A status written for an object that was deleted and created again under the same
+            // name belongs to the old one: refused, never copied onto the new one.
+            if !uid.is_empty() && uid != current.meta().uid {
+                return Err(ApiError::conflict(format!(
+                    "{} has uid {}, not {uid}: it was replaced; the status is not written",
+                    current.describe(),
+                    current.meta().uid
+                )));
+            }
             current.copy_status_from(&object);
             Ok(())
         })

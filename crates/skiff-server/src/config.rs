@@ -57,6 +57,9 @@ pub struct RaftSettings {
     pub write_timeout_ms: u64,
     /// Raft entries proposed but not yet applied at once; concurrent writes share the next entry.
     pub max_in_flight_entries: usize,
+    /// The largest snapshot this member receives from a leader, in bytes (a chunk beyond it is
+    /// refused, so a forged one cannot make it allocate without bound).
+    pub max_snapshot_bytes: u64,
 }
 
 impl Default for RaftSettings {
@@ -82,6 +85,7 @@ impl Default for RaftSettings {
             watch_history_revisions: 100_000,
             write_timeout_ms: 10_000,
             max_in_flight_entries: 4,
+            max_snapshot_bytes: skiff_store::inbound::InboundLimits::default().max_snapshot_bytes,
         }
     }
 }
@@ -102,6 +106,11 @@ impl RaftSettings {
             purge_batch_size: self.snapshot_every.clamp(1, 256),
             ..Default::default()
         }
+    }
+
+    /// What the member accepts from its peers.
+    pub fn inbound_limits(&self) -> skiff_store::inbound::InboundLimits {
+        skiff_store::inbound::InboundLimits { max_snapshot_bytes: self.max_snapshot_bytes }
     }
 
     pub fn write_timeout(&self) -> Duration {

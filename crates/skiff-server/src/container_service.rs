@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use skiff_agent::pod_spec::{LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID};
-use skiff_agent::runtime::{ContainerInfo, ContainerRuntime, LogOptions};
+use skiff_agent::runtime::{ContainerInfo, ContainerRuntime, LogOptions, RuntimeError, MAX_EXEC_TIMEOUT};
 use skiff_api::api::{Consistency, ResourceApi};
 use skiff_api::{Kind, Object};
 use skiff_apiserver::ApiServer;
@@ -162,11 +162,22 @@ impl Containers for ContainerService {
                 .await
                 .map_err(|s| forwarded_status(s, &addr, true));
         }
+        let timeout = Duration::from_secs(if msg.timeout_seconds == 0 { 60 } else { msg.timeout_seconds });
+        if timeout > MAX_EXEC_TIMEOUT {
+            return Err(Status::invalid_argument(format!(
+                "timeout_seconds: {} is more than the longest an exec may run ({} s)",
+                msg.timeout_seconds,
+                MAX_EXEC_TIMEOUT.as_secs()
+            )));
+        }
         let container = self.container(&pod, &msg.container, false).await?;
         let runtime = self.runtime()?;
-        let timeout = Duration::from_secs(if msg.timeout_seconds == 0 { 60 } else { msg.timeout_seconds });
-        let out =
-            runtime.exec(&container.id, &msg.command, timeout).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let out = runtime.exec(&container.id, &msg.command, timeout).await.map_err(|e| match e {
+            // It ran: a retry elsewhere would run it twice.
+            RuntimeError::TimedOut(m) => Status::deadline_exceeded(format!("{m} on node {:?}", self.node)),
+            RuntimeError::NotFound(m) => Status::not_found(m),
+            e => Status::unavailable(e.to_string()),
+        })?;
         Ok(Response::new(ExecResponse { exit_code: out.exit_code, output: out.output }))
     }
 }

@@ -105,7 +105,7 @@ impl Node {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(RaftService::server(store.raft().clone()))
+            .add_service(RaftService::server(store.raft().clone(), config.raft.inbound_limits()))
             .add_service(
                 MembersServer::new(MemberService { api: api.clone() })
                     .max_decoding_message_size(MAX_RESPONSE_BYTES)

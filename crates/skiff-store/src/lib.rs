@@ -13,7 +13,8 @@
 //! - [`state_machine`]: the objects, their revisions and the watch history in sled
 //!   (`RaftStateMachine`), with snapshots.
 //! - [`watch`]: watch streams served from the local replica.
-//! - [`network`]: the Raft network client over tonic; [`raft_service`]: its server side.
+//! - [`network`]: the Raft network client over tonic; [`raft_service`]: its server side, which
+//!   refuses what [`inbound`] does not admit (terms that would overflow, oversized snapshots).
 //! - `proposer`: groups concurrent writes into one Raft entry (one flush for many writes).
 //! - [`store`]: [`store::KvStore`], the handle the API layer uses: writes, reads, watches.
 //! - [`leadership`]: who leads ([`Leadership`], watched) and each member's status, as values.
@@ -21,6 +22,7 @@
 //! - [`metrics`]: what the store counts for `/metrics`.
 
 pub mod codec;
+pub mod inbound;
 pub mod leadership;
 pub mod log_store;
 pub mod membership;

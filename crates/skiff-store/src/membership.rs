@@ -4,6 +4,7 @@
 //! replica. [`desired_voters`] is the pure decision; [`Membership`] applies it through openraft.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use openraft::ChangeMembers;
 use tokio::sync::Mutex;
@@ -59,6 +60,8 @@ pub enum MembershipError {
     Invalid(String),
     #[error("this member is not the leader")]
     NotLeader,
+    #[error("member {id} ({addr}) was added as a learner but did not catch up within {secs} s: is the address reachable from the leader? It stays a learner until `skiff cluster remove-member {id}`")]
+    NotCaughtUp { id: u64, addr: String, secs: u64 },
     #[error("membership change failed: {0}")]
     Raft(String),
 }
@@ -75,11 +78,16 @@ pub struct Membership {
     store: KvStore,
     /// Changes are read-modify-write of the membership: serialize them.
     lock: Mutex<()>,
+    /// How long a new member may take to catch up before `add` gives up on it.
+    catch_up: Duration,
 }
+
+/// How long a new member may take to catch up as a learner, by default.
+pub const CATCH_UP: Duration = Duration::from_secs(60);
 
 impl Membership {
     pub fn new(store: KvStore) -> Self {
-        Self { store, lock: Mutex::new(()) }
+        Self { store, lock: Mutex::new(()), catch_up: CATCH_UP }
     }
 
     /// The current voters and all members with their addresses, from this member's view.
@@ -99,24 +107,54 @@ impl Membership {
     }
 
     /// Adds a member: it catches up as a learner, then voters are rebalanced. The caller has
-    /// checked the name and address.
+    /// checked the name and address. The wait for the learner holds no lock, so a member that
+    /// never answers (a wrong address) keeps no other change waiting: it can be removed meanwhile.
     pub async fn add(&self, id: u64, member: Member) -> Result<MembershipView, MembershipError> {
+        {
+            let _one = self.lock.lock().await;
+            self.ensure_leader()?;
+            if id == 0 {
+                return Err(MembershipError::Invalid("member id must be positive".into()));
+            }
+            let (_, nodes) = self.current();
+            if let Some(existing) = nodes.get(&id) {
+                return Err(MembershipError::IdInUse { id, existing: existing.clone() });
+            }
+            if let Some((other, _)) = nodes.iter().find(|(_, m)| m.name == member.name) {
+                return Err(MembershipError::NameInUse { name: member.name.clone(), id: *other });
+            }
+            tracing::info!(id, %member, "adding member as learner");
+            let raft = self.store.raft();
+            raft.add_learner(id, member.clone(), false).await.map_err(|e| MembershipError::Raft(e.to_string()))?;
+        }
+        self.caught_up(id, &member.addr).await?;
         let _one = self.lock.lock().await;
         self.ensure_leader()?;
-        if id == 0 {
-            return Err(MembershipError::Invalid("member id must be positive".into()));
+        if !self.current().1.contains_key(&id) {
+            return Err(MembershipError::Invalid(format!("member {id} was removed while it caught up")));
         }
-        let (_, nodes) = self.current();
-        if let Some(existing) = nodes.get(&id) {
-            return Err(MembershipError::IdInUse { id, existing: existing.clone() });
-        }
-        if let Some((other, _)) = nodes.iter().find(|(_, m)| m.name == member.name) {
-            return Err(MembershipError::NameInUse { name: member.name.clone(), id: *other });
-        }
-        tracing::info!(id, %member, "adding member as learner");
-        self.store.raft().add_learner(id, member, true).await.map_err(|e| MembershipError::Raft(e.to_string()))?;
         self.rebalance().await?;
         Ok(self.view())
+    }
+
+    /// Waits until learner `id` has replicated the log as far as it was when it was added.
+    async fn caught_up(&self, id: u64, addr: &str) -> Result<(), MembershipError> {
+        let raft = self.store.raft();
+        let target = raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let matched = move |m: &openraft::RaftMetrics<u64, Member>| {
+            let progress = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
+            progress.is_some_and(|log_id| log_id.index >= target)
+        };
+        let gone = move |m: &openraft::RaftMetrics<u64, Member>| {
+            !m.membership_config.membership().nodes().any(|(n, _)| *n == id)
+        };
+        match raft.wait(Some(self.catch_up)).metrics(move |m| matched(m) || gone(m), "the learner caught up").await {
+            Ok(_) => Ok(()),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Err(MembershipError::NotLeader),
+            Err(openraft::metrics::WaitError::Timeout(..)) => {
+                Err(MembershipError::NotCaughtUp { id, addr: addr.to_string(), secs: self.catch_up.as_secs() })
+            }
+        }
     }
 
     /// Removes a member, rebalancing the voters so they stay odd.

@@ -158,6 +158,9 @@ pub struct Shared {
     closing: tokio::sync::watch::Sender<bool>,
     config: StateMachineConfig,
     snapshot_seq: AtomicU64,
+    /// Held while the snapshot file is written: a snapshot being built and one being installed
+    /// write it one at a time. Holds the last log id of the file on disk, once known.
+    snapshot_file: std::sync::Mutex<Option<Option<LogId<u64>>>>,
 }
 
 /// openraft's view of the state machine. Cheap to clone.
@@ -207,6 +210,7 @@ impl StateMachineStore {
             closing: tokio::sync::watch::Sender::new(false),
             config,
             snapshot_seq: AtomicU64::new(0),
+            snapshot_file: std::sync::Mutex::new(None),
         });
         let sm = Self { shared };
         sm.recover()?;
@@ -358,9 +362,24 @@ impl Shared {
         codec::decode(&bytes).map(Some).map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 
-    /// Writes the snapshot file atomically (temp file, fsync, rename, fsync of the directory).
+    /// Writes the snapshot file atomically (temp file, fsync, rename, fsync of the directory), one
+    /// writer at a time, and never over a newer one: a snapshot built from a cut taken before an
+    /// install finished is older than the installed one and is not written.
     fn write_snapshot_file(&self, file: &SnapshotFile) -> StorageResult<()> {
         let sig = Some(file.meta.signature());
+        let mut on_disk = self
+            .snapshot_file
+            .lock()
+            .map_err(|_| StorageIOError::write_snapshot(sig.clone(), AnyError::error("lock poisoned")))?;
+        let current = match *on_disk {
+            Some(last) => last,
+            None => self.read_snapshot_file()?.and_then(|f| f.meta.last_log_id),
+        };
+        if current > file.meta.last_log_id {
+            tracing::info!(snapshot = %file.meta.snapshot_id, ?current, "not written: the snapshot on disk is newer");
+            *on_disk = Some(current);
+            return Ok(());
+        }
         let bytes = codec::encode(file).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let write = || -> std::io::Result<()> {
@@ -370,7 +389,9 @@ impl Shared {
             std::fs::rename(&tmp, self.snapshot_path())?;
             std::fs::File::open(&self.dir)?.sync_all()
         };
-        write().map_err(|e| StorageIOError::write_snapshot(sig, &e).into())
+        write().map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        *on_disk = Some(file.meta.last_log_id);
+        Ok(())
     }
 
     /// Takes a consistent cut of the state machine.
@@ -679,5 +700,36 @@ mod tests {
         assert_eq!(prev, [Some(0), None, Some(4)], "created: 0; updated: unknown; deleted: its last revision");
         let new = codec::encode_as(codec::FORMAT_V2, &changes).expect("encode");
         assert_eq!(decode_history(&new).expect("decode"), changes);
+    }
+
+    /// Issue 12, defect 7: a snapshot being built and one being installed wrote the same temporary
+    /// file, so an older snapshot could replace a newer one (or the two could mix into a file that
+    /// keeps the member from starting). Writes are one at a time, and an older one never lands.
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = StateMachineStore::open(dir.path(), StateMachineConfig::default()).expect("open");
+        let file = |index: u64| SnapshotFile {
+            meta: SnapshotMeta {
+                last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: format!("s{index}"),
+            },
+            payload: vec![index as u8],
+        };
+        sm.shared.write_snapshot_file(&file(10)).expect("the newer one");
+        sm.shared.write_snapshot_file(&file(5)).expect("the older one is skipped, not an error");
+        let on_disk = sm.shared.read_snapshot_file().expect("read").expect("a file");
+        assert_eq!(on_disk.meta.snapshot_id, "s10");
+        // Writers on several threads at once leave one whole file, the newest.
+        std::thread::scope(|scope| {
+            for index in [20u64, 15, 30, 25] {
+                let sm = &sm;
+                scope.spawn(move || sm.shared.write_snapshot_file(&file(index)).expect("write"));
+            }
+        });
+        let on_disk = sm.shared.read_snapshot_file().expect("a whole file").expect("a file");
+        assert_eq!(on_disk.meta.snapshot_id, "s30");
+        assert_eq!(on_disk.payload, [30]);
     }
 }

@@ -594,15 +594,66 @@ fn probe_port(errs: &mut Errors, p: &FieldPath, port: &IntOrString, c: &Containe
 fn hook_ports(errs: &mut Errors, p: &FieldPath, h: &LifecycleHandler, c: &Container) {
     if let Some(g) = &h.http_get {
         probe_port(errs, &p.at("httpGet.port"), &g.port, c);
+        no_host(errs, &p.at("httpGet.host"), &g.host);
+        if let Some(path) = &g.path {
+            errs.check(&p.at("httpGet.path"), check_http_path(path));
+        }
+        for (i, h) in g.http_headers.iter().enumerate() {
+            let hp = p.at("httpGet.httpHeaders").index(i);
+            errs.check(&hp.at("name"), check_header_name(&h.name));
+            errs.check(&hp.at("value"), check_header_value(&h.value));
+        }
     }
     if let Some(t) = &h.tcp_socket {
         probe_port(errs, &p.at("tcpSocket.port"), &t.port, c);
+        no_host(errs, &p.at("tcpSocket.host"), &t.host);
     }
     if let Some(e) = &h.exec {
         if e.command.is_empty() {
             errs.add(p.at("exec.command"), "required: the command to run");
         }
     }
+}
+
+/// Probes and hooks reach the pod's own IP: a `host` would have the member send requests wherever
+/// the pod's author points them (other pods, the members' own ports), so it is refused. Kubernetes
+/// itself advises setting the `Host` header instead.
+fn no_host(errs: &mut Errors, p: &FieldPath, host: &Option<String>) {
+    if host.as_deref().is_some_and(|h| !h.is_empty()) {
+        errs.add(
+            p.clone(),
+            "not supported: probes and hooks reach the pod's own IP (set a Host header in httpHeaders instead)",
+        );
+    }
+}
+
+/// An HTTP request target: an absolute path of visible ASCII (no spaces or line breaks, which
+/// would end the request line and start another request).
+pub fn check_http_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with '/'"));
+    }
+    if let Some(bad) = path.chars().find(|ch| !ch.is_ascii_graphic()) {
+        return Err(format!("{path:?} contains {bad:?}: only visible ASCII characters (percent-encode the others)"));
+    }
+    Ok(())
+}
+
+/// An HTTP header name: a token (RFC 9110 5.1).
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    const SPECIAL: &str = "!#$%&'*+-.^_`|~";
+    if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || SPECIAL.contains(ch)) {
+        return Err(format!("{name:?} is not an HTTP header name (letters, digits and {SPECIAL})"));
+    }
+    Ok(())
+}
+
+/// An HTTP header value: visible characters, spaces and tabs, no line breaks (RFC 9110 5.5).
+pub fn check_header_value(value: &str) -> Result<(), String> {
+    if value.chars().any(|ch| ch.is_control() && ch != '\t') {
+        return Err(format!("{value:?} contains a control character (a line break would start another header)"));
+    }
+    Ok(())
 }
 
 fn validate_probe(errs: &mut Errors, p: &FieldPath, field: &str, probe: &Probe, c: &Container) {
