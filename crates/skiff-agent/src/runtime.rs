@@ -100,6 +100,10 @@ pub enum RuntimeError {
     TimedOut(String),
 }
 
+/// Processes one container may run at once (a fork bomb in one pod stays in it). Docker sets no
+/// limit by default.
+pub const PIDS_LIMIT: i64 = 4096;
+
 /// The most output an exec keeps (a probe's, or one a user asked for): beyond it the rest is
 /// dropped and the output says so, so no command can make a member hold more.
 pub const MAX_EXEC_OUTPUT: usize = 16 << 20;

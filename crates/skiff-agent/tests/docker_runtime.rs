@@ -139,3 +139,23 @@ async fn docker_an_engine_that_answers_later_is_used_then() {
     let listed = rt.list(&labels).await.expect("the engine, now that it answers");
     assert!(listed.is_empty(), "{listed:?}");
 }
+
+/// Issue 12, build 3: every container Skiff starts gains no privilege (no-new-privileges), runs at
+/// most `PIDS_LIMIT` processes, and has the engine's default capabilities and nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_containers_get_safe_defaults() {
+    let run = format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let _cleanup = Cleanup(run.clone());
+    let rt = DockerRuntime::connect(None).await.expect("the Docker engine");
+    let id = running(&rt, &spec(&run, "safe", &["sleep", "3600"])).await;
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{json .HostConfig.SecurityOpt}} {{.HostConfig.PidsLimit}} {{json .HostConfig.CapAdd}} {{.HostConfig.Privileged}}", &id])
+        .output()
+        .expect("docker inspect");
+    let seen = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    assert_eq!(seen, format!("[\"no-new-privileges:true\"] {} null false", skiff_agent::runtime::PIDS_LIMIT));
+    // Inside: the kernel enforces it (NoNewPrivs in the process status).
+    let grep: Vec<String> = ["grep", "NoNewPrivs", "/proc/self/status"].map(String::from).to_vec();
+    let status = rt.exec(&id, &grep, Duration::from_secs(10)).await.expect("exec");
+    assert!(String::from_utf8_lossy(&status.output).contains("NoNewPrivs:\t1"), "{:?}", status.output);
+}
