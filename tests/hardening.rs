@@ -280,3 +280,59 @@ async fn a_deposed_leader_does_not_answer_unchanged_from_its_stale_replica() {
     }
     cluster.shutdown().await;
 }
+
+/// Defect 17, the agent half, said a member whose data was wiped started its agent before it had
+/// caught up and removed the containers of pods it had not replayed yet. Not so here (the finding
+/// is wrong for this code): the agent waits for the cluster's id in its replica, and decides about
+/// orphans only once its pod reflector has listed with a linearizable read, which waits until the
+/// replica has applied everything the leader had committed. Shown with a long log replayed in small
+/// appends, where the id arrives long before the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_data_was_wiped_keeps_its_pods_containers_while_it_catches_up() {
+    use skiff_api::api::{Consistency, ResourceApi};
+    use skiff_api::{Kind, Object};
+    use skiff_server::config::{AgentSettings, RuntimeKind};
+
+    let agent = AgentSettings { runtime: RuntimeKind::Memory, heartbeat_ms: 500, ..AgentSettings::default() };
+    // A long log replayed in small appends and no snapshot: the wiped member learns the cluster's
+    // id (its agent starts) long before it learns of the pod at the end of the log.
+    let raft = skiff_server::config::RaftSettings { max_payload_entries: 4, snapshot_every: 100_000, ..test_raft() };
+    let mut cluster = TestCluster::start_with_agent(3, raft, agent).await;
+    cluster.leader(T).await;
+    let api = cluster.nodes[&1].api().clone();
+    let client = cluster.client();
+    for i in 0..600 {
+        put(&client, &format!("filler/{i}"), "x").await.expect("a filler write");
+    }
+    // A pod bound to node3 (never the bootstrapping member 1, whose wiped data would start a new cluster).
+    let mut pod = skiff_api::kinds::Pod::default();
+    pod.metadata.name = "kept".into();
+    pod.spec.node_name = Some("node3".into());
+    pod.spec.containers.push(skiff_api::kinds::pod::Container {
+        name: "app".into(),
+        image: "web:1".into(),
+        ..Default::default()
+    });
+    api.apply(Object::Pod(pod), false).await.expect("apply the pod");
+    common::eventually("the pod running on node3", T, || async {
+        let Ok(Object::Pod(p)) = api.get(Kind::Pod, "default", "kept", Consistency::Stale).await else { return None };
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let runtime = cluster.pods[&3].clone().expect("node3 runs pods");
+    let ids = || async {
+        let listed = runtime.containers.list(&Default::default()).await.unwrap_or_default();
+        listed.into_iter().map(|c| c.id).collect::<std::collections::BTreeSet<_>>()
+    };
+    let before = ids().await;
+    assert_eq!(before.len(), 2, "the sandbox and the app container");
+
+    cluster.stop(3).await;
+    std::fs::remove_dir_all(&cluster.configs[&3].data_dir).expect("wipe node3's data");
+    cluster.restart(3).await;
+    common::consistently("node3 keeps the pod's containers", Duration::from_secs(3), || async {
+        ids().await == before
+    })
+    .await;
+    cluster.shutdown().await;
+}
