@@ -26,13 +26,7 @@ if [ "${1:-}" = "--smoke" ]; then
   shift
 fi
 
-if ! command -v etcd >/dev/null 2>&1; then
-  echo "== installing etcd-server (the reference)"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq etcd-server >/dev/null
-fi
+bash scripts/apt-install.sh etcd etcd-server "the reference"
 
 # A full run keeps everything it prints (each run's table and the summary) in bench/results/.
 if [ ${#smoke[@]} -eq 0 ]; then

@@ -24,13 +24,7 @@ echo "== building the release binary"
 cargo build --release --bin skiff
 
 # The service proxy's kernel data path (`[services] data_path = "nftables"`) runs `nft`.
-if ! command -v nft >/dev/null 2>&1; then
-  echo "== installing nftables (its nft goes into the image)"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nftables >/dev/null
-fi
+bash scripts/apt-install.sh nft nftables "its nft goes into the image"
 
 echo "== staging the binaries and their shared libraries in $stage"
 rm -rf "$stage"

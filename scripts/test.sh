@@ -9,14 +9,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-if ! command -v strace >/dev/null 2>&1; then
-  # tests/durability.rs proves with strace that acknowledged writes were synced first.
-  echo "== installing strace"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq strace >/dev/null
-fi
+# tests/durability.rs proves with strace that acknowledged writes were synced first.
+bash scripts/apt-install.sh strace strace "the durability tests trace syncs"
 
 echo "== clearing leftovers labelled skiff.test"
 if docker info >/dev/null 2>&1; then

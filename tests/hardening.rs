@@ -24,6 +24,26 @@ fn message<T: serde::Serialize>(rpc: &T) -> RaftMessage {
     RaftMessage { data: codec::encode(rpc).expect("encode"), error: Vec::new() }
 }
 
+/// Creates pod `name` of one container (bound to `node`, or scheduled) and waits until it runs.
+async fn running_pod(api: &skiff_apiserver::ApiServer, name: &str, node: Option<&str>) {
+    use skiff_api::api::{Consistency, ResourceApi};
+    use skiff_api::{Kind, Object};
+    let mut pod = skiff_api::kinds::Pod::default();
+    pod.metadata.name = name.into();
+    pod.spec.node_name = node.map(str::to_string);
+    pod.spec.containers.push(skiff_api::kinds::pod::Container {
+        name: "app".into(),
+        image: "web:1".into(),
+        ..Default::default()
+    });
+    api.apply(Object::Pod(pod), false).await.expect("apply the pod");
+    common::eventually(&format!("pod {name} running"), T, || async {
+        let Ok(Object::Pod(p)) = api.get(Kind::Pod, "default", name, Consistency::Stale).await else { return None };
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+}
+
 /// Writes keep being acknowledged through `id` for `duration` (several election timeouts).
 async fn keeps_working(cluster: &TestCluster, id: u64, duration: Duration) {
     let client = cluster.client_of(id);
@@ -101,8 +121,6 @@ async fn a_forged_snapshot_chunk_far_beyond_the_maximum_size_is_refused() {
 /// ran it again on the next member. Now DEADLINE_EXCEEDED, which no client retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exec_that_ran_out_of_time_is_not_run_again_elsewhere() {
-    use skiff_api::api::{Consistency, ResourceApi};
-    use skiff_api::{Kind, Object};
     use skiff_proto::api::containers_client::ContainersClient;
     use skiff_proto::api::ExecRequest;
     use skiff_server::config::{AgentSettings, RuntimeKind};
@@ -111,19 +129,7 @@ async fn an_exec_that_ran_out_of_time_is_not_run_again_elsewhere() {
     let cluster = TestCluster::start_with_agent(3, test_raft(), agent).await;
     cluster.leader(T).await;
     let api = cluster.nodes[&1].api().clone();
-    let mut pod = skiff_api::kinds::Pod::default();
-    pod.metadata.name = "slow".into();
-    pod.spec.containers.push(skiff_api::kinds::pod::Container {
-        name: "app".into(),
-        image: "web:1".into(),
-        ..Default::default()
-    });
-    api.apply(Object::Pod(pod), false).await.expect("apply the pod");
-    common::eventually("the pod running", T, || async {
-        let Ok(Object::Pod(p)) = api.get(Kind::Pod, "default", "slow", Consistency::Stale).await else { return None };
-        (p.status?.phase.as_deref() == Some("Running")).then_some(())
-    })
-    .await;
+    running_pod(&api, "slow", None).await;
     let req = ExecRequest {
         namespace: "default".into(),
         pod: "slow".into(),
@@ -289,8 +295,6 @@ async fn a_deposed_leader_does_not_answer_unchanged_from_its_stale_replica() {
 /// appends, where the id arrives long before the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_data_was_wiped_keeps_its_pods_containers_while_it_catches_up() {
-    use skiff_api::api::{Consistency, ResourceApi};
-    use skiff_api::{Kind, Object};
     use skiff_server::config::{AgentSettings, RuntimeKind};
 
     let agent = AgentSettings { runtime: RuntimeKind::Memory, heartbeat_ms: 500, ..AgentSettings::default() };
@@ -305,20 +309,7 @@ async fn a_member_whose_data_was_wiped_keeps_its_pods_containers_while_it_catche
         put(&client, &format!("filler/{i}"), "x").await.expect("a filler write");
     }
     // A pod bound to node3 (never the bootstrapping member 1, whose wiped data would start a new cluster).
-    let mut pod = skiff_api::kinds::Pod::default();
-    pod.metadata.name = "kept".into();
-    pod.spec.node_name = Some("node3".into());
-    pod.spec.containers.push(skiff_api::kinds::pod::Container {
-        name: "app".into(),
-        image: "web:1".into(),
-        ..Default::default()
-    });
-    api.apply(Object::Pod(pod), false).await.expect("apply the pod");
-    common::eventually("the pod running on node3", T, || async {
-        let Ok(Object::Pod(p)) = api.get(Kind::Pod, "default", "kept", Consistency::Stale).await else { return None };
-        (p.status?.phase.as_deref() == Some("Running")).then_some(())
-    })
-    .await;
+    running_pod(&api, "kept", Some("node3")).await;
     let runtime = cluster.pods[&3].clone().expect("node3 runs pods");
     let ids = || async {
         let listed = runtime.containers.list(&Default::default()).await.unwrap_or_default();
