@@ -7,8 +7,13 @@
 //!
 //! Two writes that touch the same key never share an entry (the later one waits for the next), so
 //! a key changes at most once per revision and compare-and-swap on revisions stays exact.
+//!
+//! Its queue is bounded by bytes ([`MAX_QUEUED_BYTES`]): past it a write is refused at once
+//! (UNAVAILABLE, nothing applied) rather than held in memory. A write whose caller gave up (timed
+//! out, or went away) before it was proposed is dropped, never proposed: nobody waits for it.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +32,8 @@ use crate::Raft;
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
 /// An entry holds at most this many writes.
 pub const MAX_ENTRY_WRITES: usize = 4096;
+/// Bytes of keys and values waiting to be proposed, at most (64 entries' worth).
+pub const MAX_QUEUED_BYTES: usize = 64 * MAX_ENTRY_BYTES;
 
 type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
 
@@ -52,20 +59,36 @@ impl Pending {
 #[derive(Clone)]
 pub(crate) struct Proposer {
     tx: mpsc::UnboundedSender<Pending>,
+    /// Bytes of the writes queued and not yet proposed (or dropped).
+    queued: Arc<AtomicUsize>,
 }
 
 impl Proposer {
     /// Starts the proposer task for `raft`.
     pub(crate) fn start(raft: Raft, max_in_flight: usize, commit_timeout: Duration, metrics: StoreMetrics) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, max_in_flight.max(1), commit_timeout, metrics));
-        Self { tx }
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(raft, rx, queued.clone(), max_in_flight.max(1), commit_timeout, metrics));
+        Self { tx, queued }
     }
 
     /// Queues a write; the receiver gets its result once applied.
     pub(crate) fn submit(&self, ops: Vec<Op>) -> oneshot::Receiver<Result<WriteResult, StoreError>> {
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(p)) = self.tx.send(Pending { ops, reply }) {
+        let pending = Pending { ops, reply };
+        let size = pending.bytes();
+        let before = self.queued.fetch_add(size, Ordering::SeqCst);
+        // One write alone is always taken (its own size is checked by the API's limits).
+        if before > 0 && before + size > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(size, Ordering::SeqCst);
+            let _ = pending.reply.send(Err(StoreError::Unavailable(format!(
+                "this member has {} MiB of writes waiting to be proposed: retry shortly",
+                before >> 20
+            ))));
+            return rx;
+        }
+        if let Err(mpsc::error::SendError(p)) = self.tx.send(pending) {
+            self.queued.fetch_sub(size, Ordering::SeqCst);
             let _ = p.reply.send(Err(StoreError::Unavailable("the member is shutting down".into())));
         }
         rx
@@ -75,10 +98,16 @@ impl Proposer {
 async fn run(
     raft: Raft,
     mut rx: mpsc::UnboundedReceiver<Pending>,
+    queued: Arc<AtomicUsize>,
     max_in_flight: usize,
     commit_timeout: Duration,
     metrics: StoreMetrics,
 ) {
+    // Takes a write off the queue's count; `None` for one whose caller is gone (dropped here).
+    let dequeue = |p: Pending| {
+        queued.fetch_sub(p.bytes(), Ordering::SeqCst);
+        (!p.reply.is_closed()).then_some(p)
+    };
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     // Writes held back from the previous entry because they touched a key already in it.
     let mut held: VecDeque<Pending> = VecDeque::new();
@@ -86,9 +115,13 @@ async fn run(
         // Wait for room first: writes pile up meanwhile and go out together.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let first = match held.pop_front() {
+            Some(p) if p.reply.is_closed() => continue,
             Some(p) => p,
             None => match rx.recv().await {
-                Some(p) => p,
+                Some(p) => match dequeue(p) {
+                    Some(p) => p,
+                    None => continue,
+                },
                 None => return,
             },
         };
@@ -98,9 +131,13 @@ async fn run(
         let mut next_held = VecDeque::new();
         while batch.len() < MAX_ENTRY_WRITES && bytes < MAX_ENTRY_BYTES {
             let p = match held.pop_front() {
+                Some(p) if p.reply.is_closed() => continue,
                 Some(p) => p,
                 None => match rx.try_recv() {
-                    Ok(p) => p,
+                    Ok(p) => match dequeue(p) {
+                        Some(p) => p,
+                        None => continue,
+                    },
                     Err(_) => break,
                 },
             };

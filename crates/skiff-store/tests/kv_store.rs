@@ -292,3 +292,42 @@ async fn slow_watcher_is_dropped_and_never_slows_apply() {
     assert!(elapsed < Duration::from_secs(30), "apply went on: 400 writes in {elapsed:?}");
     store.shutdown().await;
 }
+
+/// Issue 12, defect 9 (the proposer's half): its queue was unbounded, and it proposed writes whose
+/// callers had given up. Past `MAX_QUEUED_BYTES` a write is refused at once (nothing applied), and a
+/// write abandoned before it was proposed is never applied.
+#[tokio::test(flavor = "current_thread")]
+async fn the_proposers_queue_is_bounded_by_bytes_and_abandoned_writes_are_not_proposed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = single(dir.path(), 1000, 64).await;
+    // Writes abandoned at once, first in the queue: polled once (queued), then dropped.
+    for i in 0..10 {
+        let mut abandoned = Box::pin(store.write(vec![put(&format!("/kv/abandoned/{i}"), "x")]));
+        assert!(futures::poll!(abandoned.as_mut()).is_pending(), "queued");
+        drop(abandoned);
+    }
+    // Then 100 MiB submitted together (the proposer task cannot run meanwhile on this one thread).
+    let big = vec![b'x'; 1 << 20];
+    let mut pending: Vec<_> = (0..100)
+        .map(|i| {
+            let store = store.clone();
+            let op = Op::Put { key: format!("/kv/big/{i}"), value: big.clone(), expect: None };
+            Box::pin(futures::future::maybe_done(async move { store.write(vec![op]).await }))
+        })
+        .collect();
+    for write in &mut pending {
+        let _ = futures::poll!(write.as_mut());
+    }
+    let mut outcomes = Vec::new();
+    for mut write in pending {
+        write.as_mut().await;
+        outcomes.push(write.as_mut().take_output().expect("an outcome"));
+    }
+    let refused: Vec<String> = outcomes.iter().filter_map(|o| o.as_ref().err()).map(|e| e.to_string()).collect();
+    let applied = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert!((60..=64).contains(&applied), "the queue holds 64 MiB of writes: {applied} applied");
+    assert!(!refused.is_empty(), "a 100 MiB burst is not all queued");
+    assert!(refused.iter().all(|e| e.contains("waiting to be proposed")), "{refused:?}");
+    let (abandoned, _) = store.list("/kv/abandoned/", ReadConsistency::Linearizable).await.expect("list");
+    assert!(abandoned.is_empty(), "writes abandoned before they were proposed were applied: {}", abandoned.len());
+}
