@@ -102,9 +102,16 @@ pub struct Applied {
     pub revision: u64,
     /// The changes, in revision order.
     pub changes: Vec<Change>,
-    /// The replica was replaced by a snapshot: watchers must catch up from the history again.
+    /// Watchers read the changes from the history instead: the replica was replaced by a snapshot,
+    /// or the batch was too large to carry ([`MAX_INLINE_BYTES`]).
     pub reset: bool,
 }
+
+/// The most bytes of keys and values one broadcast batch carries. The broadcast keeps its last
+/// `watch_buffer` batches whether anyone reads them or not, so a larger batch is announced without
+/// its changes and watchers read them from the history (on disk, through sled's cache): memory
+/// stays within `watch_buffer` x 16 KiB (64 MiB by default) however large the values written.
+pub const MAX_INLINE_BYTES: usize = 16 << 10;
 
 /// The content of a snapshot: a consistent cut of the state machine.
 #[derive(Serialize, Deserialize)]
@@ -633,7 +640,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         drop(index);
         s.applied.store(last.index, Ordering::SeqCst);
         // Watchers that fell behind see `Lagged` and are dropped; apply never waits for them.
-        let _ = s.events.send(Arc::new(Applied { revision: last.index, changes: all_events, reset: false }));
+        let bytes: usize = all_events.iter().map(|c| c.kv.key.len() + c.kv.value.len()).sum();
+        let applied = if bytes > MAX_INLINE_BYTES {
+            Applied { revision: last.index, changes: Vec::new(), reset: true }
+        } else {
+            Applied { revision: last.index, changes: all_events, reset: false }
+        };
+        let _ = s.events.send(Arc::new(applied));
         Ok(results)
     }
 

@@ -196,3 +196,31 @@ async fn snapshot_built_while_applying_is_a_consistent_cut() {
     applier.await.expect("applier");
     assert!(checked >= 1);
 }
+
+/// Issue 12, defect 9 (the apply broadcast's half): the broadcast kept its last 4,096 batches with
+/// every value in them, read or not (1 MiB values written in a loop held gigabytes). A batch over
+/// `MAX_INLINE_BYTES` is announced without its changes; a watcher reads them from the history.
+#[tokio::test]
+async fn large_batches_are_announced_without_their_values_and_watchers_still_get_them() {
+    use skiff_store::state_machine::MAX_INLINE_BYTES;
+    use skiff_store::watch::WatchItem;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachineStore::open(dir.path(), sm_config(1000)).expect("open");
+    let mut never_read = sm.shared().subscribe();
+    let mut watch =
+        skiff_store::watch::start(sm.shared(), "/kv/".into(), 0, std::time::Duration::from_secs(60)).expect("watch");
+    let big = "x".repeat(1 << 20);
+    sm.apply(vec![put_entry(1, "/kv/small", "s")]).await.expect("apply");
+    sm.apply(vec![put_entry(2, "/kv/big", &big)]).await.expect("apply");
+    let small = never_read.recv().await.expect("the first batch");
+    assert_eq!((small.changes.len(), small.reset), (1, false), "a small batch carries its change");
+    let large = never_read.recv().await.expect("the second batch");
+    assert!(large.changes.is_empty() && large.reset, "a batch over {MAX_INLINE_BYTES} bytes carries no values");
+    for (revision, len) in [(1, 1), (2, 1 << 20)] {
+        match watch.recv().await {
+            Some(Ok(WatchItem::Change(c))) => assert_eq!((c.revision, c.kv.value.len()), (revision, len)),
+            other => panic!("change {revision}: {other:?}"),
+        }
+    }
+}
