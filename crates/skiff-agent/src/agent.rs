@@ -60,6 +60,9 @@ pub async fn run(agent: Agent) {
     let pods = Reflector::start(agent.api.clone(), Kind::Pod, on_node(&node));
     let mut changes = pods.subscribe();
     let mut workers: BTreeMap<String, watch::Sender<Option<Pod>>> = BTreeMap::new();
+    // The pod workers live as long as the agent: when the agent stops (its member shuts down), they
+    // are aborted with it rather than left to start a container afterwards.
+    let mut tasks = tokio::task::JoinSet::new();
     let mut heartbeat = tokio::time::interval(agent.config.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(SWEEP);
@@ -77,7 +80,7 @@ pub async fn run(agent: Agent) {
             change = changes.recv() => match change {
                 Some(Change::Applied(object)) => {
                     if let Object::Pod(pod) = object.as_ref() {
-                        deliver(&agent, &mut workers, pod.clone());
+                        deliver(&agent, &mut workers, &mut tasks, pod.clone());
                     }
                 }
                 Some(Change::Deleted(object)) => {
@@ -87,6 +90,7 @@ pub async fn run(agent: Agent) {
                 }
                 None => return, // the reflector stopped
             },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {} // a worker whose pod is gone ended
             _ = heartbeat.tick(), if registered.is_none() => registered = register(&agent, None).await,
             _ = sweep.tick() => {
                 registered = register(&agent, registered).await;
@@ -159,7 +163,12 @@ async fn check_engine_forever(agent: Agent, engine: Arc<AtomicBool>) {
 }
 
 /// Hands `pod` to its worker, starting one for a new pod.
-fn deliver(agent: &Agent, workers: &mut BTreeMap<String, watch::Sender<Option<Pod>>>, pod: Pod) {
+fn deliver(
+    agent: &Agent,
+    workers: &mut BTreeMap<String, watch::Sender<Option<Pod>>>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    pod: Pod,
+) {
     let uid = pod.metadata.uid.clone();
     if let Some(tx) = workers.get(&uid) {
         if tx.send(Some(pod.clone())).is_ok() {
@@ -170,7 +179,7 @@ fn deliver(agent: &Agent, workers: &mut BTreeMap<String, watch::Sender<Option<Po
     let worker =
         PodWorker::new(agent.runtime.clone(), agent.prober.clone(), agent.api.clone(), agent.config.worker.clone())
             .counting(agent.metrics.clone());
-    tokio::spawn(worker.run(rx));
+    tasks.spawn(worker.run(rx));
     workers.insert(uid, tx);
 }
 
