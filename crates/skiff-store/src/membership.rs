@@ -78,16 +78,14 @@ pub struct Membership {
     store: KvStore,
     /// Changes are read-modify-write of the membership: serialize them.
     lock: Mutex<()>,
-    /// How long a new member may take to catch up before `add` gives up on it.
-    catch_up: Duration,
 }
 
-/// How long a new member may take to catch up as a learner, by default.
+/// How long a new member may take to catch up as a learner before `add` gives up on it.
 pub const CATCH_UP: Duration = Duration::from_secs(60);
 
 impl Membership {
     pub fn new(store: KvStore) -> Self {
-        Self { store, lock: Mutex::new(()), catch_up: CATCH_UP }
+        Self { store, lock: Mutex::new(()) }
     }
 
     /// The current voters and all members with their addresses, from this member's view.
@@ -148,11 +146,11 @@ impl Membership {
         let gone = move |m: &openraft::RaftMetrics<u64, Member>| {
             !m.membership_config.membership().nodes().any(|(n, _)| *n == id)
         };
-        match raft.wait(Some(self.catch_up)).metrics(move |m| matched(m) || gone(m), "the learner caught up").await {
+        match raft.wait(Some(CATCH_UP)).metrics(move |m| matched(m) || gone(m), "the learner caught up").await {
             Ok(_) => Ok(()),
             Err(openraft::metrics::WaitError::ShuttingDown) => Err(MembershipError::NotLeader),
             Err(openraft::metrics::WaitError::Timeout(..)) => {
-                Err(MembershipError::NotCaughtUp { id, addr: addr.to_string(), secs: self.catch_up.as_secs() })
+                Err(MembershipError::NotCaughtUp { id, addr: addr.to_string(), secs: CATCH_UP.as_secs() })
             }
         }
     }
