@@ -34,11 +34,27 @@ impl Connector for TcpConnector {
     }
 }
 
+/// A connection that failed before anything was sent on it (TCP connect, TLS handshake): a call
+/// on it was not delivered, so it may be tried on another member.
+#[derive(Debug)]
+pub struct NotSent(pub String);
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotSent {}
+
 /// True when `status` says the call never reached the other side: connecting failed. A call whose
 /// connection broke later ("connection reset", "connection closed") may have been delivered.
 pub fn is_connect_error(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {
+        if e.downcast_ref::<NotSent>().is_some() {
+            return true;
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             if matches!(io.kind(), ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable) {
