@@ -1,11 +1,14 @@
-//! `skiff cluster status | add-member | remove-member`.
+//! `skiff cluster status | add-member | remove-member | join-token | credentials`.
 
 use std::io::Write;
 
 use comfy_table::{presets::NOTHING, Table};
 use skiff_client::CallKind;
 use skiff_proto::api::cluster_client::ClusterClient;
-use skiff_proto::api::{AddMemberRequest, ClusterStatus, RemoveMemberRequest, StatusRequest};
+use skiff_proto::api::security_client::SecurityClient;
+use skiff_proto::api::{
+    AddMemberRequest, ClusterStatus, IssueCredentialRequest, JoinTokenRequest, RemoveMemberRequest, StatusRequest,
+};
 
 use crate::members::MembersArgs;
 
@@ -27,8 +30,26 @@ pub enum ClusterCommand {
         #[arg(long)]
         addr: String,
     },
-    /// Remove a member; voters are rebalanced to stay odd.
+    /// Remove a member; voters are rebalanced to stay odd. Its certificate is refused from then on.
     RemoveMember { id: u64 },
+    /// Print the token a new member joins with (`skiff node --join ADDR` with SKIFF_JOIN_TOKEN).
+    JoinToken {
+        /// Replace the token's secret: the old token stops working.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Make a client credentials file: a certificate for `--name` with `--role`, signed by the
+    /// cluster (its key is made here and never sent).
+    Credentials {
+        #[arg(long)]
+        name: String,
+        /// admin or read-only (get, list, watch, logs, status).
+        #[arg(long, default_value = "read-only")]
+        role: String,
+        /// Where to write it (mode 0600).
+        #[arg(long, short)]
+        output: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +96,33 @@ pub async fn run(cmd: ClusterCommand, members: &MembersArgs) -> anyhow::Result<(
                 })
                 .await?;
             writeln!(std::io::stdout(), "member {id} removed; voters {:?}, learners {:?}", resp.voters, resp.learners)?;
+        }
+        ClusterCommand::JoinToken { rotate } => {
+            let kind = if rotate { CallKind::Write } else { CallKind::Read };
+            let resp = client
+                .call(kind, |ch| async move {
+                    SecurityClient::new(ch).join_token(JoinTokenRequest { rotate }).await.map(|r| r.into_inner())
+                })
+                .await?;
+            writeln!(std::io::stdout(), "{}", resp.token)?;
+        }
+        ClusterCommand::Credentials { name, role, output } => {
+            let (key_pem, csr_pem) = skiff_tls::ca::new_key_and_csr()?;
+            let req = IssueCredentialRequest { name: name.clone(), role: role.clone(), csr_pem };
+            let resp = client
+                .call(CallKind::Read, |ch| {
+                    let req = req.clone();
+                    async move { SecurityClient::new(ch).issue_credential(req).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            let creds = skiff_tls::Credentials {
+                members: client.addrs().to_vec(),
+                ca: resp.ca_pem,
+                cert: resp.cert_pem,
+                key: key_pem,
+            };
+            creds.save(&output)?;
+            writeln!(std::io::stdout(), "wrote {role} credentials for {name} to {}", output.display())?;
         }
     }
     Ok(())

@@ -1,6 +1,11 @@
 //! Which members the client talks to: `--members`, else `SKIFF_MEMBERS`, else the client config
 //! file (`--client-config`, `SKIFF_CLIENT_CONFIG`, or `~/.config/skiff/client.toml` with
-//! `members = ["host:port", ...]`), else the single-member default `127.0.0.1:7420`.
+//! `members = ["host:port", ...]`), else the credentials file's `members`, else the single-member
+//! default `127.0.0.1:7420`.
+//!
+//! Which credentials it shows: `--credentials`, else `SKIFF_CREDENTIALS`, else `./skiff-data/admin.conf`
+//! (what a default single member, started here with `skiff node`, writes at bootstrap, as k3s
+//! writes its kubeconfig), else `~/.config/skiff/credentials.conf`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +23,10 @@ pub struct MembersArgs {
     /// Client config file with `members = [...]`.
     #[arg(long, global = true, env = "SKIFF_CLIENT_CONFIG")]
     pub client_config: Option<PathBuf>,
+    /// Credentials file (CA, client certificate and key), as bootstrap writes to
+    /// `<data_dir>/admin.conf` and `skiff cluster credentials` makes.
+    #[arg(long, global = true, env = "SKIFF_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
     /// How long to keep trying members before giving up, in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     pub timeout: f64,
@@ -52,11 +61,41 @@ impl MembersArgs {
             }
             return Ok(config.members);
         }
+        if let Some(creds) = self.load_credentials()? {
+            if !creds.members.is_empty() {
+                return Ok(creds.members);
+            }
+        }
         Ok(vec![DEFAULT_ADDR.to_string()])
     }
 
+    /// The credentials file to use, if one is found (see the module docs).
+    pub fn credentials_path(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.credentials {
+            return Some(p.clone());
+        }
+        let local = PathBuf::from("./skiff-data/admin.conf");
+        if local.exists() {
+            return Some(local);
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/skiff/credentials.conf")).filter(|p| p.exists())
+    }
+
+    pub fn load_credentials(&self) -> anyhow::Result<Option<skiff_tls::Credentials>> {
+        match self.credentials_path() {
+            Some(path) => Ok(Some(skiff_tls::Credentials::load(&path)?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn client(&self) -> anyhow::Result<Client> {
-        let mut client = Client::new(&self.addrs()?).map_err(anyhow::Error::msg)?;
+        let Some(creds) = self.load_credentials()? else {
+            anyhow::bail!(
+                "no credentials: pass --credentials FILE or set SKIFF_CREDENTIALS (bootstrap writes <data_dir>/admin.conf; scripts/cluster-up.sh copies the compose cluster's to ./skiff-credentials.conf)"
+            );
+        };
+        let connector = skiff_tls::credentials::connector(&creds)?;
+        let mut client = Client::with_connector(&self.addrs()?, connector).map_err(anyhow::Error::msg)?;
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             anyhow::bail!("--timeout: must be a positive number of seconds, got {}", self.timeout);
         }

@@ -1,10 +1,8 @@
 //! `skiff node`: runs one cluster member until SIGTERM or Ctrl-C.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
-use skiff_proto::transport::TcpConnector;
 use skiff_server::config::NodeConfig;
 use skiff_server::Node;
 
@@ -42,7 +40,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (field `listen`)", config.listen))?;
     let pods = skiff_server::agent_api::PodRuntime::from_settings(&config.agent);
-    let node = Node::start(config, listener, Arc::new(TcpConnector::default()), pods).await?;
+    let node = Node::start(config, listener, None, pods).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
     node.shutdown().await;

@@ -21,6 +21,8 @@ fn skiff(members: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_skiff"))
         .arg("--members")
         .arg(members)
+        .arg("--credentials")
+        .arg(common::credentials_for(members))
         .arg("--timeout")
         .arg("5")
         .args(args)
@@ -33,6 +35,8 @@ fn skiff_stdin(members: &str, args: &[&str], input: &[u8]) -> std::process::Outp
     let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .arg("--members")
         .arg(members)
+        .arg("--credentials")
+        .arg(common::credentials_for(members))
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -195,9 +199,11 @@ async fn cli_puts_gets_lists_and_deletes_through_any_member_and_skips_a_dead_one
         let status = text(&out.stdout);
         assert!(status.contains("leader") && status.contains("unreachable"), "{status}");
 
-        // The members can also come from the environment or a client config file.
+        // The members (and credentials) can also come from the environment or a client config file.
+        let creds = common::credentials_for(&members);
         let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .env("SKIFF_MEMBERS", &members)
+            .env("SKIFF_CREDENTIALS", &creds)
             .args(["kv", "put", "from-env", "1"])
             .output()
             .expect("run skiff");
@@ -209,6 +215,7 @@ async fn cli_puts_gets_lists_and_deletes_through_any_member_and_skips_a_dead_one
         let with_config = |config: &std::path::Path| {
             Command::new(env!("CARGO_BIN_EXE_skiff"))
                 .env_remove("SKIFF_MEMBERS")
+                .env("SKIFF_CREDENTIALS", &creds)
                 .arg("--client-config")
                 .arg(config)
                 .args(["kv", "get", "from-env"])
@@ -220,6 +227,16 @@ async fn cli_puts_gets_lists_and_deletes_through_any_member_and_skips_a_dead_one
         std::fs::write(&config, "members = []\n").expect("write config");
         let out = with_config(&config);
         assert!(text(&out.stderr).contains("client.toml: field `members`"), "{}", text(&out.stderr));
+        // Without credentials nothing is sent: the CLI says where they come from.
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .env_remove("SKIFF_CREDENTIALS")
+            .env("HOME", dir.path())
+            .current_dir(dir.path())
+            .args(["--members", &members, "kv", "get", "from-env"])
+            .output()
+            .expect("run skiff");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("no credentials: pass --credentials"), "{}", text(&out.stderr));
     });
     tasks.await.expect("cli checks");
     cluster.shutdown().await;
@@ -280,12 +297,18 @@ fn dying_member() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     listener.set_nonblocking(true).expect("nonblocking");
+    let dir = std::env::temp_dir().join(format!(
+        "skiff-dying-member-{}-{}",
+        std::process::id(),
+        addr.replace([':', '.'], "-")
+    ));
+    let tls = common::stand_in_tls(&addr, &dir);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = skiff_tls::transport::incoming(listener, tls);
             let served = tonic::transport::Server::builder()
                 .add_service(KvServer::new(DyingKv { entered: tx }))
                 .serve_with_incoming(incoming)
@@ -301,7 +324,9 @@ fn dying_member() -> String {
 #[tokio::test]
 async fn a_write_cut_off_mid_call_is_reported_as_unknown_not_retried() {
     let addr = dying_member();
-    let client = Client::new(&[addr]).expect("client");
+    let creds = skiff_tls::Credentials::load(&common::credentials_for(&addr)).expect("credentials");
+    let connector = skiff_tls::credentials::connector(&creds).expect("connector");
+    let client = Client::with_connector(&[addr], connector).expect("client");
     let err = raw_put(&client, PutRequest { key: "k".into(), value: b"v".to_vec(), expected_revision: None })
         .await
         .expect_err("died");

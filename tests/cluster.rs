@@ -170,7 +170,7 @@ async fn members_join_as_learners_are_promoted_to_odd_voter_counts_and_can_be_re
 
     // A duplicate id is refused with a clear error, and nothing changes.
     let Err(err) = cluster.join(2, 1, test_raft()).await else { panic!("a duplicate id must be refused") };
-    assert!(err.to_string().contains("member id 2 is already in use"), "{err}");
+    assert!(err.to_string().contains("member 2 already holds a certificate"), "{err}");
     assert_eq!(voters(&cluster, 1), vec![1, 2, 3, 4, 5]);
 
     // Removing a member keeps the voters odd: 4 members left -> 3 voters.

@@ -14,6 +14,8 @@ use skiff_server::config::AgentSettings;
 async fn skiff(members: &str, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["--members", members])
+        .arg("--credentials")
+        .arg(common::credentials_for(members))
         .args(args)
         .kill_on_drop(true)
         .output()

@@ -13,6 +13,8 @@ use common::{docker_agent, test_raft, DockerCleanup, TestCluster};
 
 async fn pod(members: &str, name: &str) -> Option<serde_json::Value> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--credentials")
+        .arg(common::credentials_for(members))
         .args(["--members", members, "get", "pod", name, "-o", "json"])
         .output()
         .await
@@ -40,7 +42,8 @@ async fn docker_documentation_probe_pods_behave_as_documented() {
     let m = cluster.addr(1);
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/k8s-examples");
     let names = ["exec-liveness.yaml", "http-liveness.yaml", "tcp-liveness-readiness.yaml"];
-    let mut args = vec!["--members".to_string(), m.clone(), "apply".to_string()];
+    let creds = common::credentials_for(&m).display().to_string();
+    let mut args = vec!["--credentials".to_string(), creds, "--members".to_string(), m.clone(), "apply".to_string()];
     for n in names {
         args.push("-f".into());
         args.push(examples.join(n).display().to_string());

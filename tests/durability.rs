@@ -60,6 +60,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// A client with the admin credentials member 1 writes at bootstrap (waiting for them).
+async fn admin_client(dir: &Path, addrs: &[String]) -> Client {
+    let path = dir.join("data1").join("admin.conf");
+    let creds = eventually("member 1 to write the admin credentials", Duration::from_secs(30), || async {
+        skiff_tls::Credentials::load(&path).ok()
+    })
+    .await;
+    Client::with_connector(addrs, skiff_tls::credentials::connector(&creds).expect("connector")).expect("client")
+}
+
 fn write_configs(dir: &Path, n: u64) -> (Vec<Member>, Vec<String>) {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -71,8 +81,9 @@ fn write_configs(dir: &Path, n: u64) -> (Vec<Member>, Vec<String>) {
         let addr = &addrs[id as usize - 1];
         let config = dir.join(format!("node{id}.toml"));
         let text = format!(
-            "id = {id}\nname = \"node{id}\"\nlisten = \"{addr}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ninitial_members = [\n{members_toml}]\n\n[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\nsnapshot_every = 500\n\n[agent]\nruntime = \"none\"\n\n[services]\nproxy = false\n",
-            dir.join(format!("data{id}")).display()
+            "id = {id}\nname = \"node{id}\"\nlisten = \"{addr}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ninitial_members = [\n{members_toml}]\n\n[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\nsnapshot_every = 500\n\n[agent]\nruntime = \"none\"\n\n[services]\nproxy = false\n\n[security]\njoin_token = \"{}\"\n",
+            dir.join(format!("data{id}")).display(),
+            common::TEST_JOIN_SECRET
         );
         std::fs::write(&config, text).expect("write config");
         members.push(Member { id, config, log: dir.join(format!("node{id}.log")), child: None });
@@ -141,7 +152,7 @@ async fn acknowledged_writes_survive_kill_9_of_the_leader_and_of_every_member() 
     for m in &mut members {
         m.start();
     }
-    let mut client = Client::new(&addrs).expect("client");
+    let mut client = admin_client(dir.path(), &addrs).await;
     client.deadline = Duration::from_secs(20);
     client.round_pause = Duration::from_millis(20);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -199,7 +210,7 @@ async fn acknowledged_writes_survive_kill_9_of_the_leader_and_of_every_member() 
     assert!(ledger.acked.len() >= 400, "the test wrote enough: {}", ledger.acked.len());
     // Every member has the same data.
     for addr in &addrs {
-        let one = Client::new(std::slice::from_ref(addr)).expect("client");
+        let one = admin_client(dir.path(), std::slice::from_ref(addr)).await;
         let kvs = eventually("member caught up", Duration::from_secs(30), || async {
             let (kvs, _) = list(&one, "r1/", true).await.ok()?;
             (kvs.len() == stored.len()).then_some(kvs)
@@ -216,7 +227,7 @@ async fn sigterm_stops_a_member_cleanly_and_it_restarts_with_its_data() {
     let (mut members, addrs) = write_configs(dir.path(), 1);
     let member = &mut members[0];
     member.start();
-    let client = Client::new(&addrs).expect("client");
+    let client = admin_client(dir.path(), &addrs).await;
     let rev = eventually("the single member to accept a write", Duration::from_secs(30), || async {
         put(&client, "kept", "across restarts").await.ok()
     })
@@ -243,44 +254,41 @@ async fn sigterm_stops_a_member_cleanly_and_it_restarts_with_its_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_adds_a_waiting_member_as_a_learner_and_removes_it() {
+async fn a_member_joins_with_the_token_cli_prints_and_cli_removes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut members, addrs) = write_configs(dir.path(), 1);
     members[0].start();
-    let client = Client::new(&addrs).expect("client");
+    let client = admin_client(dir.path(), &addrs).await;
     eventually("the first member to accept a write", Duration::from_secs(30), || async {
         put(&client, "before-add", "x").await.ok()
     })
     .await;
-    // A second member with neither initial_members nor join: it waits to be added.
-    let addr2 = format!("127.0.0.1:{}", free_port());
-    let config2 = dir.path().join("node2.toml");
-    let text = format!(
-        "id = 2\nname = \"node2\"\nlisten = \"{addr2}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[agent]\nruntime = \"none\"\n\n[services]\nproxy = false\n",
-        dir.path().join("data2").display()
-    );
-    std::fs::write(&config2, text).expect("config");
-    let mut second = Member { id: 2, config: config2, log: dir.path().join("node2.log"), child: None };
-    second.start();
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_skiff"))
             .arg("--members")
             .arg(&addrs[0])
+            .arg("--credentials")
+            .arg(dir.path().join("data1").join("admin.conf"))
             .args(args)
             .output()
             .expect("run skiff")
     };
-    let out = tokio::task::block_in_place(|| {
-        cli(&["cluster", "add-member", "--id", "2", "--name", "node2", "--addr", &addr2])
-    });
+    // A second member joins with the token `cluster join-token` prints, as `docker swarm join` does.
+    let out = tokio::task::block_in_place(|| cli(&["cluster", "join-token"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // Two members: one voter, one learner with a full replica.
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("voters [1], learners [2]"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("SKIFF-1-"), "{token}");
+    let addr2 = format!("127.0.0.1:{}", free_port());
+    let config2 = dir.path().join("node2.toml");
+    let text = format!(
+        "id = 2\nname = \"node2\"\nlisten = \"{addr2}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\njoin = \"{}\"\n\n[agent]\nruntime = \"none\"\n\n[services]\nproxy = false\n\n[security]\njoin_token = \"{token}\"\n",
+        dir.path().join("data2").display(),
+        addrs[0]
     );
-    let only2 = Client::new(std::slice::from_ref(&addr2)).expect("client");
+    std::fs::write(&config2, text).expect("config");
+    let mut second = Member { id: 2, config: config2, log: dir.path().join("node2.log"), child: None };
+    second.start();
+    let only2 = admin_client(dir.path(), std::slice::from_ref(&addr2)).await;
     let got = eventually("the learner to have the data", Duration::from_secs(30), || async {
         common::get(&only2, "before-add", true).await.ok().flatten()
     })
@@ -407,7 +415,7 @@ async fn every_acknowledged_write_follows_a_sync_of_the_raft_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut members, addrs) = write_configs(dir.path(), 1);
     members[0].start();
-    let client = Client::new(&addrs).expect("client");
+    let client = admin_client(dir.path(), &addrs).await;
     eventually("the member to accept a write", Duration::from_secs(30), || async {
         put(&client, "ready", "yes").await.ok()
     })

@@ -1,5 +1,6 @@
 //! Issue 12's defects, each shown by a test that failed before its fix. Here: forged Raft messages
-//! sent straight to a member's Raft service, as any client that reaches its port could send them.
+//! sent straight to a member's Raft service (with another member's certificate: only members reach
+//! Raft, and a member's forgeries are refused too), and who may call what at all.
 //! In-process members on loopback, no Docker.
 
 mod common;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use common::{put, test_raft, TestCluster};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest};
 use openraft::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
+use skiff_proto::api::cluster_client::ClusterClient;
+use skiff_proto::api::RemoveMemberRequest;
 use skiff_proto::raft::raft_client::RaftClient;
 use skiff_proto::raft::RaftMessage;
 use skiff_store::{codec, TypeConfig};
@@ -16,8 +19,12 @@ use tonic::Code;
 
 const T: Duration = Duration::from_secs(20);
 
+/// Raft RPCs to member `id`, sent with the certificate of another member (or of a stand-in when
+/// the cluster has one member).
 async fn raft_client(cluster: &TestCluster, id: u64) -> RaftClient<tonic::transport::Channel> {
-    RaftClient::connect(format!("http://{}", cluster.addr(id))).await.expect("connect to the member")
+    let sender = cluster.configs.keys().copied().find(|other| *other != id).unwrap_or(id);
+    let channel = cluster.member_connector(sender).channel(&cluster.addr(id)).expect("a channel to the member");
+    RaftClient::new(channel)
 }
 
 fn message<T: serde::Serialize>(rpc: &T) -> RaftMessage {
@@ -162,7 +169,7 @@ async fn a_watch_that_never_matches_ends_when_its_client_goes() {
     cluster.leader(T).await;
     let open = || cluster.nodes[&1].api().metrics().open_watches.get();
     let before = open();
-    let mut client = ResourcesClient::connect(format!("http://{}", cluster.addr(1))).await.expect("connect");
+    let mut client = ResourcesClient::new(cluster.admin().channel(&cluster.addr(1)).expect("channel"));
     let req = WatchObjectsRequest {
         kind: "pods".into(),
         all_namespaces: true,
@@ -289,7 +296,8 @@ async fn a_deposed_leader_does_not_answer_unchanged_from_its_stale_replica() {
 
 /// Defect 17, the agent half, said a member whose data was wiped started its agent before it had
 /// caught up and removed the containers of pods it had not replayed yet. Not so here (the finding
-/// is wrong for this code): the agent waits for the cluster's id in its replica, and decides about
+/// is wrong for this code) and the double vote (a wiped voter is refused until it is removed and
+/// joins again): the agent waits for the cluster's id in its replica, and decides about
 /// orphans only once its pod reflector has listed with a linearizable read, which waits until the
 /// replica has applied everything the leader had committed. Shown with a long log replayed in small
 /// appends, where the id arrives long before the pod.
@@ -320,6 +328,23 @@ async fn a_member_whose_data_was_wiped_keeps_its_pods_containers_while_it_catche
 
     cluster.stop(3).await;
     std::fs::remove_dir_all(&cluster.configs[&3].data_dir).expect("wipe node3's data");
+    // The double vote (the second half of finding 17): a voter whose data is gone forgot its vote,
+    // so it must not come back as the same member. Its id already holds a certificate: refused.
+    let mut config = cluster.configs[&3].clone();
+    let listener = common::bind(config.listen.parse().expect("addr"));
+    let refused = skiff_server::Node::start(config.clone(), listener, None, Some(runtime.clone())).await;
+    let Err(err) = refused else { panic!("a wiped member must not start as the member it was") };
+    assert!(err.to_string().contains("member 3 already holds a certificate"), "{err}");
+    // Removed, it joins again as a new learner and catches up; its agent keeps the pod meanwhile.
+    let removed = client
+        .call(skiff_client::CallKind::Write, |ch| async move {
+            ClusterClient::new(ch).remove_member(RemoveMemberRequest { id: 3 }).await
+        })
+        .await;
+    removed.expect("remove member 3");
+    config.initial_members.clear();
+    config.join = Some(cluster.addr(1));
+    cluster.configs.insert(3, config);
     cluster.restart(3).await;
     common::consistently("node3 keeps the pod's containers", Duration::from_secs(3), || async {
         ids().await == before

@@ -246,6 +246,8 @@ async fn watch_resumes_from_a_resource_version_on_any_member() {
     // A watch from the list's resourceVersion on a follower sees exactly those, in order.
     let follower = cluster.nodes.keys().copied().find(|id| *id != leader).expect("a follower");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--credentials")
+        .arg(common::credentials_for(&cluster.addr(follower)))
         .args(["--members", &cluster.addr(follower), "get", "configmaps", "--watch-only"])
         .args(["--resource-version", &rv, "-o", "json", "--output-watch-events"])
         .stdout(Stdio::piped())
@@ -578,6 +580,8 @@ async fn directories_stdin_watch_and_describe_events() {
 
     // `-f -` reads stdin; --validate=warn applies and prints the unknown field.
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--credentials")
+        .arg(common::credentials_for(&m))
         .args(["--members", &m, "apply", "-f", "-", "--validate=warn"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -596,6 +600,8 @@ async fn directories_stdin_watch_and_describe_events() {
 
     // `get -w` prints the table, then a row per change.
     let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--credentials")
+        .arg(common::credentials_for(&m))
         .args(["--members", &m, "get", "cm", "-w", "-l", "app=web"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -655,6 +661,8 @@ async fn a_watch_moves_to_another_member_when_its_member_goes_away() {
     // The watch is served by the follower first (listed first), the leader next.
     let order = format!("{},{}", cluster.addr(follower), cluster.addr(leader));
     let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--credentials")
+        .arg(common::credentials_for(&order))
         .args(["--members", &order, "get", "cm", "-w", "--no-headers"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)

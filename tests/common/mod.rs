@@ -12,7 +12,7 @@ use skiff_client::{CallKind, Client, ClientError};
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{GetRequest, ListRequest, PutRequest};
 use skiff_proto::limits::MAX_RESPONSE_BYTES;
-use skiff_proto::transport::TcpConnector;
+use skiff_proto::transport::{Connector, Redirect};
 use skiff_server::agent_api::PodRuntime;
 use skiff_server::config::{InitialMember, NodeConfig, RaftSettings, ServiceSettings};
 use skiff_server::Node;
@@ -83,9 +83,52 @@ fn member_config_with(
         controllers: true,
         lifecycle: Default::default(),
         services: ServiceSettings { proxy: false, ..Default::default() },
+        security: test_security(),
     };
     config.validate("test").expect("valid config");
     config
+}
+
+/// Which admin credentials belong to a member address: the CLI tests pass them with the address,
+/// as a kubeconfig context pairs a server with its credentials.
+static CREDENTIALS: std::sync::Mutex<BTreeMap<String, std::path::PathBuf>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn remember_credentials(addrs: impl IntoIterator<Item = String>, path: std::path::PathBuf) {
+    let mut known = CREDENTIALS.lock().expect("credentials registry");
+    for addr in addrs {
+        known.insert(addr, path.clone());
+    }
+}
+
+/// The admin credentials file of the cluster the first of `members` (comma-separated) belongs to;
+/// for an address no test cluster has, a path that does not exist (the CLI says so if it needs it).
+pub fn credentials_for(members: &str) -> std::path::PathBuf {
+    let first = members.split(',').next().unwrap_or_default().trim();
+    let known = CREDENTIALS.lock().expect("credentials registry").get(first).cloned();
+    known.unwrap_or_else(|| std::path::PathBuf::from(format!("/nonexistent/credentials-of-{first}")))
+}
+
+/// A stand-in member's TLS (a CA of its own, a member certificate) and admin credentials for it,
+/// written to `dir/admin.conf` and remembered for `addr`.
+pub fn stand_in_tls(addr: &str, dir: &std::path::Path) -> std::sync::Arc<skiff_tls::rustls::ServerConfig> {
+    let ca = skiff_tls::ClusterCa::generate("stand-in").expect("CA");
+    let (key_pem, csr) = skiff_tls::ca::new_key_and_csr().expect("CSR");
+    let cert_pem = ca.sign(&csr, &skiff_tls::Subject::Member(1), Duration::from_secs(3600)).expect("sign");
+    let identity = skiff_tls::Identity { ca_pem: ca.cert_pem.clone(), cert_pem, key_pem };
+    let admin = skiff_tls::Subject::Client { name: "admin".into(), role: skiff_tls::Role::Admin };
+    let creds =
+        skiff_tls::credentials::issue(&ca, &admin, Duration::from_secs(3600), vec![addr.into()]).expect("creds");
+    let path = dir.join("admin.conf");
+    creds.save(&path).expect("save credentials");
+    remember_credentials([addr.to_string()], path);
+    skiff_tls::transport::server_config(skiff_tls::IdentityStore::new(identity).expect("identity")).expect("TLS")
+}
+
+/// The bootstrap secret every test cluster's members share (and later members join with).
+pub const TEST_JOIN_SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+pub fn test_security() -> skiff_server::config::SecuritySettings {
+    skiff_server::config::SecuritySettings { join_token: Some(TEST_JOIN_SECRET.into()), ..Default::default() }
 }
 
 /// A TCP proxy on 127.0.0.1 in front of one member: the other members reach it through the proxy,
@@ -163,8 +206,8 @@ impl CutConnector {
     }
 }
 
-impl skiff_proto::transport::Connector for CutConnector {
-    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+impl Redirect for CutConnector {
+    fn redirect(&self, addr: &str) -> String {
         let mut proxies = self.proxies.lock().expect("proxies");
         let via = match proxies.get(addr) {
             Some(p) => p.addr,
@@ -179,7 +222,7 @@ impl skiff_proto::transport::Connector for CutConnector {
                 via
             }
         };
-        skiff_proto::transport::Connector::channel(&TcpConnector::default(), &via.to_string())
+        via.to_string()
     }
 }
 
@@ -267,6 +310,8 @@ impl TestCluster {
             })
             .collect();
         let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new(), pods: BTreeMap::new() };
+        let admin = skiff_server::security::admin_credentials_path(&cluster.dir.path().join("node1"));
+        remember_credentials(members.iter().map(|m| m.addr.clone()), admin);
         for (id, listener) in listeners {
             let data_dir = cluster.dir.path().join(format!("node{id}"));
             let mut config =
@@ -275,8 +320,7 @@ impl TestCluster {
             cluster.configs.insert(id, config.clone());
             let pods = PodRuntime::from_settings(&config.agent);
             cluster.pods.insert(id, pods.clone());
-            let node =
-                Node::start(config, listener, Arc::new(TcpConnector::default()), pods).await.expect("start member");
+            let node = Node::start(config, listener, None, pods).await.expect("start member");
             cluster.nodes.insert(id, node);
         }
         cluster
@@ -305,6 +349,9 @@ impl TestCluster {
             .map(|(id, p)| InitialMember { id: *id, name: format!("node{id}"), addr: p.addr.to_string() })
             .collect();
         let mut cluster = TestCluster { dir, configs: BTreeMap::new(), nodes: BTreeMap::new(), pods: BTreeMap::new() };
+        let admin = skiff_server::security::admin_credentials_path(&cluster.dir.path().join("node1"));
+        let listens = listeners.values().map(|l| l.local_addr().expect("addr").to_string());
+        remember_credentials(members.iter().map(|m| m.addr.clone()).chain(listens), admin);
         for (id, listener) in listeners {
             let data_dir = cluster.dir.path().join(format!("node{id}"));
             let config = NodeConfig {
@@ -321,13 +368,15 @@ impl TestCluster {
                 controllers: true,
                 lifecycle: Default::default(),
                 services: ServiceSettings { proxy: false, ..Default::default() },
+                security: test_security(),
             };
             config.validate("test").expect("valid config");
             cluster.configs.insert(id, config.clone());
             let pods = PodRuntime::from_settings(&config.agent);
             cluster.pods.insert(id, pods.clone());
             let outbound = Arc::new(CutConnector::default());
-            let node = Node::start(config, listener, outbound.clone(), pods).await.expect("start member");
+            let redirect: Arc<dyn Redirect> = outbound.clone();
+            let node = Node::start(config, listener, Some(redirect), pods).await.expect("start member");
             cluster.nodes.insert(id, node);
             let inbound = proxies.remove(&id).expect("the member's proxy");
             links.insert(id, Links { inbound, outbound });
@@ -337,7 +386,7 @@ impl TestCluster {
 
     /// A client of member `id` at its own listener (past its proxy, if it has one).
     pub fn direct_client(&self, id: u64) -> Client {
-        Client::new(std::slice::from_ref(&self.configs[&id].listen)).expect("client")
+        Client::with_connector(std::slice::from_ref(&self.configs[&id].listen), self.admin()).expect("client")
     }
 
     /// Starts a new member that joins through `via`.
@@ -345,7 +394,12 @@ impl TestCluster {
         let listener = bind("127.0.0.1:0".parse().expect("addr"));
         let data_dir = self.dir.path().join(format!("node{id}-{}", self.configs.len()));
         let config = member_config(id, &listener, data_dir, Vec::new(), Some(self.addr(via)), raft);
-        let node = Node::start(config.clone(), listener, Arc::new(TcpConnector::default()), None).await?;
+        let first = self.configs.keys().next().expect("a member");
+        remember_credentials(
+            [config.advertise_addr().to_string()],
+            skiff_server::security::admin_credentials_path(&self.configs[first].data_dir),
+        );
+        let node = Node::start(config.clone(), listener, None, None).await?;
         self.configs.insert(id, config);
         self.pods.insert(id, None);
         self.nodes.insert(id, node);
@@ -372,7 +426,7 @@ impl TestCluster {
         loop {
             let listener = bind(addr);
             let pods = self.pods.get(&id).cloned().flatten();
-            match Node::start(config.clone(), listener, Arc::new(TcpConnector::default()), pods).await {
+            match Node::start(config.clone(), listener, None, pods).await {
                 Ok(node) => {
                     self.nodes.insert(id, node);
                     return;
@@ -389,12 +443,36 @@ impl TestCluster {
     /// A client that knows every member (running or not).
     pub fn client(&self) -> Client {
         let addrs: Vec<String> = self.configs.keys().map(|id| self.addr(*id)).collect();
-        Client::new(&addrs).expect("client")
+        Client::with_connector(&addrs, self.admin()).expect("client")
     }
 
     /// A client that talks to one member only.
     pub fn client_of(&self, id: u64) -> Client {
-        Client::new(&[self.addr(id)]).expect("client")
+        Client::with_connector(&[self.addr(id)], self.admin()).expect("client")
+    }
+
+    /// The admin credentials the bootstrapping member wrote.
+    pub fn admin_credentials(&self) -> skiff_tls::Credentials {
+        let first = self.configs.keys().next().expect("a member");
+        let path = skiff_server::security::admin_credentials_path(&self.configs[first].data_dir);
+        skiff_tls::Credentials::load(&path).expect("the admin credentials")
+    }
+
+    /// Channels that present the admin credentials.
+    pub fn admin(&self) -> Arc<dyn Connector> {
+        skiff_tls::credentials::connector(&self.admin_credentials()).expect("admin connector")
+    }
+
+    /// Channels that present member `id`'s own certificate.
+    pub fn member_connector(&self, id: u64) -> Arc<dyn Connector> {
+        let dir = self.configs[&id].data_dir.join("tls");
+        let identity = skiff_tls::Identity::load_dir(&dir).expect("read").expect("a member certificate");
+        Arc::new(skiff_tls::TlsConnector::new(skiff_tls::IdentityStore::new(identity).expect("identity")))
+    }
+
+    /// Channels that trust the cluster but present no certificate.
+    pub fn anonymous(&self) -> Arc<dyn Connector> {
+        Arc::new(skiff_tls::TlsConnector::anonymous(&self.admin_credentials().ca).expect("anonymous connector"))
     }
 
     /// The leader every running voter agrees on.
@@ -508,10 +586,13 @@ pub fn docker_agent(run: &str) -> skiff_server::config::AgentSettings {
     }
 }
 
-/// Runs the `skiff` CLI against `members` (a 10 s call timeout).
+/// Runs the `skiff` CLI against `members` with their cluster's admin credentials (a 10 s call
+/// timeout).
 pub async fn skiff(members: &str, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["--members", members, "--timeout", "10"])
+        .arg("--credentials")
+        .arg(credentials_for(members))
         .args(args)
         .kill_on_drop(true)
         .output()

@@ -361,6 +361,40 @@ impl Call for RemoveMember {
     }
 }
 
+/// Where the cluster's security records live: the CA, the join secret, one key per member holding a
+/// certificate. Outside every prefix a client reaches (`kv` keys and objects have their own).
+pub const SECURITY_PREFIX: &str = "/skiff/security/";
+
+/// A write of security records (see [`SECURITY_PREFIX`]), made by a member on behalf of a join or
+/// a rotation; anything outside the prefix is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecurityWrite {
+    pub ops: Vec<skiff_store::Op>,
+}
+
+#[async_trait]
+impl Call for SecurityWrite {
+    type Reply = u64;
+    const NAME: &'static str = "security-write";
+    const WRITE: bool = true;
+
+    async fn serve(self, here: &Here) -> Result<u64, ServeError> {
+        for op in &self.ops {
+            let key = match op {
+                skiff_store::Op::Put { key, .. } | skiff_store::Op::Delete { key, .. } => key,
+            };
+            if !key.starts_with(SECURITY_PREFIX) {
+                return Err(ApiError::bad_request(format!("{key}: not a security record")).into());
+            }
+        }
+        let written = here.store.write(self.ops).await?;
+        match written.conflict {
+            Some(c) => Err(ApiError::conflict(format!("security record {} changed meanwhile", c.key)).into()),
+            None => Ok(written.revision),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RenewNode {
     pub node: String,

@@ -153,6 +153,7 @@ impl ApiServer {
             call::AddMember::NAME => here::<call::AddMember>(self, payload).await,
             call::RemoveMember::NAME => here::<call::RemoveMember>(self, payload).await,
             call::RenewNode::NAME => here::<call::RenewNode>(self, payload).await,
+            call::SecurityWrite::NAME => here::<call::SecurityWrite>(self, payload).await,
             other => {
                 Err(ApiError::bad_request(format!("unknown forwarded call {other:?} (a member of another version?)")))
             }

@@ -11,6 +11,11 @@ pub trait Connector: Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error>;
 }
 
+/// Where a connection to a member's address really goes (tests put proxies in between).
+pub trait Redirect: Send + Sync + 'static {
+    fn redirect(&self, addr: &str) -> String;
+}
+
 /// Plain TCP (HTTP/2 without TLS), lazily connected.
 #[derive(Debug, Clone)]
 pub struct TcpConnector {

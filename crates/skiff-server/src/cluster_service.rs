@@ -109,7 +109,11 @@ impl Cluster for ClusterService {
     }
 
     async fn remove_member(&self, req: Request<RemoveMemberRequest>) -> Result<Response<RemoveMemberResponse>, Status> {
-        let view = self.api.remove_member(req.into_inner().id).await.map_err(api_status)?;
+        let id = req.into_inner().id;
+        let view = self.api.remove_member(id).await.map_err(api_status)?;
+        // Its certificate is refused from now on, and the id may join again with a new one.
+        let forget = skiff_store::Op::Delete { key: crate::security::member_record(id), expect: None };
+        self.api.call(skiff_apiserver::call::SecurityWrite { ops: vec![forget] }).await.map_err(api_status)?;
         Ok(Response::new(RemoveMemberResponse { voters: view.voters, learners: view.learners }))
     }
 }

@@ -151,6 +151,29 @@ pub struct NodeConfig {
     pub lifecycle: LifecycleSettings,
     #[serde(default)]
     pub services: ServiceSettings,
+    #[serde(default)]
+    pub security: SecuritySettings,
+}
+
+/// `[security]`: how this member gets its certificate and how long certificates last.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// The join token (`SKIFF-1-<CA digest>-<secret>`, from `skiff cluster join-token`), or for the
+    /// members of a new cluster a shared bootstrap secret (32+ letters or digits). Needed once, by
+    /// a member that has no certificate yet; the environment variable `SKIFF_JOIN_TOKEN` overrides
+    /// it. The member that bootstraps a cluster makes a secret when it is given none.
+    pub join_token: Option<String>,
+    /// How long a member certificate is valid; it is renewed after two thirds of that.
+    pub member_cert_secs: u64,
+    /// How long client certificates (the admin credentials, `skiff cluster credentials`) are valid.
+    pub client_cert_secs: u64,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self { join_token: None, member_cert_secs: 90 * 24 * 3600, client_cert_secs: 365 * 24 * 3600 }
+    }
 }
 
 /// `[services]`: where Services get their addresses. Every member of a cluster must say the same
@@ -366,6 +389,7 @@ impl NodeConfig {
             controllers: true,
             lifecycle: LifecycleSettings::default(),
             services: ServiceSettings::default(),
+            security: SecuritySettings::default(),
         }
     }
 
@@ -421,6 +445,12 @@ impl NodeConfig {
         }
         if let Some(j) = &self.join {
             check_addr(j).map_err(|m| invalid("join", m))?;
+        }
+        if let Some(token) = &self.security.join_token {
+            skiff_tls::JoinToken::parse(token).map_err(|m| invalid("security.join_token", m))?;
+        }
+        if self.security.member_cert_secs < 60 || self.security.client_cert_secs < 60 {
+            return Err(invalid("security", "certificates must be valid for at least 60 s".into()));
         }
         let mut ids = BTreeSet::new();
         let mut names = BTreeSet::new();

@@ -13,6 +13,7 @@
 //! - [`http`]: the HTTP listener: `/metrics` now, the Kubernetes REST front door later.
 
 pub mod agent_api;
+pub mod authz;
 pub mod cluster_service;
 pub mod config;
 pub mod container_service;
@@ -22,5 +23,6 @@ pub mod kv_service;
 pub mod node;
 pub mod resource_service;
 pub mod rpc_error;
+pub mod security;
 
 pub use node::Node;

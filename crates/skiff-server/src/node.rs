@@ -15,9 +15,11 @@ use skiff_proto::api::cluster_server::ClusterServer;
 use skiff_proto::api::containers_server::ContainersServer;
 use skiff_proto::api::kv_server::KvServer;
 use skiff_proto::api::resources_server::ResourcesServer;
+use skiff_proto::api::security_server::SecurityServer;
 use skiff_proto::api::AddMemberRequest;
 use skiff_proto::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use skiff_proto::member::members_server::MembersServer;
+use skiff_proto::transport::Redirect;
 use skiff_store::network::Connector;
 use skiff_store::raft_service::RaftService;
 use skiff_store::state_machine::StateMachineConfig;
@@ -75,12 +77,17 @@ impl Node {
     pub async fn start(
         config: NodeConfig,
         listener: TcpListener,
-        connector: Arc<dyn Connector>,
+        redirect: Option<Arc<dyn Redirect>>,
         pods: Option<PodRuntime>,
     ) -> Result<Node, NodeError> {
         let addr = listener
             .local_addr()
             .map_err(|e| NodeError::Listen { addr: config.listen.clone(), message: e.to_string() })?;
+        let (identity, pending) = crate::security::member_identity(&config, redirect.clone()).await?;
+        let tls = skiff_tls::transport::server_config(identity.clone())
+            .map_err(|e| NodeError::Config(format!("member certificate: {e}")))?;
+        let connector: Arc<dyn Connector> =
+            Arc::new(skiff_tls::TlsConnector::new(identity.clone()).with_redirect(redirect));
         let store_config = StoreConfig {
             node_id: config.id,
             data_dir: config.data_dir.clone(),
@@ -103,8 +110,14 @@ impl Node {
         ));
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let authorizer = Arc::new(crate::authz::Authorizer::new(store.clone()));
         let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+            .layer(crate::authz::AuthLayer(authorizer))
+            .add_service(SecurityServer::new(crate::security::SecurityService::new(
+                api.clone(),
+                pending.clone(),
+                &config,
+            )))
             .add_service(RaftService::server(store.raft().clone(), config.raft.inbound_limits()))
             .add_service(
                 MembersServer::new(MemberService { api: api.clone() })
@@ -128,16 +141,8 @@ impl Node {
                     .max_decoding_message_size(MAX_REQUEST_BYTES)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             );
-        // The builder's `tcp_nodelay` only applies to listeners it binds itself: set it on every
-        // accepted connection, or Nagle's algorithm holds small responses for a delayed ACK (40 ms).
-        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-            if let Ok(stream) = &conn {
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            }
-            conn
-        });
+        // TLS handshakes (and TCP_NODELAY) happen before tonic sees a connection.
+        let incoming = skiff_tls::transport::incoming(listener, tls);
         let server = tokio::spawn(async move {
             let stopped = async {
                 let _ = stop_rx.await;
@@ -182,6 +187,16 @@ impl Node {
             return Err(e);
         }
         node.background.push(tokio::spawn(initialize_cluster_objects(api.clone())));
+        if let Some(pending) = pending {
+            node.background.push(tokio::spawn(pending.publish(api.clone(), config.id)));
+        }
+        node.background.push(tokio::spawn(crate::security::renew_before_expiry(
+            store.clone(),
+            identity,
+            config.data_dir.clone(),
+            config.id,
+            Duration::from_secs(config.security.member_cert_secs),
+        )));
         // The controllers run on whichever member leads, through an API that never forwards.
         let controllers: Arc<dyn skiff_api::ResourceApi> = Arc::new(api.here_only());
         let run_controllers = if config.controllers {

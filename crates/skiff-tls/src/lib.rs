@@ -3,6 +3,7 @@
 //! Pure of Skiff's store and API: the member wiring (skiff-server) decides who may do what.
 
 pub mod ca;
+pub mod credentials;
 pub mod identity;
 pub mod pem;
 pub mod subject;
@@ -10,7 +11,9 @@ pub mod token;
 pub mod transport;
 
 pub use ca::ClusterCa;
+pub use credentials::Credentials;
 pub use identity::{Identity, IdentityStore};
+pub use rustls;
 pub use subject::{Role, Subject};
 pub use token::JoinToken;
 pub use transport::TlsConnector;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use skiff_proto::transport::{Connector, NotSent};
+use skiff_proto::transport::{Connector, NotSent, Redirect};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -84,10 +84,17 @@ pub fn incoming(
 }
 
 /// Whom a client trusts and how it proves who it is.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TlsConnector {
     config: Arc<rustls::ClientConfig>,
     pub connect_timeout: Duration,
+    redirect: Option<Arc<dyn Redirect>>,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector").field("connect_timeout", &self.connect_timeout).finish_non_exhaustive()
+    }
 }
 
 impl TlsConnector {
@@ -126,12 +133,22 @@ impl TlsConnector {
     }
 
     fn with_config(config: rustls::ClientConfig) -> TlsConnector {
-        TlsConnector { config: Arc::new(config), connect_timeout: Duration::from_secs(2) }
+        TlsConnector { config: Arc::new(config), connect_timeout: Duration::from_secs(2), redirect: None }
+    }
+
+    /// Sends every connection where `redirect` says (the certificate checks stay the same).
+    pub fn with_redirect(mut self, redirect: Option<Arc<dyn Redirect>>) -> TlsConnector {
+        self.redirect = redirect;
+        self
     }
 }
 
 impl Connector for TlsConnector {
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let addr = match &self.redirect {
+            Some(r) => r.redirect(addr),
+            None => addr.to_string(),
+        };
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(Duration::from_secs(10))
