@@ -391,9 +391,21 @@ impl TestCluster {
 
     /// Starts a new member that joins through `via`.
     pub async fn join(&mut self, id: u64, via: u64, raft: RaftSettings) -> Result<(), skiff_server::node::NodeError> {
+        self.join_with_token(id, via, raft, Some(TEST_JOIN_SECRET.into())).await
+    }
+
+    /// Starts a new member that joins through `via` with `token` (the join token or secret).
+    pub async fn join_with_token(
+        &mut self,
+        id: u64,
+        via: u64,
+        raft: RaftSettings,
+        token: Option<String>,
+    ) -> Result<(), skiff_server::node::NodeError> {
         let listener = bind("127.0.0.1:0".parse().expect("addr"));
         let data_dir = self.dir.path().join(format!("node{id}-{}", self.configs.len()));
-        let config = member_config(id, &listener, data_dir, Vec::new(), Some(self.addr(via)), raft);
+        let mut config = member_config(id, &listener, data_dir, Vec::new(), Some(self.addr(via)), raft);
+        config.security.join_token = token;
         let first = self.configs.keys().next().expect("a member");
         remember_credentials(
             [config.advertise_addr().to_string()],

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::cluster::{Binaries, Cluster};
 use crate::report::{self, Figures, Summary, Target};
-use crate::system::{connect, etcdpb, System};
+use crate::system::{etcdpb, Dialer, System};
 
 /// The object every client writes: a ConfigMap holding the Kubernetes documentation's nginx
 /// Deployment manifest and a replica count, renamed. A ConfigMap, not the Deployment itself: the
@@ -275,7 +275,7 @@ fn forget(sent: &SendTimes, op: Op, name: &str) {
 /// Receives the watch events of the config maps on `endpoint` and records, for every create with a
 /// send time, how long after sending its event arrived (into `out`).
 fn watch_latencies(
-    system: System,
+    dialer: Dialer,
     endpoint: String,
     sent: SendTimes,
     out: Arc<Mutex<Vec<Duration>>>,
@@ -283,7 +283,7 @@ fn watch_latencies(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut established = Some(established);
-        let Ok(channel) = connect(&endpoint).await else { return };
+        let Ok(channel) = dialer.connect(&endpoint).await else { return };
         let record = |body: &[u8]| {
             let now = Instant::now();
             let Some(name) = name_of(body) else { return };
@@ -292,7 +292,7 @@ fn watch_latencies(
                 out.push(now - t);
             }
         };
-        match system {
+        match dialer.system() {
             System::Skiff => {
                 let req =
                     WatchObjectsRequest { kind: "ConfigMap".into(), namespace: "default".into(), ..Default::default() };
@@ -354,32 +354,33 @@ struct SystemRun {
 }
 
 async fn bench_system(cluster: &Cluster, clients: usize, timing: Timing) -> anyhow::Result<SystemRun> {
-    let name = cluster.system.name();
+    let system = cluster.system();
+    let name = system.name();
     let measure = timing.measure;
     let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
     // Four connections to each member; clients are spread over all three, as users would be.
     let mut channels = Vec::new();
     for _ in 0..4 {
         for e in &cluster.endpoints {
-            channels.push(connect(e).await?);
+            channels.push(cluster.dialer.connect(e).await?);
         }
     }
     let watcher = cluster.endpoints[(leader + 1) % cluster.endpoints.len()].clone();
     let sent: SendTimes = Arc::new(Mutex::new(HashMap::new()));
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let (established_tx, established) = tokio::sync::oneshot::channel();
-    let watch = watch_latencies(cluster.system, watcher, sent.clone(), delivered.clone(), established_tx);
+    let watch = watch_latencies(cluster.dialer.clone(), watcher, sent.clone(), delivered.clone(), established_tx);
     tokio::time::timeout(Duration::from_secs(10), established)
         .await
         .map_err(|_| anyhow::anyhow!("{name}: the watch on a follower was not established within 10 s"))?
         .map_err(|_| anyhow::anyhow!("{name}: the watch on a follower failed"))?;
     let term = |s: Option<(usize, u64)>| s.map(|(_, t)| t).unwrap_or(0);
-    let term_before = term(cluster.system.status(&cluster.endpoints).await?);
+    let term_before = term(cluster.status().await);
     let mut phases = Vec::new();
     let mut created = Vec::new();
     let mut last_updates = Vec::new();
     for op in [Op::Create, Op::Update, Op::Get] {
-        let run = phase(cluster.system, &channels, op, clients, timing, &created, &sent).await;
+        let run = phase(system, &channels, op, clients, timing, &created, &sent).await;
         let f = run.figures;
         eprintln!(
             "  {:5} {:15} {:8.0} ops/s  p50 {:6.2} ms  p99 {:6.2} ms  max {:7.2} ms  failed {} of {}",
@@ -401,14 +402,14 @@ async fn bench_system(cluster: &Cluster, clients: usize, timing: Timing) -> anyh
         phases.push((op, f));
     }
     watch.abort();
-    let term_after = term(cluster.system.status(&cluster.endpoints).await?);
+    let term_after = term(cluster.status().await);
     if term_after != term_before {
         eprintln!("  {name}: the raft term changed under load ({term_before} -> {term_after}): a leader election");
     }
     // The updates were stored: each client's last update reads back with its replica count.
-    let channel = connect(&cluster.endpoints[leader]).await?;
+    let channel = cluster.connect(leader).await?;
     for (object, round) in &last_updates {
-        let stored = stored_replicas(cluster.system, channel.clone(), object).await?;
+        let stored = stored_replicas(system, channel.clone(), object).await?;
         if stored != u64::from(replicas_after(*round)) {
             anyhow::bail!(
                 "{name}: {object} has {stored} replicas stored, its last acknowledged update wrote {}",

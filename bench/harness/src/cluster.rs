@@ -1,13 +1,19 @@
 //! Three-member clusters of Skiff and of etcd as local processes on loopback ports, killed on drop
-//! (also when a benchmark fails).
+//! (also when a benchmark fails). A Skiff cluster's members share a bootstrap secret; the first
+//! one makes the cluster CA and the admin credentials every channel to the members presents.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
+use tonic::transport::Channel;
 
-use crate::system::System;
+use crate::access::SkiffAccess;
+use crate::system::{Dialer, System};
+
+/// How long the member that bootstraps a Skiff cluster may take to write the admin credentials.
+const CREDENTIALS_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Binaries {
     pub skiff: PathBuf,
@@ -18,7 +24,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// One member process and how to start it again.
+/// One member process and how to start it again; killed when dropped.
 struct Member {
     command: Vec<String>,
     log: PathBuf,
@@ -48,22 +54,37 @@ impl Member {
     }
 }
 
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last lines of every member's log (the directory is removed with the cluster).
+fn log_tails(members: &[Member]) -> String {
+    let mut out = String::new();
+    for m in members {
+        let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- last lines of {}\n", m.log.display()));
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// A running three-member cluster.
 pub struct Cluster {
-    pub system: System,
+    /// How channels reach the members: which system, and for Skiff the admin credentials.
+    pub dialer: Dialer,
     /// Client endpoints, `127.0.0.1:port`, by member index.
     pub endpoints: Vec<String>,
+    /// Killed on drop, before the directory goes (fields drop in order).
     members: Vec<Member>,
     /// Configs, data and logs; removed on drop.
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in &mut self.members {
-            m.kill();
-        }
-    }
 }
 
 impl Cluster {
@@ -87,7 +108,12 @@ impl Cluster {
         } else {
             format!("{sections}\n[services]\nproxy = false\n")
         };
+        // The members of a new cluster prove to each other that they were given this secret
+        // before the first one signs the others' certificates.
+        let secret = skiff_tls::token::new_secret().map_err(anyhow::Error::msg)?;
+        let security = format!("\n[security]\njoin_token = \"{secret}\"\n");
         let dir = tempfile::tempdir()?;
+        let data_dir = |i: usize| dir.path().join(format!("data{}", i + 1));
         let ports = (0..size).map(|_| free_port()).collect::<anyhow::Result<Vec<u16>>>()?;
         let initial: String = (0..size)
             .map(|i| format!("  {{ id = {}, name = \"node{}\", addr = \"127.0.0.1:{}\" }},\n", i + 1, i + 1, ports[i]))
@@ -96,11 +122,11 @@ impl Cluster {
         for (i, port) in ports.iter().enumerate() {
             let config = dir.path().join(format!("node{}.toml", i + 1));
             let text = format!(
-                "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n\n{agent}",
+                "id = {}\nname = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ninitial_members = [\n{initial}]\n\n{agent}{security}",
                 i + 1,
                 i + 1,
                 port,
-                dir.path().join(format!("data{}", i + 1)).display()
+                data_dir(i).display()
             );
             std::fs::write(&config, text)?;
             members.push(Member {
@@ -115,7 +141,15 @@ impl Cluster {
             });
         }
         let endpoints = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        Self::launch(System::Skiff, endpoints, members, dir).await
+        for m in &mut members {
+            m.start()?;
+        }
+        // Member 1, the lowest id, bootstraps the cluster and writes the admin credentials.
+        let admin = data_dir(0).join("admin.conf");
+        let access = SkiffAccess::wait_for(admin, CREDENTIALS_WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("skiff: {e:#}\n{}", log_tails(&members)))?;
+        Self::ready(Dialer::Skiff(access), endpoints, members, dir).await
     }
 
     /// Starts a three-member etcd cluster with default settings.
@@ -153,32 +187,55 @@ impl Cluster {
             });
         }
         let endpoints = client.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        Self::launch(System::Etcd, endpoints, members, dir).await
-    }
-
-    async fn launch(
-        system: System,
-        endpoints: Vec<String>,
-        mut members: Vec<Member>,
-        dir: tempfile::TempDir,
-    ) -> anyhow::Result<Self> {
         for m in &mut members {
             m.start()?;
         }
-        let cluster = Cluster { system, endpoints, members, _dir: dir };
+        Self::ready(Dialer::Etcd, endpoints, members, dir).await
+    }
+
+    /// The cluster of the started `members`, once they have elected a leader.
+    async fn ready(
+        dialer: Dialer,
+        endpoints: Vec<String>,
+        members: Vec<Member>,
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
+        let cluster = Cluster { dialer, endpoints, members, _dir: dir };
         cluster.wait_leader(Duration::from_secs(30)).await?;
         Ok(cluster)
+    }
+
+    pub fn system(&self) -> System {
+        self.dialer.system()
+    }
+
+    /// A connected channel to member `i`, failing fast when it is down.
+    pub async fn connect(&self, i: usize) -> anyhow::Result<Channel> {
+        self.dialer.connect(&self.endpoints[i]).await
+    }
+
+    /// `(leader index, term)` as the leader reports them, if the members agree on one.
+    pub async fn status(&self) -> Option<(usize, u64)> {
+        self.dialer.status(&self.endpoints).await
+    }
+
+    /// The admin credentials of a Skiff cluster (the benchmarks of Skiff alone need them).
+    pub fn skiff_access(&self) -> anyhow::Result<&SkiffAccess> {
+        match &self.dialer {
+            Dialer::Skiff(access) => Ok(access),
+            Dialer::Etcd => anyhow::bail!("{} is not a Skiff cluster", self.system().name()),
+        }
     }
 
     /// The index of the member that leads, once every running member agrees.
     pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Ok(Some(leader)) = self.system.leader(&self.endpoints).await {
+            if let Some(leader) = self.dialer.leader(&self.endpoints).await {
                 return Ok(leader);
             }
             if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("{}: no leader within {timeout:?}\n{}", self.system.name(), self.log_tails());
+                anyhow::bail!("{}: no leader within {timeout:?}\n{}", self.system().name(), self.log_tails());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -190,7 +247,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut target: Option<(u64, u64)> = None; // (leader id, its last log index then)
         loop {
-            let states = self.system.members(&self.endpoints).await;
+            let states = self.dialer.members(&self.endpoints).await;
             let all: Option<Vec<_>> = states.into_iter().collect();
             if let Some(all) = all {
                 let leader = all.iter().find(|m| m.is_leader).map(|m| (m.leader, m.last_index));
@@ -206,7 +263,11 @@ impl Cluster {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("{}: members not caught up within {timeout:?}\n{}", self.system.name(), self.log_tails());
+                anyhow::bail!(
+                    "{}: members not caught up within {timeout:?}\n{}",
+                    self.system().name(),
+                    self.log_tails()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -214,17 +275,7 @@ impl Cluster {
 
     /// The last lines of every member's log (the directory is removed with the cluster).
     pub fn log_tails(&self) -> String {
-        let mut out = String::new();
-        for m in &self.members {
-            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- last lines of {}\n", m.log.display()));
-            for line in &lines[lines.len().saturating_sub(15)..] {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
+        log_tails(&self.members)
     }
 
     /// Process ids of the running members.

@@ -32,7 +32,6 @@ use crate::cluster::{Binaries, Cluster};
 use crate::leftovers::Leftovers;
 use crate::report::{Figures, Summary, Target};
 use crate::swarm;
-use crate::system::connect;
 
 /// The label on everything this benchmark creates (value: `<pid>-<run>`), besides `skiff.test`.
 const LABEL: &str = "skiff.bench.deploy";
@@ -213,7 +212,7 @@ async fn skiff_cluster(bins: &Binaries, tag: &str) -> anyhow::Result<(Cluster, C
     );
     let cluster = Cluster::skiff_with(bins, &agent).await?;
     let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
-    let channel = connect(&cluster.endpoints[leader]).await?;
+    let channel = cluster.connect(leader).await?;
     let mut api = ResourcesClient::new(channel.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{Binaries, Cluster};
 use crate::report::{self, Figures, Summary, Target};
-use crate::system::{lazy, System};
+use crate::system::{Dialer, System};
 
 const WRITERS: usize = 4;
 /// How long one attempt of a write may take before the writer tries the next member. A write to a
@@ -21,12 +21,13 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
 type Accepted = Arc<Mutex<Vec<(Instant, Instant)>>>;
 
 fn start_writers(
-    system: System,
+    dialer: &Dialer,
     endpoints: &[String],
     stop: Arc<AtomicBool>,
     accepted: Accepted,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let channels = endpoints.iter().map(|e| lazy(e)).collect::<anyhow::Result<Vec<_>>>()?;
+    let system = dialer.system();
+    let channels = endpoints.iter().map(|e| dialer.lazy(e)).collect::<anyhow::Result<Vec<_>>>()?;
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let (channels, stop, accepted) = (channels.clone(), stop.clone(), accepted.clone());
@@ -98,7 +99,7 @@ async fn measure(who: Contender, bins: &Binaries, kills: usize) -> anyhow::Resul
     };
     let stop = Arc::new(AtomicBool::new(false));
     let accepted: Accepted = Arc::new(Mutex::new(Vec::new()));
-    let writers = start_writers(system, &cluster.endpoints, stop.clone(), accepted.clone())?;
+    let writers = start_writers(&cluster.dialer, &cluster.endpoints, stop.clone(), accepted.clone())?;
     let mut times = Vec::new();
     for k in 0..kills {
         let leader = cluster.wait_leader(Duration::from_secs(30)).await?;

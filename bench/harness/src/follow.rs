@@ -11,7 +11,7 @@ use skiff_proto::api::resources_client::ResourcesClient;
 use skiff_proto::api::{object_event, ListObjectsRequest, ObjectEvent, WatchObjectsRequest};
 use tonic::transport::Channel;
 
-use crate::system::connect;
+use crate::access::SkiffAccess;
 
 /// What a list response or a watch event says of one object (its JSON).
 pub enum Seen<'a> {
@@ -79,11 +79,12 @@ fn tell(event: &ObjectEvent, on: &mut impl FnMut(Seen)) {
 /// Starts following `kind` on `endpoint`: returns once the first list has been told to `on` and the
 /// watch after it is registered on the member, so every later change reaches `on`.
 pub async fn start(
+    access: &SkiffAccess,
     endpoint: &str,
     kind: &'static str,
     mut on: impl FnMut(Seen) + Send + 'static,
 ) -> anyhow::Result<Follower> {
-    let channel = connect(endpoint).await?;
+    let channel = access.connect(endpoint).await?;
     let mut revision = list(channel.clone(), kind, &mut on)
         .await
         .map_err(|e| anyhow::anyhow!("listing {kind} on {endpoint}: {}", e.message()))?;

@@ -17,7 +17,7 @@ use skiff_proto::api::{ObjectRequest, RenewNodeRequest};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use crate::system::lazy;
+use crate::access::SkiffAccess;
 
 /// What every simulated node offers: a large machine, with the kubelet's default pod limit.
 pub const CPU: &str = "32";
@@ -137,12 +137,14 @@ impl Drop for HollowNodes {
 }
 
 impl HollowNodes {
-    /// `count` nodes `sim-0001`... spread over `endpoints`, each offering `pods` pods once
-    /// registered. Renewals start at once for every node as soon as it is registered.
-    pub fn new(endpoints: &[String], count: usize, pods: u32) -> anyhow::Result<Self> {
+    /// `count` nodes `sim-0001`... spread over `endpoints` (reached with `access`), each offering
+    /// `pods` pods once registered. Renewals start at once for every node as soon as it is
+    /// registered.
+    pub fn new(access: &SkiffAccess, endpoints: &[String], count: usize, pods: u32) -> anyhow::Result<Self> {
         anyhow::ensure!(!endpoints.is_empty(), "no members to register nodes with");
         let names: Vec<String> = (1..=count).map(|i| format!("sim-{i:04}")).collect();
-        let channels = (0..count).map(|i| lazy(&endpoints[i % endpoints.len()])).collect::<anyhow::Result<_>>()?;
+        let channels =
+            (0..count).map(|i| access.lazy(&endpoints[i % endpoints.len()])).collect::<anyhow::Result<_>>()?;
         let shared = Arc::new(Shared {
             names,
             channels,

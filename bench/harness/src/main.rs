@@ -13,8 +13,10 @@
 //! # Layout
 //!
 //! - `cluster`: starting, killing and restarting three-member Skiff and etcd clusters.
+//! - `access`: how channels reach Skiff's members: TLS with the cluster's admin credentials.
 //! - `cpu`: how much of the machine the benchmark had.
-//! - `system`: the one interface the benchmarks use for both: put, get, leader, term.
+//! - `system`: the one interface the benchmarks use for both: put, get, leader, term; and how
+//!   each one's members are dialed (`Dialer`: Skiff over TLS, etcd in plain HTTP/2).
 //! - `report`: several runs summed up (median and range), targets, failure checks.
 //! - `hollow`, `follow`, `memory`: simulated nodes, list-then-watch of a kind, a process's memory.
 //! - `leftovers`: removes what a run left on the Docker engine (by its label), also on failure.
@@ -24,6 +26,7 @@
 //!   benchmarks, each one run at a time
 //!   (`run_once`).
 
+mod access;
 mod api;
 mod cluster;
 mod cpu;

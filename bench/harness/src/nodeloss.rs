@@ -20,7 +20,6 @@ use skiff_proto::api::{ApplyRequest, ListObjectsRequest};
 use crate::cluster::{Binaries, Cluster};
 use crate::leftovers::Leftovers;
 use crate::report::{Figures, Summary, Target};
-use crate::system::connect;
 
 const LABEL: &str = "skiff.bench.nodeloss";
 const IMAGE: &str = "skiff-test/busybox:1";
@@ -137,7 +136,7 @@ async fn skiff_run(bins: &Binaries, docker: &Docker, smoke: bool, run: usize, ta
     let victim = if run.is_multiple_of(2) { leader } else { (leader + 1) % 3 };
     let watcher = (0..3).find(|i| *i != victim && *i != leader).unwrap_or((victim + 1) % 3);
     let victim_name = format!("node{}", victim + 1);
-    let channel = connect(&cluster.endpoints[watcher]).await?;
+    let channel = cluster.connect(watcher).await?;
     until("three nodes Ready", Duration::from_secs(30), || {
         let channel = channel.clone();
         async move {

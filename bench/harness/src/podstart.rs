@@ -15,7 +15,6 @@ use skiff_proto::api::{object_event, ApplyRequest, BindRequest, WatchObjectsRequ
 
 use crate::cluster::{Binaries, Cluster};
 use crate::report::{Figures, Summary, Target};
-use crate::system::connect;
 
 const LABEL: &str = "skiff.bench.podstart";
 const IMAGE: &str = "skiff-test/busybox:1";
@@ -62,13 +61,13 @@ async fn skiff_run(bins: &Binaries, pods: usize, run: &str) -> anyhow::Result<(V
     );
     let cluster = Cluster::skiff_with(bins, &agent).await?;
     let leader = cluster.wait_leader(Duration::from_secs(20)).await?;
-    let channel = connect(&cluster.endpoints[leader]).await?;
+    let channel = cluster.connect(leader).await?;
     let mut api = ResourcesClient::new(channel.clone());
     for i in 0..pods {
         api.apply(ApplyRequest { object: pod(&format!("p{i}")), dry_run: false }).await?;
     }
     // Watch on node1 (where the pods run), then bind them all at once.
-    let mut watch = ResourcesClient::new(connect(&cluster.endpoints[0]).await?)
+    let mut watch = ResourcesClient::new(cluster.connect(0).await?)
         .watch(WatchObjectsRequest { kind: "Pod".into(), namespace: "default".into(), ..Default::default() })
         .await?
         .into_inner();

@@ -22,7 +22,6 @@ use crate::cluster::{Binaries, Cluster};
 use crate::cpu;
 use crate::leftovers::Leftovers;
 use crate::report::{check_failures, Figures, Summary, Target};
-use crate::system::connect;
 
 const LABEL: &str = "skiff.bench.proxy";
 const IMAGE: &str = "skiff-bench/nginx:1";
@@ -299,7 +298,7 @@ async fn one_data_path(
     );
     let cluster = Cluster::skiff_of(bins, 1, &sections).await?;
     let member = cluster.pids().first().copied().ok_or_else(|| anyhow::anyhow!("the member has no process"))?;
-    let channel = connect(&cluster.endpoints[0]).await?;
+    let channel = cluster.connect(0).await?;
     for manifest in manifests() {
         ResourcesClient::new(channel.clone())
             .apply(ApplyRequest { object: manifest.into_bytes(), dry_run: false })

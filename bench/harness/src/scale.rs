@@ -30,7 +30,6 @@ use crate::cluster::{Binaries, Cluster};
 use crate::follow::{self, Seen};
 use crate::hollow::{self, Calls, HollowNodes};
 use crate::report::{self, fmt, Figures, Summary, Target};
-use crate::system::connect;
 use crate::{cpu, memory};
 
 /// Replicas of each Deployment; `--pods` makes as many Deployments as it takes (the last one
@@ -246,8 +245,9 @@ impl Simulated {
         };
         let seen = Arc::new(Mutex::new(Nodes::default()));
         let into = seen.clone();
-        let watch = follow::start(&cluster.endpoints[follower], "Node", move |n| lock(&into).see(n)).await?;
-        let nodes = HollowNodes::new(&cluster.endpoints, s.nodes, pods)?;
+        let access = cluster.skiff_access()?;
+        let watch = follow::start(access, &cluster.endpoints[follower], "Node", move |n| lock(&into).see(n)).await?;
+        let nodes = HollowNodes::new(access, &cluster.endpoints, s.nodes, pods)?;
         let started = Instant::now();
         nodes.register().await?;
         let registered = started.elapsed();
@@ -276,10 +276,7 @@ impl Simulated {
 
     /// The Raft term now (0 when no leader answers): a change means elections.
     async fn term(&self) -> u64 {
-        match self.cluster.system.status(&self.cluster.endpoints).await {
-            Ok(Some((_, term))) => term,
-            _ => 0,
-        }
+        self.cluster.status().await.map(|(_, term)| term).unwrap_or(0)
     }
 
     /// The current leader's pid, saying so when it is no longer the first one.
@@ -331,15 +328,17 @@ impl Simulated {
     async fn watch_pods(&self) -> anyhow::Result<(Arc<Mutex<Pods>>, follow::Follower)> {
         let pods = Arc::new(Mutex::new(Pods::default()));
         let into = pods.clone();
-        let watch = follow::start(&self.cluster.endpoints[self.follower], "Pod", move |p| lock(&into).see(p)).await?;
+        let access = self.cluster.skiff_access()?;
+        let watch =
+            follow::start(access, &self.cluster.endpoints[self.follower], "Pod", move |p| lock(&into).see(p)).await?;
         Ok((pods, watch))
     }
 
     /// Applies every Deployment at once, spread over the members; fails if any apply fails.
     async fn apply(&self, pods: usize) -> anyhow::Result<()> {
         let mut channels = Vec::new();
-        for e in &self.cluster.endpoints {
-            channels.push(connect(e).await?);
+        for i in 0..self.cluster.endpoints.len() {
+            channels.push(self.cluster.connect(i).await?);
         }
         let mut tasks = JoinSet::new();
         for (d, (name, replicas)) in deployments(pods).into_iter().enumerate() {

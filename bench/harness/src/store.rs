@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::{Binaries, Cluster};
 use crate::cpu::{self, Usage};
 use crate::report::{self, Figures, Summary, Target};
-use crate::system::{connect, System};
+use crate::system::{Dialer, System};
 
 const VALUE_BYTES: usize = 256;
 
@@ -51,16 +51,17 @@ fn value_of(key: &str) -> Vec<u8> {
 
 /// Runs `clients` writers against `endpoint` for `warmup` (not measured) then `measure`.
 async fn load(
-    system: System,
+    dialer: &Dialer,
     endpoint: &str,
     clients: usize,
     warmup: Duration,
     measure: Duration,
     tag: &str,
 ) -> anyhow::Result<Load> {
+    let system = dialer.system();
     let mut channels = Vec::new();
     for _ in 0..clients.min(16) {
-        channels.push(connect(endpoint).await?);
+        channels.push(dialer.connect(endpoint).await?);
     }
     let begin = Instant::now() + warmup;
     let end = begin + measure;
@@ -107,8 +108,9 @@ async fn load(
 
 /// Reads back every client's last acknowledged write (linearizable) and fails unless each is there
 /// with its value: the writes counted were really stored.
-async fn read_back(system: System, endpoint: &str, written: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
-    let channel = connect(endpoint).await?;
+async fn read_back(dialer: &Dialer, endpoint: &str, written: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    let system = dialer.system();
+    let channel = dialer.connect(endpoint).await?;
     for (key, value) in written {
         let got = system
             .get(channel.clone(), key.clone())
@@ -129,16 +131,13 @@ async fn bench_system(
 ) -> anyhow::Result<Vec<LoadResult>> {
     let mut out = Vec::new();
     for &clients in counts {
-        let (leader, term_before) = cluster
-            .system
-            .status(&cluster.endpoints)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("{}: no leader", cluster.system.name()))?;
+        let name = cluster.system().name();
+        let (leader, term_before) = cluster.status().await.ok_or_else(|| anyhow::anyhow!("{name}: no leader"))?;
         let tag = format!("c{clients}");
         let before = cpu::sample(&cluster.pids());
-        let done = load(cluster.system, &cluster.endpoints[leader], clients, warmup, measure, &tag).await?;
+        let done = load(&cluster.dialer, &cluster.endpoints[leader], clients, warmup, measure, &tag).await?;
         let cpu = cpu::usage(&before, &cpu::sample(&cluster.pids()));
-        let term_after = cluster.system.status(&cluster.endpoints).await?.map(|(_, t)| t).unwrap_or(0);
+        let term_after = cluster.status().await.map(|(_, t)| t).unwrap_or(0);
         let lat = &done.latencies;
         let r = LoadResult {
             clients,
@@ -153,7 +152,7 @@ async fn bench_system(
         };
         eprintln!(
             "  {:5} {:5} clients: {:9.0} writes/s  p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms  failed {} of {}  term {} -> {}  cores: bench {:.2}, other {:.2}",
-            cluster.system.name(),
+            name,
             clients,
             r.writes_per_sec,
             ms(r.p50),
@@ -166,14 +165,9 @@ async fn bench_system(
             r.cpu.ours,
             r.cpu.other
         );
-        report::check_failures(
-            cluster.system.name(),
-            &format!("writes at {clients} clients"),
-            done.errors,
-            done.calls,
-        )?;
-        let reader = cluster.system.status(&cluster.endpoints).await?.map(|(l, _)| l).unwrap_or(leader);
-        read_back(cluster.system, &cluster.endpoints[reader], &done.last).await?;
+        report::check_failures(name, &format!("writes at {clients} clients"), done.errors, done.calls)?;
+        let reader = cluster.status().await.map(|(l, _)| l).unwrap_or(leader);
+        read_back(&cluster.dialer, &cluster.endpoints[reader], &done.last).await?;
         out.push(r);
     }
     Ok(out)

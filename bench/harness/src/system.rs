@@ -1,4 +1,6 @@
-//! What the benchmarks ask of Skiff and of etcd, over each one's own gRPC API.
+//! What the benchmarks ask of Skiff and of etcd, over each one's own gRPC API, and how each one's
+//! members are reached ([`Dialer`]): Skiff's over TLS with the cluster's admin credentials, etcd's
+//! in plain HTTP/2. The two paths never cross.
 
 use std::time::Duration;
 
@@ -6,6 +8,8 @@ use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{MemberStatusRequest, StatusRequest};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::access::SkiffAccess;
 
 #[allow(clippy::all)]
 pub mod etcdpb {
@@ -75,50 +79,83 @@ impl System {
             }
         }
     }
+}
 
-    /// The index (into `endpoints`) of the leader, if the members agree on one.
-    pub async fn leader(self, endpoints: &[String]) -> anyhow::Result<Option<usize>> {
-        Ok(self.status(endpoints).await?.map(|(leader, _)| leader))
+/// How the harness reaches one system's members, each in its own way: Skiff's members serve only
+/// TLS and want a client certificate; etcd runs as the reference does by default, in plain HTTP/2.
+#[derive(Clone)]
+pub enum Dialer {
+    Skiff(SkiffAccess),
+    Etcd,
+}
+
+impl Dialer {
+    pub fn system(&self) -> System {
+        match self {
+            Dialer::Skiff(_) => System::Skiff,
+            Dialer::Etcd => System::Etcd,
+        }
     }
 
-    /// `(leader index, term)` as the leader reports them.
-    pub async fn status(self, endpoints: &[String]) -> anyhow::Result<Option<(usize, u64)>> {
+    /// A connected channel to `endpoint`, failing fast when it is down.
+    pub async fn connect(&self, endpoint: &str) -> anyhow::Result<Channel> {
         match self {
-            System::Skiff => {
+            Dialer::Skiff(access) => access.connect(endpoint).await,
+            Dialer::Etcd => etcd_connect(endpoint).await,
+        }
+    }
+
+    /// A lazily connected channel (reconnects by itself).
+    pub fn lazy(&self, endpoint: &str) -> anyhow::Result<Channel> {
+        match self {
+            Dialer::Skiff(access) => access.lazy(endpoint),
+            Dialer::Etcd => etcd_lazy(endpoint),
+        }
+    }
+
+    /// The index (into `endpoints`) of the leader, if the members agree on one.
+    pub async fn leader(&self, endpoints: &[String]) -> Option<usize> {
+        self.status(endpoints).await.map(|(leader, _)| leader)
+    }
+
+    /// `(leader index, term)` as the leader reports them. Each member is asked over a lazy channel
+    /// whose first call, the connection included, has [`ASK_TIMEOUT`]: a member that is down or
+    /// slow is passed over.
+    pub async fn status(&self, endpoints: &[String]) -> Option<(usize, u64)> {
+        match self {
+            Dialer::Skiff(access) => {
                 for e in endpoints {
-                    let Ok(ch) = connect(e).await else { continue };
-                    let mut client = ClusterClient::new(ch);
-                    let ask = client.status(StatusRequest {});
+                    let Ok(ch) = access.lazy(e) else { continue };
+                    let ask = ClusterClient::new(ch).status(StatusRequest {});
                     let Ok(Ok(s)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else { continue };
                     let s = s.into_inner();
                     let leader = s.members.iter().find(|m| m.id == s.leader_id && m.role == "leader");
                     if let Some(m) = leader {
                         if let Some(i) = endpoints.iter().position(|e| *e == m.addr) {
-                            return Ok(Some((i, s.term)));
+                            return Some((i, s.term));
                         }
                     }
                 }
-                Ok(None)
+                None
             }
-            System::Etcd => {
+            Dialer::Etcd => {
                 for (i, e) in endpoints.iter().enumerate() {
-                    let Ok(ch) = connect(e).await else { continue };
-                    let mut client = etcdpb::maintenance_client::MaintenanceClient::new(ch);
-                    let ask = client.status(etcdpb::StatusRequest {});
+                    let Ok(ch) = etcd_connect(e).await else { continue };
+                    let ask = etcdpb::maintenance_client::MaintenanceClient::new(ch).status(etcdpb::StatusRequest {});
                     let Ok(Ok(s)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else { continue };
                     let s = s.into_inner();
                     let member = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
                     if member != 0 && s.leader == member {
-                        return Ok(Some((i, s.raft_term)));
+                        return Some((i, s.raft_term));
                     }
                 }
-                Ok(None)
+                None
             }
         }
     }
 
     /// Each member's own state, by index into `endpoints`; `None` for a member that did not answer.
-    pub async fn members(self, endpoints: &[String]) -> Vec<Option<MemberState>> {
+    pub async fn members(&self, endpoints: &[String]) -> Vec<Option<MemberState>> {
         let mut out = Vec::new();
         for e in endpoints {
             out.push(self.member(e).await);
@@ -126,41 +163,36 @@ impl System {
         out
     }
 
-    async fn member(self, endpoint: &str) -> Option<MemberState> {
-        let ch = connect(endpoint).await.ok()?;
-        let ask = async {
-            match self {
-                System::Skiff => {
-                    let m = ClusterClient::new(ch).member_status(MemberStatusRequest {}).await.ok()?.into_inner();
-                    Some(MemberState {
-                        leader: m.leader_id,
-                        is_leader: m.role == "leader",
-                        last_index: m.last_log_index,
-                        applied: m.applied_index,
-                    })
-                }
-                System::Etcd => {
-                    let s = etcdpb::maintenance_client::MaintenanceClient::new(ch)
-                        .status(etcdpb::StatusRequest {})
-                        .await
-                        .ok()?
-                        .into_inner();
-                    let id = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
-                    Some(MemberState {
-                        leader: s.leader,
-                        is_leader: id != 0 && s.leader == id,
-                        last_index: s.raft_index,
-                        applied: s.raft_applied_index,
-                    })
-                }
+    async fn member(&self, endpoint: &str) -> Option<MemberState> {
+        match self {
+            Dialer::Skiff(access) => {
+                let ask = ClusterClient::new(access.lazy(endpoint).ok()?).member_status(MemberStatusRequest {});
+                let m = tokio::time::timeout(ASK_TIMEOUT, ask).await.ok()?.ok()?.into_inner();
+                Some(MemberState {
+                    leader: m.leader_id,
+                    is_leader: m.role == "leader",
+                    last_index: m.last_log_index,
+                    applied: m.applied_index,
+                })
             }
-        };
-        tokio::time::timeout(ASK_TIMEOUT, ask).await.ok().flatten()
+            Dialer::Etcd => {
+                let ch = etcd_connect(endpoint).await.ok()?;
+                let ask = etcdpb::maintenance_client::MaintenanceClient::new(ch).status(etcdpb::StatusRequest {});
+                let s = tokio::time::timeout(ASK_TIMEOUT, ask).await.ok()?.ok()?.into_inner();
+                let id = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
+                Some(MemberState {
+                    leader: s.leader,
+                    is_leader: id != 0 && s.leader == id,
+                    last_index: s.raft_index,
+                    applied: s.raft_applied_index,
+                })
+            }
+        }
     }
 }
 
-/// A connected channel to `endpoint`, failing fast when it is down.
-pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+/// A connected plain channel to etcd member `endpoint`, failing fast when it is down.
+async fn etcd_connect(endpoint: &str) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
         .connect_timeout(Duration::from_millis(300))
         .tcp_nodelay(true)
@@ -168,8 +200,8 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
         .await?)
 }
 
-/// A lazily connected channel (reconnects by itself).
-pub fn lazy(endpoint: &str) -> anyhow::Result<Channel> {
+/// A lazily connected plain channel to etcd member `endpoint` (reconnects by itself).
+fn etcd_lazy(endpoint: &str) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
         .connect_timeout(Duration::from_millis(300))
         .tcp_nodelay(true)

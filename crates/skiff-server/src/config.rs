@@ -449,8 +449,8 @@ impl NodeConfig {
         if let Some(token) = &self.security.join_token {
             skiff_tls::JoinToken::parse(token).map_err(|m| invalid("security.join_token", m))?;
         }
-        if self.security.member_cert_secs < 60 || self.security.client_cert_secs < 60 {
-            return Err(invalid("security", "certificates must be valid for at least 60 s".into()));
+        if self.security.member_cert_secs < 10 || self.security.client_cert_secs < 10 {
+            return Err(invalid("security", "certificates must be valid for at least 10 s".into()));
         }
         let mut ids = BTreeSet::new();
         let mut names = BTreeSet::new();

@@ -1,8 +1,17 @@
 //! A stand-in for `skiff node` that says it leads and refuses every write: the benchmarks must fail
 //! against it (bench/harness/tests/smoke_fails.rs). It takes the same `node --config FILE` arguments
-//! and reads `id` and `listen` from the file; nothing is stored.
+//! and reads `id`, `listen`, `data_dir` and `initial_members` from the file; nothing is stored.
+//!
+//! It serves over TLS as a member does, so the harness reaches it as it reaches Skiff: each stand-in
+//! makes a CA of its own and its member certificate, and the one with the lowest id writes admin
+//! credentials for its CA to `<data_dir>/admin.conf`, as a bootstrapping member does. The others'
+//! CAs differ, so the harness's channels reach the lowest one only, which answers as the leader:
+//! all a run needs to find it and see its writes refused.
 
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use skiff_proto::api::cluster_server::{Cluster, ClusterServer};
@@ -12,7 +21,11 @@ use skiff_proto::api::{
     ListRequest, ListResponse, MemberInfo, MemberStatusRequest, PutRequest, PutResponse, RemoveMemberRequest,
     RemoveMemberResponse, StatusRequest, TxnRequest, TxnResponse, WatchEvent, WatchRequest,
 };
+use skiff_tls::{ClusterCa, Identity, IdentityStore, Role, Subject};
 use tonic::{Request, Response, Status};
+
+/// How long the stand-in's certificates are valid: longer than any run.
+const VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
 /// This member as the status calls describe it: always the leader of term 1.
 #[derive(Clone)]
@@ -93,6 +106,20 @@ impl Kv for Refusing {
     }
 }
 
+/// This stand-in's TLS: a CA of its own and a member certificate for `id`; with `admin`, also admin
+/// credentials for that CA written to `admin` (mode 0600).
+fn tls(id: u64, listen: &str, admin: Option<&Path>) -> anyhow::Result<Arc<skiff_tls::rustls::ServerConfig>> {
+    let ca = ClusterCa::generate("refusing")?;
+    let (key_pem, csr) = skiff_tls::ca::new_key_and_csr()?;
+    let cert_pem = ca.sign(&csr, &Subject::Member(id), VALIDITY)?;
+    if let Some(path) = admin {
+        let subject = Subject::Client { name: "admin".into(), role: Role::Admin };
+        skiff_tls::credentials::issue(&ca, &subject, VALIDITY, vec![listen.to_string()])?.save(path)?;
+    }
+    let identity = Identity { ca_pem: ca.cert_pem.clone(), cert_pem, key_pem };
+    Ok(skiff_tls::transport::server_config(IdentityStore::new(identity)?)?)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -104,11 +131,24 @@ async fn main() -> anyhow::Result<()> {
     let table: toml::Table = text.parse().with_context(|| format!("parsing {config}"))?;
     let id = table.get("id").and_then(|v| v.as_integer()).context("id")?;
     let listen = table.get("listen").and_then(|v| v.as_str()).context("listen")?.to_string();
-    let member = Refusing { id: u64::try_from(id).context("id")?, addr: listen.clone() };
+    let id = u64::try_from(id).context("id")?;
+    let data_dir = table.get("data_dir").and_then(|v| v.as_str()).context("data_dir")?;
+    let lowest = table
+        .get("initial_members")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("id").and_then(|i| i.as_integer()))
+        .filter_map(|i| u64::try_from(i).ok())
+        .min();
+    let admin = Path::new(data_dir).join("admin.conf");
+    let config = tls(id, &listen, (lowest == Some(id)).then_some(admin.as_path()))?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listen address {listen}"))?;
+    let member = Refusing { id, addr: listen.clone() };
     tonic::transport::Server::builder()
         .add_service(ClusterServer::new(member.clone()))
         .add_service(KvServer::new(member))
-        .serve(listen.parse().with_context(|| format!("listen address {listen}"))?)
+        .serve_with_incoming(skiff_tls::transport::incoming(listener, config))
         .await?;
     Ok(())
 }
