@@ -187,6 +187,10 @@ struct Project {
     metrics_ports: [u16; 3],
     /// The members' configs (`SKIFF_CONFIG_DIR`).
     configs: tempfile::TempDir,
+    /// The bootstrap secret the members share (`SKIFF_JOIN_TOKEN`).
+    token: String,
+    /// Node1's admin credentials, copied to the host (see [`Project::fetch_credentials`]).
+    home: tempfile::TempDir,
     down: bool,
 }
 
@@ -208,6 +212,7 @@ impl Project {
                 .env("SKIFF_NODE_PORTS2", "127.0.0.22:30000-30009")
                 .env("SKIFF_NODE_PORTS3", "127.0.0.23:30000-30009")
                 .env("SKIFF_CONFIG_DIR", self.configs.path())
+                .env("SKIFF_JOIN_TOKEN", &self.token)
                 .env("SKIFF_NETWORK", format!("{}_default", self.name)),
             limit,
         )
@@ -223,10 +228,33 @@ impl Project {
         self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
     }
 
-    /// The CLI against `members`, giving up on them after 3 s (so a poll never outlives its deadline).
+    fn credentials(&self) -> PathBuf {
+        self.home.path().join("admin.conf")
+    }
+
+    /// Copies the admin credentials node1 wrote at bootstrap to the host, as scripts/cluster-up.sh does.
+    fn fetch_credentials(&self, end: Instant) {
+        eventually("node1's admin credentials", Duration::from_secs(60), end, || {
+            let id = self.container("node1")?;
+            let from = format!("{id}:/var/lib/skiff/admin.conf");
+            let copied =
+                run(Command::new("docker").args(["cp", &from]).arg(self.credentials()), Duration::from_secs(20));
+            copied.ok().filter(Ran::ok).and_then(|_| skiff_tls::Credentials::load(&self.credentials()).ok())
+        });
+    }
+
+    /// The CLI against `members` as the admin, giving up on them after 3 s (so a poll never outlives
+    /// its deadline).
     fn skiff(&self, members: &str, args: &[&str]) -> Ran {
+        self.skiff_as(&self.credentials(), members, args)
+    }
+
+    fn skiff_as(&self, credentials: &std::path::Path, members: &str, args: &[&str]) -> Ran {
         run(
-            Command::new(env!("CARGO_BIN_EXE_skiff")).args(["--members", members, "--timeout", "3"]).args(args),
+            Command::new(env!("CARGO_BIN_EXE_skiff"))
+                .args(["--members", members, "--timeout", "3", "--credentials"])
+                .arg(credentials)
+                .args(args),
             Duration::from_secs(20),
         )
         .expect("the skiff binary")
@@ -338,8 +366,11 @@ fn compose_cluster_survives_docker_kill_of_the_leader_converges_and_runs_a_pod()
     let configs = tempfile::tempdir().expect("tempdir");
     test_configs(configs.path(), &name);
     let (ports, metrics_ports) = free_ports();
-    let mut project = Project { name, ports, metrics_ports, configs, down: false };
+    let token = skiff_tls::token::new_secret().expect("a bootstrap secret");
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut project = Project { name, ports, metrics_ports, configs, token, home, down: false };
     project.compose_ok(&["up", "-d"]);
+    project.fetch_credentials(end);
 
     let (leader, status) = eventually("a leader and three healthy members", Duration::from_secs(60), end, || {
         let s = project.status()?;
@@ -363,6 +394,7 @@ fn compose_cluster_survives_docker_kill_of_the_leader_converges_and_runs_a_pod()
 
     // The cluster is healthy and no member was touched: every write is acknowledged.
     assert_eq!(acked.len(), KEYS, "writes to a healthy cluster are all acknowledged; unknown: {maybe:?}");
+    only_credentials_get_in(&project, leader);
 
     let service = service_of(&status, leader);
     let id = project.container(&service).unwrap_or_else(|| panic!("no container for {service}"));
@@ -467,6 +499,49 @@ fn compose_cluster_survives_docker_kill_of_the_leader_converges_and_runs_a_pod()
 /// A pod that serves HTTP, bound to node2: Running and Ready (the agent's readiness probe reached
 /// it), reached from the host at its pod IP on the compose network, and through `skiff exec` via
 /// node1; then deleted, its containers gone.
+/// Issue 12 on the compose cluster: without credentials, with read-only credentials, with a forged
+/// Raft message from a non-member: refused, and nothing changes.
+fn only_credentials_get_in(project: &Project, leader: u64) {
+    use skiff_proto::transport::Connector;
+    let members = project.all_members();
+    let ro = project.home.path().join("auditor.conf");
+    let issued =
+        project.skiff(&members, &["cluster", "credentials", "--name", "auditor", "-o", &ro.display().to_string()]);
+    assert!(issued.ok(), "read-only credentials: {}", issued.stderr);
+    let read = project.skiff_as(&ro, &members, &["kv", "get", "before/00"]);
+    assert_eq!(read.stdout, "v0\n", "a read-only client reads: {}", read.stderr);
+    let write = project.skiff_as(&ro, &members, &["kv", "put", "before/00", "forged"]);
+    assert!(!write.ok() && write.stderr.contains("read-only"), "a read-only client cannot write: {}", write.stderr);
+
+    let admin = skiff_tls::Credentials::load(&project.credentials()).expect("admin credentials");
+    let auditor = skiff_tls::Credentials::load(&ro).expect("read-only credentials");
+    let anonymous = skiff_tls::TlsConnector::anonymous(&admin.ca).expect("anonymous connector");
+    let auditor = auditor.connector().expect("read-only connector");
+    let addr = format!("127.0.0.1:{}", project.ports[0]);
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let put = skiff_proto::api::PutRequest {
+            key: "before/00".into(),
+            value: b"forged".to_vec(),
+            expected_revision: None,
+        };
+        let channel = anonymous.channel(&addr).expect("channel");
+        let err = skiff_proto::api::kv_client::KvClient::new(channel).put(put).await.expect_err("no credentials");
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+        let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(1 << 40, 99), None);
+        let data = skiff_store::codec::encode(&vote).expect("encode");
+        let channel = auditor.channel(&addr).expect("channel");
+        let forged = skiff_proto::raft::RaftMessage { data, error: Vec::new() };
+        let err =
+            skiff_proto::raft::raft_client::RaftClient::new(channel).vote(forged).await.expect_err("not a member");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    });
+    let kept = project.skiff(&members, &["kv", "get", "before/00"]);
+    assert_eq!(kept.stdout, "v0\n", "nothing changed: {}", kept.stderr);
+    let status = project.status().expect("the cluster answers");
+    assert_eq!(agreed_leader(&status), Some(leader), "the leader is the same: {status}");
+}
+
 fn run_a_pod_and_reach_it(project: &Project, end: Instant) {
     let manifest = "apiVersion: v1
 kind: Pod

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use skiff_proto::transport::{Connector, TcpConnector};
+pub use skiff_proto::transport::Connector;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -66,11 +66,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `addrs` (`host:port` each).
-    pub fn new(addrs: &[String]) -> Result<Self, String> {
-        Self::with_connector(addrs, Arc::new(TcpConnector::default()))
-    }
-
+    /// A client for `addrs` (`host:port` each) whose channels come from `connector` (members
+    /// speak TLS only: `skiff_tls::TlsConnector` with credentials).
     pub fn with_connector(addrs: &[String], connector: Arc<dyn Connector>) -> Result<Self, String> {
         if addrs.is_empty() {
             return Err("no member address given: use --members, SKIFF_MEMBERS or the client config file".into());

@@ -1,6 +1,6 @@
 //! How a member's address becomes a gRPC channel, shared by the Raft network, forwarding between
-//! members and the client: a [`Connector`] is passed in, so tests (and later TLS) plug in without
-//! touching the code that uses it.
+//! members and the client: a [`Connector`] is passed in. Members use `skiff_tls::TlsConnector` (they
+//! serve TLS only); [`TcpConnector`] is plain HTTP/2, for tests of the store alone.
 
 use std::time::Duration;
 
