@@ -327,7 +327,14 @@ async fn a_member_whose_data_was_wiped_keeps_its_pods_containers_while_it_catche
     assert_eq!(before.len(), 2, "the sandbox and the app container");
 
     cluster.stop(3).await;
-    std::fs::remove_dir_all(&cluster.configs[&3].data_dir).expect("wipe node3's data");
+    // Its Raft data gone but its certificate kept: refused (the vote it cast is lost).
+    let data_dir = cluster.configs[&3].data_dir.clone();
+    std::fs::remove_dir_all(data_dir.join("raft-log")).expect("wipe node3's Raft log");
+    let listener = common::bind(cluster.configs[&3].listen.parse().expect("addr"));
+    let refused = skiff_server::Node::start(cluster.configs[&3].clone(), listener, None, Some(runtime.clone())).await;
+    let Err(err) = refused else { panic!("a member without its Raft data must not start") };
+    assert!(err.to_string().contains("not its Raft data"), "{err}");
+    std::fs::remove_dir_all(&data_dir).expect("wipe node3's data");
     // The double vote (the second half of finding 17): a voter whose data is gone forgot its vote,
     // so it must not come back as the same member. Its id already holds a certificate: refused.
     let mut config = cluster.configs[&3].clone();

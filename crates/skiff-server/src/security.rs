@@ -112,6 +112,16 @@ pub async fn member_identity(
     let bad = |e: skiff_tls::TlsError| NodeError::Config(format!("member certificate: {e}"));
     if let Some(identity) = Identity::load_dir(&tls).map_err(bad)? {
         let pending = load_pending(config)?;
+        // A member's Raft data holds its vote: without it, it could vote twice in one term.
+        if pending.is_none() && !config.data_dir.join("raft-log").exists() {
+            return Err(NodeError::Config(format!(
+                "{} holds member {}'s certificate but not its Raft data (its vote is lost): remove the member (`skiff cluster remove-member {}`), delete {}, and join it again",
+                config.data_dir.display(),
+                config.id,
+                config.id,
+                config.data_dir.display()
+            )));
+        }
         return Ok((IdentityStore::new(identity).map_err(bad)?, pending));
     }
     if config.data_dir.join("raft-log").exists() {
@@ -184,15 +194,7 @@ fn save_pending(config: &NodeConfig, pending: &Pending) -> Result<(), NodeError>
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    skiff_tls::identity::write_private(path, bytes).map_err(|e| e.to_string())
 }
 
 fn load_pending(config: &NodeConfig) -> Result<Option<PendingCa>, NodeError> {

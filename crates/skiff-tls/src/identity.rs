@@ -79,15 +79,15 @@ impl Identity {
     }
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, mode 0600.
-pub fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
+/// Writes `bytes` to `path` through a temporary file and a rename, mode 0600.
+pub fn write_private(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp: PathBuf = path.with_extension("tmp");
     let io = |error| TlsError::Io { path: path.to_path_buf(), error };
     let mut file =
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
-    file.write_all(text.as_bytes()).map_err(io)?;
+    file.write_all(bytes.as_ref()).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
