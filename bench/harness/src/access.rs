@@ -52,7 +52,8 @@ impl SkiffAccess {
     /// refuses the credentials.
     pub async fn connect(&self, endpoint: &str) -> anyhow::Result<Channel> {
         let channel = self.lazy(endpoint)?;
-        let ask = ClusterClient::new(channel.clone()).member_status(MemberStatusRequest {});
+        let mut client = ClusterClient::new(channel.clone());
+        let ask = client.member_status(MemberStatusRequest {});
         match tokio::time::timeout(FIRST_CALL_TIMEOUT, ask).await {
             Ok(Ok(_)) => Ok(channel),
             Ok(Err(status)) => anyhow::bail!("skiff member {endpoint}: {}", status.message()),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::{Binaries, Cluster};
 use crate::cpu::{self, Usage};
 use crate::report::{self, Figures, Summary, Target};
-use crate::system::{Dialer, System};
+use crate::system::Dialer;
 
 const VALUE_BYTES: usize = 256;
 

@@ -126,7 +126,8 @@ impl Dialer {
             Dialer::Skiff(access) => {
                 for e in endpoints {
                     let Ok(ch) = access.lazy(e) else { continue };
-                    let ask = ClusterClient::new(ch).status(StatusRequest {});
+                    let mut client = ClusterClient::new(ch);
+                    let ask = client.status(StatusRequest {});
                     let Ok(Ok(s)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else { continue };
                     let s = s.into_inner();
                     let leader = s.members.iter().find(|m| m.id == s.leader_id && m.role == "leader");
@@ -141,7 +142,8 @@ impl Dialer {
             Dialer::Etcd => {
                 for (i, e) in endpoints.iter().enumerate() {
                     let Ok(ch) = etcd_connect(e).await else { continue };
-                    let ask = etcdpb::maintenance_client::MaintenanceClient::new(ch).status(etcdpb::StatusRequest {});
+                    let mut client = etcdpb::maintenance_client::MaintenanceClient::new(ch);
+                    let ask = client.status(etcdpb::StatusRequest {});
                     let Ok(Ok(s)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else { continue };
                     let s = s.into_inner();
                     let member = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
@@ -166,7 +168,8 @@ impl Dialer {
     async fn member(&self, endpoint: &str) -> Option<MemberState> {
         match self {
             Dialer::Skiff(access) => {
-                let ask = ClusterClient::new(access.lazy(endpoint).ok()?).member_status(MemberStatusRequest {});
+                let mut client = ClusterClient::new(access.lazy(endpoint).ok()?);
+                let ask = client.member_status(MemberStatusRequest {});
                 let m = tokio::time::timeout(ASK_TIMEOUT, ask).await.ok()?.ok()?.into_inner();
                 Some(MemberState {
                     leader: m.leader_id,
@@ -176,8 +179,8 @@ impl Dialer {
                 })
             }
             Dialer::Etcd => {
-                let ch = etcd_connect(endpoint).await.ok()?;
-                let ask = etcdpb::maintenance_client::MaintenanceClient::new(ch).status(etcdpb::StatusRequest {});
+                let mut client = etcdpb::maintenance_client::MaintenanceClient::new(etcd_connect(endpoint).await.ok()?);
+                let ask = client.status(etcdpb::StatusRequest {});
                 let s = tokio::time::timeout(ASK_TIMEOUT, ask).await.ok()?.ok()?.into_inner();
                 let id = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
                 Some(MemberState {
