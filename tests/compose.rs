@@ -500,7 +500,7 @@ fn compose_cluster_survives_docker_kill_of_the_leader_converges_and_runs_a_pod()
 /// it), reached from the host at its pod IP on the compose network, and through `skiff exec` via
 /// node1; then deleted, its containers gone.
 /// Issue 12 on the compose cluster: without credentials, with read-only credentials, with a forged
-/// Raft message from a non-member: refused, and nothing changes.
+/// Raft message from a non-member, with another CA's credentials: refused, and nothing changes.
 fn only_credentials_get_in(project: &Project, leader: u64) {
     use skiff_proto::transport::Connector;
     let members = project.all_members();
@@ -535,6 +535,19 @@ fn only_credentials_get_in(project: &Project, leader: u64) {
         let err =
             skiff_proto::raft::raft_client::RaftClient::new(channel).vote(forged).await.expect_err("not a member");
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        // Another CA's admin: the member refuses the handshake, nothing is sent.
+        let other = skiff_tls::ClusterCa::generate("another").expect("a CA");
+        let admin = skiff_tls::Subject::Client { name: "admin".into(), role: skiff_tls::Role::Admin };
+        let foreign =
+            skiff_tls::credentials::issue(&other, &admin, Duration::from_secs(600), Vec::new()).expect("creds");
+        let channel = foreign.connector().expect("connector").channel(&addr).expect("channel");
+        let put = skiff_proto::api::PutRequest {
+            key: "before/00".into(),
+            value: b"forged".to_vec(),
+            expected_revision: None,
+        };
+        let err = skiff_proto::api::kv_client::KvClient::new(channel).put(put).await.expect_err("another CA");
+        assert!(skiff_proto::transport::is_connect_error(&err), "refused before anything is sent: {err}");
     });
     let kept = project.skiff(&members, &["kv", "get", "before/00"]);
     assert_eq!(kept.stdout, "v0\n", "nothing changed: {}", kept.stderr);
