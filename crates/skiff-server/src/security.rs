@@ -26,7 +26,6 @@ use skiff_proto::api::{
 };
 use skiff_proto::transport::Redirect;
 use skiff_store::{KvStore, Op};
-use skiff_tls::credentials::Credentials;
 use skiff_tls::{token, ClusterCa, Identity, IdentityStore, JoinToken, Role, Subject};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
@@ -471,14 +470,4 @@ pub async fn renew_before_expiry(
             }
         }
     }
-}
-
-/// Credentials for a new client, signed by the cluster (used by `skiff cluster credentials`).
-pub fn new_client_request() -> Result<(String, String), skiff_tls::TlsError> {
-    skiff_tls::ca::new_key_and_csr()
-}
-
-/// Writes credentials for `members` from an issued certificate.
-pub fn client_credentials(members: Vec<String>, key_pem: String, resp: IssueCredentialResponse) -> Credentials {
-    Credentials { members, ca: resp.ca_pem, cert: resp.cert_pem, key: key_pem }
 }

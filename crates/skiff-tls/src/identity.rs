@@ -71,12 +71,17 @@ impl Identity {
 
     /// The trust roots: the cluster CA.
     pub fn roots(&self) -> Result<Arc<rustls::RootCertStore>, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in crate::pem::certs(&self.ca_pem)? {
-            roots.add(cert).map_err(|e| TlsError::Invalid(format!("the cluster CA cannot be used: {e}")))?;
-        }
-        Ok(Arc::new(roots))
+        roots(&self.ca_pem)
     }
+}
+
+/// Trust roots made of the CA certificates in `ca_pem`.
+pub fn roots(ca_pem: &str) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in crate::pem::certs(ca_pem)? {
+        roots.add(cert).map_err(|e| TlsError::Invalid(format!("the cluster CA cannot be used: {e}")))?;
+    }
+    Ok(Arc::new(roots))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, mode 0600.

@@ -90,25 +90,23 @@ pub fn digest(data: &[u8]) -> [u8; 32] {
 /// label (which side) and the message.
 pub fn proof(secret: &str, label: &str, parts: &[&[u8]]) -> Vec<u8> {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(label.as_bytes());
-    for part in parts {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part);
-    }
-    ctx.sign().as_ref().to_vec()
+    hmac::sign(&key, &proven_message(label, parts)).as_ref().to_vec()
 }
 
 /// Checks a proof in constant time.
 pub fn verify_proof(secret: &str, label: &str, parts: &[&[u8]], proof: &[u8]) -> bool {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let mut message = Vec::new();
-    message.extend_from_slice(label.as_bytes());
+    hmac::verify(&key, &proven_message(label, parts), proof).is_ok()
+}
+
+/// The label, then each part after its length (so parts cannot be shifted into each other).
+fn proven_message(label: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut message = label.as_bytes().to_vec();
     for part in parts {
         message.extend_from_slice(&(part.len() as u64).to_be_bytes());
         message.extend_from_slice(part);
     }
-    hmac::verify(&key, &message, proof).is_ok()
+    message
 }
 
 /// Lowercase hex.

@@ -111,10 +111,7 @@ impl TlsConnector {
     /// Trusts `ca_pem` and presents no certificate.
     pub fn anonymous(ca_pem: &str) -> Result<TlsConnector, TlsError> {
         install_crypto();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in crate::pem::certs(ca_pem)? {
-            roots.add(cert).map_err(|e| TlsError::Invalid(format!("the cluster CA cannot be used: {e}")))?;
-        }
+        let roots = crate::identity::roots(ca_pem)?;
         let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self::with_config(config))
