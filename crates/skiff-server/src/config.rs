@@ -53,6 +53,9 @@ pub struct RaftSettings {
     pub max_payload_entries: u64,
     /// Revisions of watch history kept for watches that resume.
     pub watch_history_revisions: u64,
+    /// Bytes of watch history kept however small the cluster state is (a larger state is the
+    /// budget itself: the history never costs more than the state, or this).
+    pub watch_history_bytes: u64,
     /// How long a write waits for commit before its outcome is reported unknown.
     pub write_timeout_ms: u64,
     /// Raft entries proposed but not yet applied at once; concurrent writes share the next entry.
@@ -83,6 +86,7 @@ impl Default for RaftSettings {
             keep_logs_after_snapshot: 1_000,
             max_payload_entries: 512,
             watch_history_revisions: 100_000,
+            watch_history_bytes: skiff_store::history::HistoryLimits::default().min_bytes,
             write_timeout_ms: 10_000,
             max_in_flight_entries: 4,
             max_snapshot_bytes: skiff_store::inbound::InboundLimits::default().max_snapshot_bytes,

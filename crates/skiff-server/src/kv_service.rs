@@ -106,7 +106,7 @@ impl Kv for KvService {
             ms => Duration::from_millis(ms.max(10)),
         };
         let (rx, open) = self.api.kv_watch(&msg.prefix, msg.start_revision, every).map_err(api_status)?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |item| match item {
+        let stream = rx.map(move |item| match item {
             Ok(WatchItem::Change(e)) => Ok(WatchEvent {
                 kind: match e.kind {
                     ChangeKind::Put => watch_event::Kind::Put as i32,

@@ -20,6 +20,7 @@ use skiff_proto::api::AddMemberRequest;
 use skiff_proto::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use skiff_proto::member::members_server::MembersServer;
 use skiff_proto::transport::Redirect;
+use skiff_store::history::HistoryLimits;
 use skiff_store::network::Connector;
 use skiff_store::raft_service::RaftService;
 use skiff_store::state_machine::StateMachineConfig;
@@ -93,7 +94,10 @@ impl Node {
             data_dir: config.data_dir.clone(),
             raft: config.raft.openraft_config(),
             state_machine: StateMachineConfig {
-                history_revisions: config.raft.watch_history_revisions,
+                history: HistoryLimits {
+                    revisions: config.raft.watch_history_revisions,
+                    min_bytes: config.raft.watch_history_bytes,
+                },
                 ..Default::default()
             },
             log_cache_bytes: 64 << 20,

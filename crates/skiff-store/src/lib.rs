@@ -11,7 +11,8 @@
 //! - [`codec`]: the versioned binary encoding of everything stored on disk or sent between members.
 //! - [`log_store`]: the Raft log and vote in sled (`RaftLogStorage`).
 //! - [`state_machine`]: the objects, their revisions and the watch history in sled
-//!   (`RaftStateMachine`), with snapshots.
+//!   (`RaftStateMachine`), with snapshots; [`history`]: how much history it keeps;
+//!   [`snapshot`]: the snapshot's encoding, written and read without extra copies.
 //! - [`watch`]: watch streams served from the local replica.
 //! - [`network`]: the Raft network client over tonic; [`raft_service`]: its server side, which
 //!   refuses what [`inbound`] does not admit (terms that would overflow, oversized snapshots).
@@ -22,6 +23,7 @@
 //! - [`metrics`]: what the store counts for `/metrics`.
 
 pub mod codec;
+pub mod history;
 pub mod inbound;
 pub mod leadership;
 pub mod log_store;
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod network;
 mod proposer;
 pub mod raft_service;
+pub mod snapshot;
 pub mod state_machine;
 pub mod store;
 pub mod types;

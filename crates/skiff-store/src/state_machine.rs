@@ -16,12 +16,13 @@
 //! order. The state machine is not flushed on apply: the flushed log is the source of truth, and a
 //! snapshot is written to its own file and fsynced before openraft purges the log behind it.
 //!
-//! The watch history is part of the replicated state: it is kept for the last `history_revisions`
-//! revisions, independent of when the Raft log is purged, and it travels in snapshots, so it
-//! survives a restart and a snapshot install.
+//! The watch history is part of the replicated state: it is kept for the last revisions within a
+//! byte budget ([`crate::history`]), independent of when the Raft log is purged, and it travels in
+//! snapshots, so it survives a restart and a snapshot install. Snapshots are written and read piece
+//! by piece ([`crate::snapshot`]): building or installing one holds one copy of it in memory.
 
 use std::collections::HashMap;
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -35,6 +36,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::codec;
+use crate::history::{HistoryLimits, HistoryWindow, Trim};
+use crate::snapshot::{self, PayloadReader, PayloadWriter, SnapshotFile};
 use crate::types::{
     Change, ChangeKind, ChangeV1, Command, Conflict, EntryResult, KeyValue, Member, Op, TypeConfig, WriteResult,
 };
@@ -48,6 +51,9 @@ const HISTORY: u8 = b'h';
 // Bookkeeping keys start with `m`.
 const APPLIED: &[u8] = b"mapplied";
 const MEMBERSHIP: &[u8] = b"mmembership";
+/// Every history revision at or below this one has been dropped (by bytes; the revision limit
+/// needs no record).
+const HISTORY_FLOOR: &[u8] = b"mhistoryfloor";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 fn data_key(key: &str) -> Vec<u8> {
@@ -72,6 +78,8 @@ fn history_key(revision: u64) -> [u8; 9] {
 struct Revisions {
     create: u64,
     modified: u64,
+    /// Bytes the object takes in the tree (key and stored value); 0 while only in a call's overlay.
+    bytes: u64,
 }
 
 /// The in-memory revision index: data key -> revisions.
@@ -113,28 +121,14 @@ pub struct Applied {
 /// stays within `watch_buffer` x 16 KiB (64 MiB by default) however large the values written.
 pub const MAX_INLINE_BYTES: usize = 16 << 10;
 
-/// The content of a snapshot: a consistent cut of the state machine.
-#[derive(Serialize, Deserialize)]
-struct SnapshotPayload {
-    applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, Member>,
-    /// Every object and history key with its stored value, as in the tree.
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// The snapshot file: its meta and the encoded payload.
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta<u64, Member>,
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
-}
+/// A consistent cut: the applied log id, the membership and the encoded snapshot payload.
+type Cut = (Option<LogId<u64>>, StoredMembership<u64, Member>, Vec<u8>);
 
 /// Settings of the state machine.
 #[derive(Debug, Clone)]
 pub struct StateMachineConfig {
-    /// How many revisions of watch history to keep.
-    pub history_revisions: u64,
+    /// How much watch history to keep.
+    pub history: HistoryLimits,
     /// How many `apply` batches a watcher may fall behind before it is dropped.
     pub watch_buffer: usize,
     /// sled page cache size in bytes.
@@ -143,7 +137,7 @@ pub struct StateMachineConfig {
 
 impl Default for StateMachineConfig {
     fn default() -> Self {
-        Self { history_revisions: 100_000, watch_buffer: 4096, cache_bytes: 128 << 20 }
+        Self { history: HistoryLimits::default(), watch_buffer: 4096, cache_bytes: 128 << 20 }
     }
 }
 
@@ -159,6 +153,13 @@ pub struct Shared {
     applied: AtomicU64,
     /// Revisions of every object; written only by apply and snapshot install (under `cut`).
     index: std::sync::Mutex<RevisionIndex>,
+    /// Bytes of all objects (the sum over `index`), kept with it.
+    live_bytes: AtomicU64,
+    /// The history's revisions and sizes; written with `index`.
+    history: std::sync::Mutex<HistoryWindow>,
+    /// Every history revision at or below it may be gone. Raised before apply removes them, so a
+    /// reader that checks it after reading knows whether it read everything.
+    history_floor: AtomicU64,
     events: broadcast::Sender<Arc<Applied>>,
     /// Set when the member shuts down: every watch ends with `Closed` so that its client moves to
     /// another member (the broadcast alone stays open while any handle of this store lives).
@@ -213,6 +214,9 @@ impl StateMachineStore {
             cut: RwLock::new(()),
             applied: AtomicU64::new(0),
             index: std::sync::Mutex::new(HashMap::new()),
+            live_bytes: AtomicU64::new(0),
+            history: std::sync::Mutex::new(HistoryWindow::default()),
+            history_floor: AtomicU64::new(0),
             events,
             closing: tokio::sync::watch::Sender::new(false),
             config,
@@ -237,14 +241,13 @@ impl StateMachineStore {
         if let Some(file) = s.read_snapshot_file()? {
             if applied.map(|a| a.index) < file.meta.last_log_id.map(|l| l.index) {
                 tracing::warn!(?applied, snapshot = ?file.meta.last_log_id, "restoring state machine from snapshot file");
-                let payload: SnapshotPayload =
-                    codec::decode(&file.payload).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                s.load_payload(payload)?;
+                s.load_payload(&file.payload)?;
             }
         }
         let applied = s.read_applied()?;
         s.applied.store(applied.map(|l| l.index).unwrap_or(0), Ordering::SeqCst);
         s.rebuild_index()?;
+        s.rebuild_history()?;
         Ok(())
     }
 }
@@ -257,7 +260,20 @@ impl Shared {
 
     /// The oldest start revision a watch may use: changes after it are all in the history.
     pub fn history_floor(&self) -> u64 {
-        self.applied_revision().saturating_sub(self.config.history_revisions)
+        self.history_floor.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the watch history holds, and how many revisions.
+    pub fn history_size(&self) -> (u64, usize) {
+        match self.history.lock() {
+            Ok(h) => (h.bytes(), h.len()),
+            Err(_) => (0, 0),
+        }
+    }
+
+    /// Bytes of all objects (keys and stored values).
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes.load(Ordering::SeqCst)
     }
 
     /// Subscribes to applied changes. Subscribe before reading the history, so nothing falls between.
@@ -297,15 +313,37 @@ impl Shared {
         Ok((out, revision))
     }
 
-    /// The history events with a revision strictly greater than `after`, in order.
-    pub fn history_after(&self, after: u64) -> Result<Vec<Change>, AnyError> {
+    /// One page of history: the changes under `prefix` with a revision in `(after, upto]`, in
+    /// order, read until they hold `max_bytes` of keys and values (whole revisions, at least one),
+    /// with the last revision read. Everything in `(after, last]` has been read; check
+    /// [`Shared::history_floor`] afterwards to know none of it had been dropped.
+    pub fn history_page(
+        &self,
+        after: u64,
+        upto: u64,
+        prefix: &str,
+        max_bytes: usize,
+    ) -> Result<(Vec<Change>, u64), AnyError> {
         let mut out = Vec::new();
-        let start = history_key(after.saturating_add(1));
-        for item in self.tree.range(start.as_slice()..[HISTORY + 1].as_slice()) {
-            let (_, bytes) = item.map_err(io_err)?;
-            out.extend(decode_history(&bytes)?);
+        let mut bytes = 0;
+        if after >= upto {
+            return Ok((out, upto));
         }
-        Ok(out)
+        let range = history_key(after + 1)..=history_key(upto);
+        for item in self.tree.range(range) {
+            let (key, value) = item.map_err(io_err)?;
+            let revision = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(upto);
+            for change in decode_history(&value)? {
+                if change.kv.key.starts_with(prefix) {
+                    bytes += change.kv.key.len() + change.kv.value.len();
+                    out.push(change);
+                }
+            }
+            if bytes >= max_bytes && revision < upto {
+                return Ok((out, revision));
+            }
+        }
+        Ok((out, upto))
     }
 
     /// The value `key` had at `revision`, when the history still holds that revision (or the key is
@@ -325,19 +363,45 @@ impl Shared {
         Ok(decode_history(&bytes)?.into_iter().find(|c| c.kv.key == key && c.kind == ChangeKind::Put).map(|c| c.kv))
     }
 
-    /// Rebuilds the revision index from the objects in sled.
+    /// Rebuilds the revision index (and the live state's size) from the objects in sled.
     fn rebuild_index(&self) -> StorageResult<()> {
         let mut index = RevisionIndex::new();
+        let mut live = 0;
         for item in self.tree.scan_prefix([DATA]) {
             let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let bytes = (k.len() + v.len()) as u64;
             let v = decode_value(&v).map_err(StorageIOError::read_state_machine)?;
-            index.insert(k.to_vec(), Revisions { create: v.create_revision, modified: v.mod_revision });
+            index.insert(k.to_vec(), Revisions { create: v.create_revision, modified: v.mod_revision, bytes });
+            live += bytes;
         }
         let mut current = self
             .index
             .lock()
             .map_err(|_| StorageIOError::read_state_machine(AnyError::error("index lock poisoned")))?;
         *current = index;
+        self.live_bytes.store(live, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Rebuilds the history window (revisions, sizes, floor) from sled.
+    fn rebuild_history(&self) -> StorageResult<()> {
+        let rerr = |e: &dyn std::error::Error| StorageIOError::read_state_machine(AnyError::error(e.to_string()));
+        let floor = match self.tree.get(HISTORY_FLOOR).map_err(|e| rerr(&e))? {
+            None => 0,
+            Some(b) => codec::decode(&b).map_err(|e| rerr(&e))?,
+        };
+        let mut sizes = Vec::new();
+        for item in self.tree.scan_prefix([HISTORY]) {
+            let (k, v) = item.map_err(|e| rerr(&e))?;
+            let Some(revision) = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
+                continue;
+            };
+            sizes.push((revision, (k.len() + v.len()) as u64));
+        }
+        let window = HistoryWindow::new(sizes, floor);
+        let by_revision = self.applied_revision().saturating_sub(self.config.history.revisions);
+        self.history_floor.store(window.floor().max(by_revision), Ordering::SeqCst);
+        *self.history.lock().map_err(|_| rerr(&std::fmt::Error))? = window;
         Ok(())
     }
 
@@ -359,82 +423,97 @@ impl Shared {
         self.dir.join(SNAPSHOT_FILE)
     }
 
+    /// The snapshot file's meta and payload, if there is one.
     fn read_snapshot_file(&self) -> StorageResult<Option<SnapshotFile>> {
-        let path = self.snapshot_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
-        };
-        codec::decode(&bytes).map(Some).map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+        snapshot::read_file(&self.snapshot_path()).map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 
     /// Writes the snapshot file atomically (temp file, fsync, rename, fsync of the directory), one
     /// writer at a time, and never over a newer one: a snapshot built from a cut taken before an
     /// install finished is older than the installed one and is not written.
-    fn write_snapshot_file(&self, file: &SnapshotFile) -> StorageResult<()> {
-        let sig = Some(file.meta.signature());
+    fn write_snapshot_file(&self, meta: &SnapshotMeta<u64, Member>, payload: &[u8]) -> StorageResult<()> {
+        let sig = Some(meta.signature());
         let mut on_disk = self
             .snapshot_file
             .lock()
             .map_err(|_| StorageIOError::write_snapshot(sig.clone(), AnyError::error("lock poisoned")))?;
         let current = match *on_disk {
             Some(last) => last,
-            None => self.read_snapshot_file()?.and_then(|f| f.meta.last_log_id),
+            None => self.read_snapshot_file()?.and_then(|file| file.meta.last_log_id),
         };
-        if current > file.meta.last_log_id {
-            tracing::info!(snapshot = %file.meta.snapshot_id, ?current, "not written: the snapshot on disk is newer");
+        if current > meta.last_log_id {
+            tracing::info!(snapshot = %meta.snapshot_id, ?current, "not written: the snapshot on disk is newer");
             *on_disk = Some(current);
             return Ok(());
         }
-        let bytes = codec::encode(file).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
+            snapshot::write_file(&tmp, meta, payload)?;
             std::fs::rename(&tmp, self.snapshot_path())?;
             std::fs::File::open(&self.dir)?.sync_all()
         };
         write().map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
-        *on_disk = Some(file.meta.last_log_id);
+        *on_disk = Some(meta.last_log_id);
         Ok(())
     }
 
-    /// Takes a consistent cut of the state machine.
-    fn cut_payload(&self) -> StorageResult<SnapshotPayload> {
+    /// Takes a consistent cut of the state machine, encoded as a snapshot payload: the applied
+    /// log id, the membership, and every object and history entry (with the history's floor).
+    fn cut_payload(&self) -> StorageResult<Cut> {
+        let rerr = |e: &dyn std::error::Error| StorageIOError::read_state_machine(AnyError::error(e.to_string()));
         let _cut = self.cut.read().map_err(|_| StorageIOError::read_state_machine(AnyError::error("lock poisoned")))?;
-        let mut entries = Vec::new();
+        let (applied, membership) = (self.read_applied()?, self.read_membership()?);
+        let mut payload = PayloadWriter::new(&applied, &membership).map_err(|e| rerr(&e))?;
         for prefix in [DATA, HISTORY] {
             for item in self.tree.scan_prefix([prefix]) {
-                let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
-                entries.push((k.to_vec(), v.to_vec()));
+                let (k, v) = item.map_err(|e| rerr(&e))?;
+                payload.push(&k, &v);
             }
         }
-        Ok(SnapshotPayload { applied: self.read_applied()?, membership: self.read_membership()?, entries })
+        if let Some(floor) = self.tree.get(HISTORY_FLOOR).map_err(|e| rerr(&e))? {
+            payload.push(HISTORY_FLOOR, &floor);
+        }
+        Ok((applied, membership, payload.finish()))
     }
 
-    /// Replaces the whole state machine with `payload`, in one atomic batch.
-    fn load_payload(&self, payload: SnapshotPayload) -> StorageResult<()> {
+    /// Replaces the whole state machine with the snapshot `payload`. The entries go to sled in
+    /// batches of a few MiB (one batch would copy the whole snapshot again), the applied log id
+    /// last: a crash part way leaves the applied log id behind the snapshot file's, and `recover`
+    /// installs the file again.
+    fn load_payload(&self, payload: &[u8]) -> StorageResult<()> {
+        const BATCH_BYTES: usize = 4 << 20;
         let werr = |e: &dyn std::error::Error| StorageIOError::write_state_machine(AnyError::error(e.to_string()));
+        snapshot::validate(payload).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let reader = PayloadReader::new(payload).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let (applied, membership) = (reader.applied, reader.membership.clone());
         let _cut =
             self.cut.write().map_err(|_| StorageIOError::write_state_machine(AnyError::error("lock poisoned")))?;
         let mut batch = sled::Batch::default();
         for key in self.tree.iter().keys() {
             batch.remove(key.map_err(|e| werr(&e))?);
         }
-        for (k, v) in payload.entries {
-            if matches!(k.first(), Some(&DATA) | Some(&HISTORY)) {
+        self.tree.apply_batch(batch).map_err(|e| werr(&e))?;
+        let mut batch = sled::Batch::default();
+        let mut batched = 0;
+        for entry in reader {
+            let (k, v) = entry.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+            if matches!(k.first(), Some(&DATA) | Some(&HISTORY)) || k == HISTORY_FLOOR {
                 batch.insert(k, v);
+                batched += k.len() + v.len();
+            }
+            if batched >= BATCH_BYTES {
+                self.tree.apply_batch(std::mem::take(&mut batch)).map_err(|e| werr(&e))?;
+                batched = 0;
             }
         }
-        batch.insert(APPLIED, codec::encode(&payload.applied).map_err(|e| werr(&e))?);
-        batch.insert(MEMBERSHIP, codec::encode(&payload.membership).map_err(|e| werr(&e))?);
+        batch.insert(MEMBERSHIP, codec::encode(&membership).map_err(|e| werr(&e))?);
+        batch.insert(APPLIED, codec::encode(&applied).map_err(|e| werr(&e))?);
         self.tree.apply_batch(batch).map_err(|e| werr(&e))?;
         self.db.flush().map_err(|e| werr(&e))?;
-        self.rebuild_index()?;
-        let revision = payload.applied.map(|l| l.index).unwrap_or(0);
+        let revision = applied.map(|l| l.index).unwrap_or(0);
         self.applied.store(revision, Ordering::SeqCst);
+        self.rebuild_index()?;
+        self.rebuild_history()?;
         // No receiver is fine: nobody is watching.
         let _ = self.events.send(Arc::new(Applied { revision, changes: Vec::new(), reset: true }));
         Ok(())
@@ -456,7 +535,7 @@ impl ApplyBatch<'_> {
     /// The revisions of an object, if it exists: from this call's writes, else from the index.
     fn revisions(&self, key: &[u8]) -> Option<Revisions> {
         match self.overlay.get(key) {
-            Some(v) => v.as_ref().map(|v| Revisions { create: v.create_revision, modified: v.mod_revision }),
+            Some(v) => v.as_ref().map(|v| Revisions { create: v.create_revision, modified: v.mod_revision, bytes: 0 }),
             None => self.index.get(key).copied(),
         }
     }
@@ -521,30 +600,28 @@ impl ApplyBatch<'_> {
         Ok(WriteResult { revision, conflict: None, prev: prev_of_deletes })
     }
 
-    /// Records the events of one revision in the history.
-    fn record(&mut self, revision: u64, events: &[Change]) -> Result<(), AnyError> {
-        if !events.is_empty() {
-            self.batch.insert(&history_key(revision), codec::encode_as(codec::FORMAT_V2, events).map_err(io_err)?);
+    /// Records the events of one revision in the history; returns the bytes it takes.
+    fn record(&mut self, revision: u64, events: &[Change]) -> Result<Option<(u64, u64)>, AnyError> {
+        if events.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let key = history_key(revision);
+        let value = codec::encode_as(codec::FORMAT_V2, events).map_err(io_err)?;
+        let bytes = (key.len() + value.len()) as u64;
+        self.batch.insert(&key, value);
+        Ok(Some((revision, bytes)))
     }
 
-    /// Drops the history at or below `floor`.
-    fn trim_history(&mut self, floor: u64) -> Result<(), AnyError> {
-        for key in self.tree.range([HISTORY].as_slice()..history_key(floor.saturating_add(1)).as_slice()).keys() {
-            self.batch.remove(key.map_err(io_err)?);
-        }
-        Ok(())
-    }
-
-    /// Commits everything atomically, then returns how the revision index changes.
-    fn commit(mut self) -> Result<IndexChanges, AnyError> {
+    /// Puts the objects into the batch; returns the batch and how the revision index changes.
+    fn finish(mut self) -> Result<(sled::Batch, IndexChanges), AnyError> {
         let mut changes = Vec::with_capacity(self.overlay.len());
         for (key, value) in self.overlay {
             match value {
                 Some(v) => {
-                    self.batch.insert(key.as_slice(), codec::encode(&v).map_err(io_err)?);
-                    changes.push((key, Some(Revisions { create: v.create_revision, modified: v.mod_revision })));
+                    let stored = codec::encode(&v).map_err(io_err)?;
+                    let bytes = (key.len() + stored.len()) as u64;
+                    self.batch.insert(key.as_slice(), stored);
+                    changes.push((key, Some(Revisions { create: v.create_revision, modified: v.mod_revision, bytes })));
                 }
                 None => {
                     self.batch.remove(key.as_slice());
@@ -552,9 +629,16 @@ impl ApplyBatch<'_> {
                 }
             }
         }
-        self.tree.apply_batch(self.batch).map_err(io_err)?;
-        Ok(changes)
+        Ok((self.batch, changes))
     }
+}
+
+/// The live state's size once `changes` replace what `index` holds for their keys.
+fn live_bytes_after(live: u64, index: &RevisionIndex, changes: &IndexChanges) -> u64 {
+    changes.iter().fold(live, |live, (key, new)| {
+        let old = index.get(key).map(|r| r.bytes).unwrap_or(0);
+        live.saturating_sub(old) + new.map(|r| r.bytes).unwrap_or(0)
+    })
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -562,19 +646,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let shared = self.shared.clone();
         // Iterating sled is blocking work: keep it off the async workers.
         let built = tokio::task::spawn_blocking(move || -> StorageResult<(SnapshotMeta<u64, Member>, Vec<u8>)> {
-            let payload = shared.cut_payload()?;
+            let (applied, membership, payload) = shared.cut_payload()?;
             let seq = shared.snapshot_seq.fetch_add(1, Ordering::SeqCst);
-            let snapshot_id = match payload.applied {
+            let snapshot_id = match applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
                 None => format!("none-{seq}"),
             };
-            let meta =
-                SnapshotMeta { last_log_id: payload.applied, last_membership: payload.membership.clone(), snapshot_id };
-            let bytes =
-                codec::encode(&payload).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-            let file = SnapshotFile { meta: meta.clone(), payload: bytes };
-            shared.write_snapshot_file(&file)?;
-            Ok((meta, file.payload))
+            let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+            shared.write_snapshot_file(&meta, &payload)?;
+            Ok((meta, payload))
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, &e))??;
@@ -608,6 +688,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             ApplyBatch { tree: &s.tree, index: &index, overlay: HashMap::new(), batch: sled::Batch::default() };
         let mut results = Vec::with_capacity(entries.len());
         let mut all_events = Vec::new();
+        let mut recorded = Vec::new();
         for entry in &entries {
             let revision = entry.log_id.index;
             match &entry.payload {
@@ -618,7 +699,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     for ops in writes {
                         entry_result.writes.push(batch.write(ops, revision, &mut events).map_err(fail)?);
                     }
-                    batch.record(revision, &events).map_err(fail)?;
+                    recorded.extend(batch.record(revision, &events).map_err(fail)?);
                     all_events.extend(events);
                     results.push(entry_result);
                 }
@@ -630,13 +711,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         batch.batch.insert(APPLIED, codec::encode(&Some(last)).map_err(|e| fail(io_err(e)))?);
-        batch.trim_history(last.index.saturating_sub(s.config.history_revisions)).map_err(fail)?;
-        for (key, revisions) in batch.commit().map_err(fail)? {
+        let (mut sled_batch, changes) = batch.finish().map_err(fail)?;
+        let live = live_bytes_after(s.live_bytes.load(Ordering::SeqCst), &index, &changes);
+        let mut history = s.history.lock().map_err(|_| fail(AnyError::error("history lock poisoned")))?;
+        let trim: Trim = history.plan(&recorded, last.index, live, s.config.history);
+        for &revision in &trim.removed {
+            sled_batch.remove(&history_key(revision));
+        }
+        if trim.floor > history.floor() {
+            sled_batch.insert(HISTORY_FLOOR, codec::encode(&trim.floor).map_err(|e| fail(io_err(e)))?);
+        }
+        // Raised before the history goes, so that a reader never misses a dropped revision.
+        s.history_floor.fetch_max(trim.floor, Ordering::SeqCst);
+        s.tree.apply_batch(sled_batch).map_err(|e| fail(io_err(e)))?;
+        history.commit(&recorded, &trim);
+        drop(history);
+        for (key, revisions) in changes {
             match revisions {
                 Some(r) => index.insert(key, r),
                 None => index.remove(&key),
             };
         }
+        s.live_bytes.store(live, Ordering::SeqCst);
         drop(index);
         s.applied.store(last.index, Ordering::SeqCst);
         // Watchers that fell behind see `Lagged` and are dropped; apply never waits for them.
@@ -664,16 +760,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         // Take the bytes whatever the cursor's position: chunked transfer leaves it at the end.
-        let bytes = snapshot.into_inner();
+        let payload = snapshot.into_inner();
         let sig = Some(meta.signature());
-        let payload: SnapshotPayload =
-            codec::decode(&bytes).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
-        let file = SnapshotFile { meta: meta.clone(), payload: bytes };
         let shared = self.shared.clone();
+        let meta_owned = meta.clone();
         tokio::task::spawn_blocking(move || -> StorageResult<()> {
+            // Whole and readable before anything is replaced: a broken snapshot changes nothing.
+            snapshot::validate(&payload)
+                .map_err(|e| StorageIOError::read_snapshot(Some(meta_owned.signature()), &e))?;
             // The file first: if the install below is interrupted, `recover` redoes it from the file.
-            shared.write_snapshot_file(&file)?;
-            shared.load_payload(payload)
+            shared.write_snapshot_file(&meta_owned, &payload)?;
+            shared.load_payload(&payload)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(sig, &e))??;
@@ -722,23 +819,20 @@ mod tests {
     fn an_older_snapshot_never_replaces_a_newer_one_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sm = StateMachineStore::open(dir.path(), StateMachineConfig::default()).expect("open");
-        let file = |index: u64| SnapshotFile {
-            meta: SnapshotMeta {
-                last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
-                last_membership: StoredMembership::default(),
-                snapshot_id: format!("s{index}"),
-            },
-            payload: vec![index as u8],
+        let meta = |index: u64| SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s{index}"),
         };
-        sm.shared.write_snapshot_file(&file(10)).expect("the newer one");
-        sm.shared.write_snapshot_file(&file(5)).expect("the older one is skipped, not an error");
+        sm.shared.write_snapshot_file(&meta(10), &[10]).expect("the newer one");
+        sm.shared.write_snapshot_file(&meta(5), &[5]).expect("the older one is skipped, not an error");
         let on_disk = sm.shared.read_snapshot_file().expect("read").expect("a file");
         assert_eq!(on_disk.meta.snapshot_id, "s10");
         // Writers on several threads at once leave one whole file, the newest.
         std::thread::scope(|scope| {
             for index in [20u64, 15, 30, 25] {
                 let sm = &sm;
-                scope.spawn(move || sm.shared.write_snapshot_file(&file(index)).expect("write"));
+                scope.spawn(move || sm.shared.write_snapshot_file(&meta(index), &[index as u8]).expect("write"));
             }
         });
         let on_disk = sm.shared.read_snapshot_file().expect("a whole file").expect("a file");

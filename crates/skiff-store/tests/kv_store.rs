@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skiff_store::history::HistoryLimits;
 use skiff_store::network::TcpConnector;
 use skiff_store::state_machine::StateMachineConfig;
 use skiff_store::watch::{WatchError, WatchItem, WatchReceiver};
@@ -23,7 +24,11 @@ fn config(dir: &std::path::Path, history: u64, watch_buffer: usize) -> StoreConf
             election_timeout_max: 300,
             ..Default::default()
         },
-        state_machine: StateMachineConfig { history_revisions: history, watch_buffer, cache_bytes: 8 << 20 },
+        state_machine: StateMachineConfig {
+            history: HistoryLimits { revisions: history, ..Default::default() },
+            watch_buffer,
+            cache_bytes: 8 << 20,
+        },
         log_cache_bytes: 8 << 20,
         write_timeout: Duration::from_secs(5),
         max_in_flight_entries: 2,
@@ -330,4 +335,60 @@ async fn the_proposers_queue_is_bounded_by_bytes_and_abandoned_writes_are_not_pr
     assert!(refused.iter().all(|e| e.contains("waiting to be proposed")), "{refused:?}");
     let (abandoned, _) = store.list("/kv/abandoned/", ReadConsistency::Linearizable).await.expect("list");
     assert!(abandoned.is_empty(), "writes abandoned before they were proposed were applied: {}", abandoned.len());
+}
+
+/// Issue 12, defect 4 (the resumed watch's half): a watch that resumed loaded the whole retained
+/// history at once, whatever its prefix. It reads a page at a time and keeps only its prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_watch_reads_only_its_prefix_from_the_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = single(dir.path(), 100_000, 64).await;
+    let start = store.write(vec![put("/kv/mark", "m")]).await.expect("mark").revision;
+    let big = "b".repeat(512 << 10);
+    for i in 0..30 {
+        store.write(vec![put(&format!("/kv/b/{}", i % 3), &big)]).await.expect("big");
+        store.write(vec![put(&format!("/kv/a/{i}"), "small")]).await.expect("small");
+    }
+    let mut rx = store.watch("/kv/a/", start, Duration::from_secs(60)).expect("watch");
+    for i in 0..30 {
+        let change = next_event(&mut rx).await;
+        assert_eq!(change.kv.key, format!("/kv/a/{i}"), "in order, only under the prefix");
+    }
+    store.shutdown().await;
+}
+
+/// Issue 12, "memory stays bounded while a watcher never reads": each watch held up to 256 changes
+/// its client had not taken, 256 MiB of 1 MiB values per stalled watcher. It now holds at most
+/// `WATCH_BUFFER_BYTES` of them and stops reading until its client takes some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_never_reads_holds_at_most_its_byte_budget() {
+    use skiff_store::watch::WATCH_BUFFER_BYTES;
+    const VALUE: usize = 512 << 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = single(dir.path(), 100_000, 64).await;
+    let start = store.applied_revision();
+    let mut rx = store.watch("/kv/", start, Duration::from_secs(60)).expect("watch");
+    let big = "v".repeat(VALUE);
+    for i in 0..20 {
+        store.write(vec![put(&format!("/kv/{i:02}"), &big)]).await.expect("write");
+    }
+    let fits = WATCH_BUFFER_BYTES / (VALUE + "/kv/00".len());
+    let deadline = tokio::time::Instant::now() + T;
+    while rx.queued() < fits {
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {fits} changes were queued", rx.queued());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // It stays there while nobody reads (watched for a while, not forever).
+    let grew = tokio::time::timeout(Duration::from_millis(500), async {
+        while rx.queued() <= fits {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(grew.is_err(), "{} changes queued, more than the {fits} that fit in the budget", rx.queued());
+    // Once the client reads, it gets every change, in order.
+    for i in 0..20 {
+        assert_eq!(next_event(&mut rx).await.kv.key, format!("/kv/{i:02}"));
+    }
+    store.shutdown().await;
 }

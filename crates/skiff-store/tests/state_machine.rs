@@ -6,6 +6,7 @@ use std::io::{Cursor, Read};
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
+use skiff_store::history::HistoryLimits;
 use skiff_store::log_store::LogStore;
 use skiff_store::state_machine::{StateMachineConfig, StateMachineStore};
 use skiff_store::{Command, Op, TypeConfig};
@@ -26,7 +27,16 @@ fn put_entry(index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
 }
 
 fn sm_config(history: u64) -> StateMachineConfig {
-    StateMachineConfig { history_revisions: history, watch_buffer: 64, cache_bytes: 8 << 20 }
+    StateMachineConfig {
+        history: HistoryLimits { revisions: history, ..Default::default() },
+        watch_buffer: 64,
+        cache_bytes: 8 << 20,
+    }
+}
+
+/// The whole history after `after`, in one page.
+fn history(shared: &skiff_store::state_machine::Shared, after: u64) -> Vec<skiff_store::Change> {
+    shared.history_page(after, shared.applied_revision(), "", usize::MAX).expect("history").0
 }
 
 /// Reopens a sled database; sled may hold its file lock for a moment after the last handle is dropped.
@@ -84,7 +94,7 @@ async fn state_machine_restarts_from_disk_with_objects_revisions_and_history() {
     let shared = sm.shared();
     let kv = shared.get("/kv/k0").expect("get").expect("present");
     assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"v300"[..], 50, 300));
-    assert_eq!(shared.history_after(250).expect("history").len(), 50);
+    assert_eq!(history(&shared, 250).len(), 50);
 }
 
 #[tokio::test]
@@ -95,7 +105,7 @@ async fn each_change_records_the_previous_revision_and_the_previous_value_can_be
         .await
         .expect("apply");
     let shared = sm.shared();
-    let changes = shared.history_after(0).expect("history");
+    let changes = history(&shared, 0);
     let prev: Vec<(u64, Option<u64>)> = changes.iter().map(|c| (c.revision, c.prev_revision)).collect();
     assert_eq!(prev, [(1, Some(0)), (2, Some(1)), (3, Some(0))]);
     let before = shared.value_at("/kv/a", 1).expect("read").expect("held by the history");
@@ -141,9 +151,9 @@ async fn chunked_snapshot_installs_objects_membership_and_watch_history() {
     let (all, revision) = shared.list("/kv/").expect("list");
     assert_eq!((all.len(), revision), (400, 400));
     // The history (last 100 revisions) came with the snapshot: a watch from 300 can resume.
-    let history = shared.history_after(300).expect("history");
-    assert_eq!(history.first().map(|e| e.revision), Some(301));
-    assert_eq!(history.len(), 100);
+    let kept = history(&shared, 300);
+    assert_eq!(kept.first().map(|e| e.revision), Some(301));
+    assert_eq!(kept.len(), 100);
     assert_eq!(shared.history_floor(), 300);
     // The installed snapshot is the current one, and it survives a restart of b.
     let current = b.get_current_snapshot().await.expect("current").expect("some");
@@ -152,7 +162,7 @@ async fn chunked_snapshot_installs_objects_membership_and_watch_history() {
     drop(b);
     let mut b = reopen(|| StateMachineStore::open(b_dir.path(), sm_config(100)));
     assert_eq!(b.applied_state().await.expect("applied").0, Some(log_id(400)));
-    assert_eq!(b.shared().history_after(399).expect("history").len(), 1);
+    assert_eq!(history(&b.shared(), 399).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,4 +233,73 @@ async fn large_batches_are_announced_without_their_values_and_watchers_still_get
             other => panic!("change {revision}: {other:?}"),
         }
     }
+}
+
+/// Issue 12, defect 4: every history event kept its full value for 100,000 revisions, so 1 MiB
+/// values written in a loop made the history (and every snapshot, which carries it) grow without
+/// bound while the live state stayed the same. The history now keeps no more bytes than the larger
+/// of its minimum and the live state, so a snapshot stays within about twice the live state.
+#[tokio::test]
+async fn history_and_snapshots_stay_within_a_small_multiple_of_the_live_state() {
+    const VALUE: usize = 256 << 10;
+    let limits = HistoryLimits { revisions: 100_000, min_bytes: 1 << 20 };
+    let config = StateMachineConfig { history: limits, ..sm_config(0) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachineStore::open(dir.path(), config.clone()).expect("open");
+    sm.apply(vec![put_entry(1, "/kv/small", "s")]).await.expect("apply");
+    let value = "x".repeat(VALUE);
+    // 200 writes of 256 KiB over 8 keys: 50 MiB written, 2 MiB live.
+    for i in 2..=201 {
+        sm.apply(vec![put_entry(i, &format!("/kv/big/{}", i % 8), &value)]).await.expect("apply");
+    }
+    let shared = sm.shared();
+    let live = shared.live_bytes();
+    assert!((8 * VALUE as u64..9 * VALUE as u64).contains(&live), "live state: {live} bytes");
+    let (history_bytes, revisions) = shared.history_size();
+    let budget = live.max(limits.min_bytes);
+    assert!(history_bytes <= budget, "history holds {history_bytes} bytes over a budget of {budget}");
+    assert!(revisions >= 7, "the newest revisions stay: {revisions}");
+    // The floor rose with what was dropped: a watch from revision 1 is refused as too old.
+    let floor = shared.history_floor();
+    assert!(floor > 1 && floor < 201, "floor {floor}");
+    assert!(skiff_store::watch::start(shared.clone(), "/kv/".into(), 1, std::time::Duration::from_secs(60)).is_err());
+    // Everything after the floor is there, in order.
+    let kept = history(&shared, floor);
+    assert_eq!(kept.first().map(|c| c.revision), Some(floor + 1));
+    assert_eq!(kept.last().map(|c| c.revision), Some(201));
+
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let size = snapshot.snapshot.get_ref().len() as u64;
+    assert!(size <= 2 * budget + (64 << 10), "snapshot of {size} bytes for {live} live bytes");
+    let on_disk = std::fs::metadata(dir.path().join("snapshot.bin")).expect("snapshot file").len();
+    assert!(on_disk <= size + 4096, "snapshot file {on_disk} bytes");
+
+    // The floor travels with the snapshot and survives a restart of the member that installs it.
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut b = StateMachineStore::open(other.path(), config.clone()).expect("open b");
+    b.install_snapshot(&snapshot.meta, transfer_in_chunks(*snapshot.snapshot, 1 << 16)).await.expect("install");
+    assert_eq!(b.shared().history_floor(), floor);
+    assert_eq!(b.shared().history_size(), shared.history_size());
+    assert_eq!(b.shared().live_bytes(), live);
+    drop(b);
+    let b = reopen(|| StateMachineStore::open(other.path(), config.clone()));
+    assert_eq!(b.shared().history_floor(), floor);
+    assert_eq!(b.shared().history_size(), shared.history_size());
+}
+
+/// A snapshot that does not read whole changes nothing: the member keeps its state and its file.
+#[tokio::test]
+async fn a_broken_snapshot_is_refused_before_anything_is_replaced() {
+    let a_dir = tempfile::tempdir().expect("tempdir");
+    let b_dir = tempfile::tempdir().expect("tempdir");
+    let mut a = StateMachineStore::open(a_dir.path(), sm_config(100)).expect("open a");
+    a.apply((1..=20).map(|i| put_entry(i, &format!("/kv/k{i}"), "v")).collect::<Vec<_>>()).await.expect("apply");
+    let snapshot = a.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let mut b = StateMachineStore::open(b_dir.path(), sm_config(100)).expect("open b");
+    b.apply(vec![put_entry(1, "/kv/mine", "kept")]).await.expect("apply");
+    let mut bytes = snapshot.snapshot.into_inner();
+    bytes.truncate(bytes.len() - 3);
+    b.install_snapshot(&snapshot.meta, Box::new(Cursor::new(bytes))).await.expect_err("a cut snapshot");
+    assert_eq!(b.shared().get("/kv/mine").expect("get").map(|kv| kv.value), Some(b"kept".to_vec()));
+    assert!(b.get_current_snapshot().await.expect("read").is_none(), "no file written");
 }
