@@ -938,3 +938,65 @@ async fn rollout_scale_set_image_undo_pause_cordon_and_drain_from_the_cli() {
     assert_eq!(skiff_ok(&m, &["uncordon", "node2"]).await, "node/node2 uncordoned\n");
     cluster.shutdown().await;
 }
+
+/// Issue 12, defect 6: deleting a namespace (or an owner) put every dependant in one write, whose
+/// deletion events carry every object's last state: a namespace of many large objects made one
+/// Raft entry as large as all of them. Dependants now go in bounded writes first, the namespace
+/// last, and the cluster keeps its leader throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_of_many_large_objects_is_deleted_in_bounded_writes() {
+    use skiff_apiserver::resources::MAX_CASCADE_BYTES;
+    const OBJECTS: usize = 60;
+    let cluster = TestCluster::start(3, test_raft()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let m = members(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = write(dir.path(), "ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bulk\n");
+    skiff_ok(&m, &["apply", "-f", &ns]).await;
+    let manifests = dir.path().join("bulk");
+    std::fs::create_dir(&manifests).expect("mkdir");
+    let blob = "x".repeat(200 << 10);
+    for i in 0..OBJECTS {
+        let text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big-{i}\ndata:\n  blob: {blob}\n");
+        write(&manifests, &format!("cm-{i}.yaml"), &text);
+    }
+    skiff_ok(&m, &["apply", "-f", &manifests.display().to_string(), "-n", "bulk"]).await;
+    let store = cluster.nodes.values().next().expect("member").store();
+    let term = || store.raft().metrics().borrow().current_term;
+    let term_before = term();
+    let mut watch = store.watch("/configmaps/bulk/", store.applied_revision(), Duration::from_secs(60)).expect("watch");
+
+    let out = skiff_ok(&m, &["delete", "ns", "bulk"]).await;
+    assert_eq!(out.matches("deleted with its owner").count(), OBJECTS, "{out}");
+    // Every deletion event arrives; no revision carries more than the bound.
+    let mut per_revision = std::collections::BTreeMap::<u64, usize>::new();
+    let mut deleted = 0;
+    while deleted < OBJECTS {
+        let item = tokio::time::timeout(Duration::from_secs(10), watch.recv()).await.expect("event in time");
+        if let Some(Ok(skiff_store::watch::WatchItem::Change(change))) = item {
+            *per_revision.entry(change.revision).or_default() += change.kv.value.len();
+            deleted += 1;
+        }
+    }
+    let largest = per_revision.values().max().copied().unwrap_or(0);
+    assert!(largest <= MAX_CASCADE_BYTES, "one write removed {largest} bytes of objects");
+    assert!(per_revision.len() >= OBJECTS / 2, "{} writes for {OBJECTS} objects", per_revision.len());
+    assert_eq!(skiff_ok(&m, &["get", "cm", "-n", "bulk", "-o", "name"]).await, "");
+    assert!(skiff_err(&m, &["get", "ns", "bulk"]).await.contains("not found"));
+    assert_eq!(term(), term_before, "no election while the namespace went");
+    // The largest write the API takes (MAX_TXN_BYTES: three objects of 1 MiB) goes out alone in
+    // one entry and commits on all members, without an election either.
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let big = vec![b'v'; 1 << 20];
+    let ops = (0..3).map(|i| skiff_store::Op::Put { key: format!("/kv/big/{i}"), value: big.clone(), expect: None });
+    let written = cluster.nodes[&leader].store().write(ops.collect()).await.expect("a 3 MiB write");
+    for node in cluster.nodes.values() {
+        eventually("the 3 MiB write applied everywhere", Duration::from_secs(10), || async {
+            (node.store().applied_revision() >= written.revision).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(term(), term_before, "no election for the largest write");
+    skiff_ok(&m, &["apply", "-f", &ns]).await;
+    cluster.shutdown().await;
+}

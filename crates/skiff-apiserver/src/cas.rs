@@ -23,6 +23,9 @@ pub enum Step<T> {
     Done(T),
     /// Write `ops` (they expect the revisions read); `T` is the answer once they are committed.
     Write(Vec<Op>, T),
+    /// Write each of these first, in order (they do not touch the key), then decide again on
+    /// fresh data: how a change too large for one write goes out in bounded writes.
+    Before(Vec<Vec<Op>>),
 }
 
 /// The key as the leader has applied it. When the caller pinned a revision the replica does not
@@ -54,7 +57,9 @@ where
     Fut: Future<Output = Result<Step<T>, ServeError>>,
 {
     store.check_leader()?;
-    for _ in 0..MAX_ATTEMPTS {
+    let mut attempts = 0;
+    while attempts < MAX_ATTEMPTS {
+        attempts += 1;
         let kv = current(store, key, pinned).await?;
         if let (Some(rv), Some(kv)) = (pinned, &kv) {
             if rv != kv.mod_revision {
@@ -81,6 +86,21 @@ where
                 }
                 Err(e) => return Err(e.into()),
             },
+            Step::Before(writes) => {
+                let mut progressed = false;
+                for ops in writes {
+                    match store.write(ops).await {
+                        Ok(r) if r.conflict.is_none() => progressed = true,
+                        // Something changed meanwhile: decide again.
+                        Ok(_) | Err(StoreError::Conflict(_)) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                // Each round that writes something makes progress, so it is not an attempt.
+                if progressed {
+                    attempts -= 1;
+                }
+            }
         }
     }
     Err(ApiError::conflict(format!("{what} is changing too fast to change: try again")).into())

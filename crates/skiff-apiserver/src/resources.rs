@@ -5,6 +5,8 @@
 //! Every write is a read-decide-compare-and-swap ([`crate::cas`]) whose decision is a pure strategy
 //! ([`crate::strategy`], [`crate::binding`], [`crate::gc`]).
 
+use std::sync::Arc;
+
 use skiff_api::api::{
     ApplyOutcome, Consistency, DeleteOptions, Deleted, Filter, ObjectList, WatchOptions, WatchStream,
 };
@@ -227,7 +229,10 @@ impl Resources {
     }
 
     /// Deletes an object, gracefully for a pod bound to a node, at once otherwise. Its dependants
-    /// (by owner reference, and everything in a deleted namespace) go in the same atomic write.
+    /// (by owner reference, and everything in a deleted namespace) go in the same atomic write
+    /// while they fit in one ([`MAX_CASCADE_BYTES`], [`MAX_CASCADE_OPS`]); more go first, in writes
+    /// of that size, and the object last: an interrupted deletion leaves the object (and the rest
+    /// of its dependants), and deleting it again finishes the job.
     pub async fn delete(
         &self,
         kind: Kind,
@@ -240,9 +245,12 @@ impl Resources {
         }
         let key = object_key(kind, namespace, name);
         let what = format!("{kind} {name:?}");
+        // Dependants deleted by earlier, bounded writes of this deletion.
+        let earlier = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (mut deleted, revision) = cas::update(&self.store, &key, options.resource_version, &what, |kv| {
             let this = self.clone();
             let options = options.clone();
+            let earlier = earlier.clone();
             let (key, namespace, name) = (key.clone(), namespace.to_string(), name.to_string());
             async move {
                 let Some(kv) = kv else {
@@ -268,14 +276,27 @@ impl Resources {
                     force: options.force,
                     ..Default::default()
                 };
-                let mut names = Vec::new();
+                let mut cascade = Cascade::default();
                 for (dependant, revision) in gc::dependants(&object, &candidates) {
-                    let before = ops.len();
-                    deletion_op(&key_of(dependant), dependant, *revision, &dependant_options, now, &mut ops);
-                    if ops.len() > before {
-                        names.push(dependant.describe());
+                    let mut dependant_ops = Vec::new();
+                    deletion_op(&key_of(dependant), dependant, *revision, &dependant_options, now, &mut dependant_ops);
+                    if !dependant_ops.is_empty() {
+                        cascade.add(dependant.describe(), keys::encode(dependant).len(), dependant_ops);
                     }
                 }
+                let mut names = earlier.lock().map(|e| e.clone()).unwrap_or_default();
+                if !options.dry_run && !cascade.fits_in_one() {
+                    names.extend(cascade.names);
+                    if let Ok(mut e) = earlier.lock() {
+                        *e = names;
+                    }
+                    return Ok(Step::Before(cascade.writes));
+                }
+                names.extend(cascade.names);
+                // A bounded write that lost a race is decided again: its names may come twice.
+                let mut seen = std::collections::HashSet::new();
+                names.retain(|n| seen.insert(n.clone()));
+                ops.extend(cascade.writes.into_iter().flatten());
                 let answer = Deleted { object: after, removed, dependants: names };
                 Ok(if options.dry_run || ops.is_empty() { Step::Done(answer) } else { Step::Write(ops, answer) })
             }
@@ -393,6 +414,44 @@ fn write_unless<T>(dry_run: bool, ops: Vec<Op>, answer: T) -> Step<T> {
 
 /// Adds the op that deletes `object` (at `revision`) or marks it terminating; returns the object as
 /// it will be and whether it is removed now.
+/// The most bytes of objects one deletion write removes or rewrites: a deletion event carries the
+/// object's last state, so a write that removes many large objects is as large as they are, in the
+/// Raft entry's effect, the watch history and every watcher.
+pub const MAX_CASCADE_BYTES: usize = 512 << 10;
+/// The most dependants one deletion write takes along.
+pub const MAX_CASCADE_OPS: usize = 512;
+
+/// The dependants a deletion takes along, in writes of at most [`MAX_CASCADE_BYTES`] and
+/// [`MAX_CASCADE_OPS`] each (one dependant larger than that alone).
+#[derive(Default)]
+struct Cascade {
+    names: Vec<String>,
+    writes: Vec<Vec<Op>>,
+    /// Bytes and dependants in the last write.
+    last: (usize, usize),
+}
+
+impl Cascade {
+    fn add(&mut self, name: String, bytes: usize, ops: Vec<Op>) {
+        let (last_bytes, last_count) = self.last;
+        match self.writes.last_mut() {
+            Some(write) if last_bytes + bytes <= MAX_CASCADE_BYTES && last_count < MAX_CASCADE_OPS => {
+                write.extend(ops);
+                self.last = (last_bytes + bytes, last_count + 1);
+            }
+            _ => {
+                self.writes.push(ops);
+                self.last = (bytes, 1);
+            }
+        }
+        self.names.push(name);
+    }
+
+    fn fits_in_one(&self) -> bool {
+        self.writes.len() <= 1
+    }
+}
+
 fn deletion_op(
     key: &str,
     object: &Object,
