@@ -1,6 +1,8 @@
 //! Three-member clusters of Skiff and of etcd as local processes on loopback ports, killed on drop
 //! (also when a benchmark fails). A Skiff cluster's members share a bootstrap secret; the first
-//! one makes the cluster CA and the admin credentials every channel to the members presents.
+//! one makes the cluster CA and the admin credentials every channel to the members presents. An
+//! etcd cluster gets a CA and certificates made by the harness in its directory, and serves clients
+//! and peers over TLS with client certificates required (unless [`Binaries::etcd_tls`] is off).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tonic::transport::Channel;
 
-use crate::access::SkiffAccess;
+use crate::access::{EtcdAccess, EtcdPki, SkiffAccess};
 use crate::system::{Dialer, System};
 
 /// How long the member that bootstraps a Skiff cluster may take to write the admin credentials.
@@ -18,10 +20,15 @@ const CREDENTIALS_WAIT: Duration = Duration::from_secs(30);
 pub struct Binaries {
     pub skiff: PathBuf,
     pub etcd: PathBuf,
+    /// etcd with client and peer TLS (the default), as Skiff always runs; off: plain HTTP.
+    pub etcd_tls: bool,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` distinct free ports on 127.0.0.1: all are held open until each has been picked, so the
+/// system cannot hand out one port twice (a port freed at once may come back on the next bind).
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    Ok(held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<Vec<_>, _>>()?)
 }
 
 /// One member process and how to start it again; killed when dropped.
@@ -114,7 +121,7 @@ impl Cluster {
         let security = format!("\n[security]\njoin_token = \"{secret}\"\n");
         let dir = tempfile::tempdir()?;
         let data_dir = |i: usize| dir.path().join(format!("data{}", i + 1));
-        let ports = (0..size).map(|_| free_port()).collect::<anyhow::Result<Vec<u16>>>()?;
+        let ports = free_ports(size)?;
         let initial: String = (0..size)
             .map(|i| format!("  {{ id = {}, name = \"node{}\", addr = \"127.0.0.1:{}\" }},\n", i + 1, i + 1, ports[i]))
             .collect();
@@ -152,7 +159,7 @@ impl Cluster {
         Self::ready(Dialer::Skiff(access), endpoints, members, dir).await
     }
 
-    /// Starts a three-member etcd cluster with default settings.
+    /// Starts a three-member etcd cluster with default settings (and TLS, see [`Binaries::etcd_tls`]).
     pub async fn etcd(bins: &Binaries) -> anyhow::Result<Self> {
         Self::etcd_with(bins, &[]).await
     }
@@ -160,26 +167,34 @@ impl Cluster {
     /// Starts a three-member etcd cluster with `flags` added to each member's command line.
     pub async fn etcd_with(bins: &Binaries, flags: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let client = [free_port()?, free_port()?, free_port()?];
-        let peer = [free_port()?, free_port()?, free_port()?];
-        let initial: Vec<String> = (0..3).map(|i| format!("e{}=http://127.0.0.1:{}", i + 1, peer[i])).collect();
+        let ports = free_ports(6)?;
+        let (client, peer) = ports.split_at(3);
+        let pki = if bins.etcd_tls { Some(EtcdPki::generate(dir.path(), 3)?) } else { None };
+        let access = match &pki {
+            Some(pki) => EtcdAccess::tls(pki),
+            None => EtcdAccess::plain(),
+        };
+        let scheme = access.scheme();
+        let initial: Vec<String> = (0..3).map(|i| format!("e{}={scheme}://127.0.0.1:{}", i + 1, peer[i])).collect();
         let initial = initial.join(",");
         let mut members = Vec::new();
         for i in 0..3 {
             let data = dir.path().join(format!("e{}", i + 1));
+            let tls = pki.as_ref().map(|p| p.flags(i)).unwrap_or_default();
             members.push(Member {
                 command: vec![
                     bins.etcd.display().to_string(),
                     format!("--name=e{}", i + 1),
                     format!("--data-dir={}", data.display()),
-                    format!("--listen-client-urls=http://127.0.0.1:{}", client[i]),
-                    format!("--advertise-client-urls=http://127.0.0.1:{}", client[i]),
-                    format!("--listen-peer-urls=http://127.0.0.1:{}", peer[i]),
-                    format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", peer[i]),
+                    format!("--listen-client-urls={scheme}://127.0.0.1:{}", client[i]),
+                    format!("--advertise-client-urls={scheme}://127.0.0.1:{}", client[i]),
+                    format!("--listen-peer-urls={scheme}://127.0.0.1:{}", peer[i]),
+                    format!("--initial-advertise-peer-urls={scheme}://127.0.0.1:{}", peer[i]),
                     format!("--initial-cluster={initial}"),
                     "--initial-cluster-state=new".into(),
                 ]
                 .into_iter()
+                .chain(tls)
                 .chain(flags.iter().map(|f| f.to_string()))
                 .collect(),
                 log: dir.path().join(format!("e{}.log", i + 1)),
@@ -190,7 +205,7 @@ impl Cluster {
         for m in &mut members {
             m.start()?;
         }
-        Self::ready(Dialer::Etcd, endpoints, members, dir).await
+        Self::ready(Dialer::Etcd(access), endpoints, members, dir).await
     }
 
     /// The cluster of the started `members`, once they have elected a leader.
@@ -223,7 +238,7 @@ impl Cluster {
     pub fn skiff_access(&self) -> anyhow::Result<&SkiffAccess> {
         match &self.dialer {
             Dialer::Skiff(access) => Ok(access),
-            Dialer::Etcd => anyhow::bail!("{} is not a Skiff cluster", self.system().name()),
+            Dialer::Etcd(_) => anyhow::bail!("{} is not a Skiff cluster", self.system().name()),
         }
     }
 

@@ -13,10 +13,12 @@
 //! # Layout
 //!
 //! - `cluster`: starting, killing and restarting three-member Skiff and etcd clusters.
-//! - `access`: how channels reach Skiff's members: TLS with the cluster's admin credentials.
+//! - `access`: how channels reach the members: Skiff's over TLS with the cluster's admin
+//!   credentials; etcd's over TLS with a CA and certificates the harness makes per cluster.
 //! - `cpu`: how much of the machine the benchmark had.
 //! - `system`: the one interface the benchmarks use for both: put, get, leader, term; and how
-//!   each one's members are dialed (`Dialer`: Skiff over TLS, etcd in plain HTTP/2).
+//!   each one's members are dialed (`Dialer`: both over TLS; etcd in plain HTTP/2 with
+//!   `--etcd-plain`).
 //! - `report`: several runs summed up (median and range), targets, failure checks.
 //! - `hollow`, `follow`, `memory`: simulated nodes, list-then-watch of a kind, a process's memory.
 //! - `leftovers`: removes what a run left on the Docker engine (by its label), also on failure.
@@ -61,6 +63,10 @@ struct Cli {
     /// The `etcd` binary to compare with.
     #[arg(long, default_value = "etcd")]
     etcd: PathBuf,
+    /// Run etcd in plain HTTP (clients and peers) instead of mutual TLS, as Skiff runs; also
+    /// accepted after the benchmark's name (`bash bench/store/run.sh --etcd-plain`).
+    #[arg(long, global = true)]
+    etcd_plain: bool,
     /// Short runs that only prove the benchmark works (CI).
     #[arg(long)]
     smoke: bool,
@@ -137,7 +143,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let bins = cluster::Binaries { skiff: cli.skiff, etcd: cli.etcd };
+    let bins = cluster::Binaries { skiff: cli.skiff, etcd: cli.etcd, etcd_tls: !cli.etcd_plain };
     // podstart alternates which side goes first, so it runs an even number of times.
     let runs = match (&cli.command, cli.smoke) {
         (Command::Podstart { .. }, true) => cli.runs.unwrap_or(2),
@@ -163,6 +169,16 @@ async fn main() -> ExitCode {
             }
             Command::Scale { nodes, pods } => scale::describe(smoke, *nodes, *pods),
             Command::Proxy { seconds } => proxy::describe(smoke, *seconds),
+        }
+        if matches!(command, Command::Store { .. } | Command::Failover { .. } | Command::Api { .. }) {
+            println!(
+                "{}",
+                if bins.etcd_tls {
+                    "transport: both over mutual TLS; skiff as always, etcd with client and peer TLS (--client-cert-auth, --peer-client-cert-auth; a CA per cluster)"
+                } else {
+                    "transport: skiff over mutual TLS, etcd in plain HTTP/2 to clients and plain HTTP between members (--etcd-plain)"
+                }
+            );
         }
         let mut all = Vec::new();
         for run in 1..=runs {

@@ -1,15 +1,16 @@
 //! What the benchmarks ask of Skiff and of etcd, over each one's own gRPC API, and how each one's
 //! members are reached ([`Dialer`]): Skiff's over TLS with the cluster's admin credentials, etcd's
-//! in plain HTTP/2. The two paths never cross.
+//! over TLS with a client certificate of its cluster's own CA (plain HTTP/2 with `--etcd-plain`).
+//! The two paths never cross.
 
 use std::time::Duration;
 
 use skiff_proto::api::cluster_client::ClusterClient;
 use skiff_proto::api::kv_client::KvClient;
 use skiff_proto::api::{MemberStatusRequest, StatusRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::access::SkiffAccess;
+use crate::access::{EtcdAccess, SkiffAccess};
 
 #[allow(clippy::all)]
 pub mod etcdpb {
@@ -82,18 +83,19 @@ impl System {
 }
 
 /// How the harness reaches one system's members, each in its own way: Skiff's members serve only
-/// TLS and want a client certificate; etcd runs as the reference does by default, in plain HTTP/2.
+/// TLS and want a client certificate of the cluster CA; etcd's are started with client and peer TLS
+/// and want a client certificate of their own CA (or, with `--etcd-plain`, plain HTTP/2).
 #[derive(Clone)]
 pub enum Dialer {
     Skiff(SkiffAccess),
-    Etcd,
+    Etcd(EtcdAccess),
 }
 
 impl Dialer {
     pub fn system(&self) -> System {
         match self {
             Dialer::Skiff(_) => System::Skiff,
-            Dialer::Etcd => System::Etcd,
+            Dialer::Etcd(_) => System::Etcd,
         }
     }
 
@@ -101,7 +103,7 @@ impl Dialer {
     pub async fn connect(&self, endpoint: &str) -> anyhow::Result<Channel> {
         match self {
             Dialer::Skiff(access) => access.connect(endpoint).await,
-            Dialer::Etcd => etcd_connect(endpoint).await,
+            Dialer::Etcd(access) => access.connect(endpoint).await,
         }
     }
 
@@ -109,7 +111,7 @@ impl Dialer {
     pub fn lazy(&self, endpoint: &str) -> anyhow::Result<Channel> {
         match self {
             Dialer::Skiff(access) => access.lazy(endpoint),
-            Dialer::Etcd => etcd_lazy(endpoint),
+            Dialer::Etcd(access) => access.lazy(endpoint),
         }
     }
 
@@ -139,9 +141,9 @@ impl Dialer {
                 }
                 None
             }
-            Dialer::Etcd => {
+            Dialer::Etcd(access) => {
                 for (i, e) in endpoints.iter().enumerate() {
-                    let Ok(ch) = etcd_connect(e).await else { continue };
+                    let Ok(ch) = access.lazy(e) else { continue };
                     let mut client = etcdpb::maintenance_client::MaintenanceClient::new(ch);
                     let ask = client.status(etcdpb::StatusRequest {});
                     let Ok(Ok(s)) = tokio::time::timeout(ASK_TIMEOUT, ask).await else { continue };
@@ -178,8 +180,8 @@ impl Dialer {
                     applied: m.applied_index,
                 })
             }
-            Dialer::Etcd => {
-                let mut client = etcdpb::maintenance_client::MaintenanceClient::new(etcd_connect(endpoint).await.ok()?);
+            Dialer::Etcd(access) => {
+                let mut client = etcdpb::maintenance_client::MaintenanceClient::new(access.lazy(endpoint).ok()?);
                 let ask = client.status(etcdpb::StatusRequest {});
                 let s = tokio::time::timeout(ASK_TIMEOUT, ask).await.ok()?.ok()?.into_inner();
                 let id = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
@@ -192,21 +194,4 @@ impl Dialer {
             }
         }
     }
-}
-
-/// A connected plain channel to etcd member `endpoint`, failing fast when it is down.
-async fn etcd_connect(endpoint: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
-        .connect_timeout(Duration::from_millis(300))
-        .tcp_nodelay(true)
-        .connect()
-        .await?)
-}
-
-/// A lazily connected plain channel to etcd member `endpoint` (reconnects by itself).
-fn etcd_lazy(endpoint: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
-        .connect_timeout(Duration::from_millis(300))
-        .tcp_nodelay(true)
-        .connect_lazy())
 }
