@@ -103,6 +103,7 @@ impl Node {
             log_cache_bytes: 64 << 20,
             write_timeout: config.raft.write_timeout(),
             max_in_flight_entries: config.raft.max_in_flight_entries,
+            log_budget: Default::default(),
         };
         let store = KvStore::open(store_config, connector.clone()).await?;
         let channels = Arc::new(Channels::new(connector.clone()));

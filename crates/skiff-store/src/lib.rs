@@ -9,7 +9,8 @@
 //!
 //! - [`types`]: the openraft type configuration and the commands, results and changes of the store.
 //! - [`codec`]: the versioned binary encoding of everything stored on disk or sent between members.
-//! - [`log_store`]: the Raft log and vote in sled (`RaftLogStorage`).
+//! - [`log_store`]: the Raft log and vote in sled (`RaftLogStorage`); [`log_budget`]: when to
+//!   snapshot and how much log to keep, by bytes.
 //! - [`state_machine`]: the objects, their revisions and the watch history in sled
 //!   (`RaftStateMachine`), with snapshots; [`history`]: how much history it keeps;
 //!   [`snapshot`]: the snapshot's encoding, written and read without extra copies.
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod history;
 pub mod inbound;
 pub mod leadership;
+pub mod log_budget;
 pub mod log_store;
 pub mod membership;
 pub mod metrics;

@@ -52,6 +52,9 @@ struct Inner {
     meta: sled::Tree,
     /// Makes what sled flushed survive a power cut.
     durability: Durability,
+    /// The stored size of every entry in the log, by index: how much log there is
+    /// ([`crate::log_budget`]).
+    sizes: std::sync::Mutex<std::collections::BTreeMap<u64, u64>>,
 }
 
 /// The files of a sled database that must be synced after sled's own flush, which on Linux ends
@@ -130,7 +133,30 @@ impl LogStore {
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         let durability = Durability::open(path)?;
-        Ok(Self { inner: Arc::new(Inner { db, log, meta, durability }) })
+        let mut sizes = std::collections::BTreeMap::new();
+        for item in log.iter() {
+            let (key, value) = item?;
+            if let Ok(index) = <[u8; 8]>::try_from(key.as_ref()) {
+                sizes.insert(u64::from_be_bytes(index), value.len() as u64);
+            }
+        }
+        let sizes = std::sync::Mutex::new(sizes);
+        Ok(Self { inner: Arc::new(Inner { db, log, meta, durability, sizes }) })
+    }
+
+    /// Runs `f` on the stored size of every entry in the log, by index.
+    pub fn with_sizes<R>(&self, f: impl FnOnce(&std::collections::BTreeMap<u64, u64>) -> R) -> R {
+        match self.inner.sizes.lock() {
+            Ok(sizes) => f(&sizes),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    fn update_sizes(&self, change: impl FnOnce(&mut std::collections::BTreeMap<u64, u64>)) {
+        match self.inner.sizes.lock() {
+            Ok(mut sizes) => change(&mut sizes),
+            Err(poisoned) => change(&mut poisoned.into_inner()),
+        }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, openraft::AnyError> {
@@ -231,11 +257,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut sizes = Vec::new();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            sizes.push((entry.log_id.index, bytes.len() as u64));
             batch.insert(&index_key(entry.log_id.index), bytes);
         }
         self.inner.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.update_sizes(|all| all.extend(sizes));
         // One flush for the whole batch; openraft may only count these entries once it returns.
         match self.flush().await {
             Ok(()) => {
@@ -258,6 +287,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(key);
         }
         self.inner.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.update_sizes(|all| drop(all.split_off(&log_id.index)));
         Ok(())
     }
 
@@ -270,6 +300,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(key);
         }
         self.inner.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.update_sizes(|all| *all = all.split_off(&log_id.index.saturating_add(1)));
         Ok(())
     }
 }

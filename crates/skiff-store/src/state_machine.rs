@@ -166,6 +166,8 @@ pub struct Shared {
     closing: tokio::sync::watch::Sender<bool>,
     config: StateMachineConfig,
     snapshot_seq: AtomicU64,
+    /// Size of the snapshot file's payload, once known.
+    snapshot_bytes: AtomicU64,
     /// Held while the snapshot file is written: a snapshot being built and one being installed
     /// write it one at a time. Holds the last log id of the file on disk, once known.
     snapshot_file: std::sync::Mutex<Option<Option<LogId<u64>>>>,
@@ -221,6 +223,7 @@ impl StateMachineStore {
             closing: tokio::sync::watch::Sender::new(false),
             config,
             snapshot_seq: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(std::fs::metadata(dir.join(SNAPSHOT_FILE)).map(|m| m.len()).unwrap_or(0)),
             snapshot_file: std::sync::Mutex::new(None),
         });
         let sm = Self { shared };
@@ -269,6 +272,11 @@ impl Shared {
             Ok(h) => (h.bytes(), h.len()),
             Err(_) => (0, 0),
         }
+    }
+
+    /// Size of the current snapshot, in bytes (0 before the first).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::SeqCst)
     }
 
     /// Bytes of all objects (keys and stored values).
@@ -454,6 +462,7 @@ impl Shared {
         };
         write().map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
         *on_disk = Some(meta.last_log_id);
+        self.snapshot_bytes.store(payload.len() as u64, Ordering::SeqCst);
         Ok(())
     }
 

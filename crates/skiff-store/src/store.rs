@@ -12,6 +12,7 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, RaftError};
 
 use crate::leadership::{watch_leadership, Leadership, MemberStatus};
+use crate::log_budget::{self, LogAction, LogBudget};
 use crate::log_store::LogStore;
 use crate::metrics::StoreMetrics;
 use crate::network::{Connector, Network};
@@ -48,6 +49,8 @@ pub struct StoreConfig {
     pub write_timeout: Duration,
     /// Entries between proposal and apply at once; writes arriving meanwhile share the next entry.
     pub max_in_flight_entries: usize,
+    /// When to snapshot and how much log to keep, by bytes (beside openraft's counts).
+    pub log_budget: LogBudget,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -171,6 +174,48 @@ pub struct KvStore {
     metrics: StoreMetrics,
 }
 
+/// Snapshots and purges the log by bytes ([`log_budget`]) as the log grows, on this member. Ends
+/// when Raft stops (its metrics close).
+fn keep_log_within(raft: Raft, log: LogStore, shared: Arc<Shared>, budget: LogBudget) {
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        // A snapshot asked for and the snapshot index then, until a newer one shows (or 30 s).
+        let mut snapshot_asked: Option<(Option<u64>, tokio::time::Instant)> = None;
+        let mut purge_asked = 0;
+        while metrics.changed().await.is_ok() {
+            let (snapshot, purged) = {
+                let m = metrics.borrow_and_update();
+                (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
+            };
+            if let Some((at, when)) = snapshot_asked {
+                if snapshot == at && when.elapsed() < Duration::from_secs(30) {
+                    continue;
+                }
+                snapshot_asked = None;
+            }
+            let action =
+                log.with_sizes(|sizes| log_budget::decide(sizes, snapshot, shared.snapshot_bytes(), purged, budget));
+            let asked = match action {
+                LogAction::Nothing => Ok(()),
+                LogAction::Snapshot => {
+                    snapshot_asked = Some((snapshot, tokio::time::Instant::now()));
+                    raft.trigger().snapshot().await
+                }
+                LogAction::Purge(upto) if upto > purge_asked => {
+                    purge_asked = upto;
+                    raft.trigger().purge_log(upto).await
+                }
+                LogAction::Purge(_) => Ok(()),
+            };
+            if asked.is_err() {
+                return;
+            }
+            // At most a few decisions a second, however fast entries apply.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
 impl KvStore {
     /// Opens the member's data and starts its Raft instance. Nothing is initialized: a new cluster
     /// is created with `raft().initialize(..)`, a new member is added by the leader.
@@ -185,9 +230,10 @@ impl KvStore {
         let shared = sm.shared();
         let raft_config =
             config.raft.validate().map_err(|e| StoreError::Storage(format!("invalid raft settings: {e}")))?;
-        let raft = Raft::new(config.node_id, Arc::new(raft_config), Network::new(connector), log, sm)
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), Network::new(connector), log.clone(), sm)
             .await
             .map_err(|e| StoreError::Storage(format!("cannot start raft: {e}")))?;
+        keep_log_within(raft.clone(), log, shared.clone(), config.log_budget);
         let metrics = StoreMetrics::default();
         let proposer =
             Proposer::start(raft.clone(), config.max_in_flight_entries, config.write_timeout, metrics.clone());

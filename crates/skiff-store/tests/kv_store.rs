@@ -32,6 +32,7 @@ fn config(dir: &std::path::Path, history: u64, watch_buffer: usize) -> StoreConf
         log_cache_bytes: 8 << 20,
         write_timeout: Duration::from_secs(5),
         max_in_flight_entries: 2,
+        log_budget: Default::default(),
     }
 }
 
@@ -390,5 +391,45 @@ async fn a_watcher_that_never_reads_holds_at_most_its_byte_budget() {
     for i in 0..20 {
         assert_eq!(next_event(&mut rx).await.kv.key, format!("/kv/{i:02}"));
     }
+    store.shutdown().await;
+}
+
+/// Issue 12, "memory stays bounded while 1 MiB values are written in a loop": openraft snapshots
+/// every 10,000 entries and keeps 1,000 behind, gigabytes of 1 MiB values, and sled holds about
+/// as much memory as the log it keeps. The member now snapshots and purges by bytes as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_log_is_snapshotted_and_purged_by_bytes() {
+    use skiff_store::log_budget::LogBudget;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), 100_000, 64);
+    config.log_budget = LogBudget { min_bytes: 4 << 20, keep_bytes: 1 << 20 };
+    // History no larger than the live state, so snapshots are about twice the live 4 MiB.
+    config.state_machine.history = HistoryLimits { revisions: 100_000, min_bytes: 1 << 20 };
+    let store = KvStore::open(config, Arc::new(TcpConnector::default())).await.expect("open");
+    let members = BTreeMap::from([(1, Member { name: "node1".into(), addr: "127.0.0.1:1".into() })]);
+    store.raft().initialize(members).await.expect("initialize");
+    store.raft().wait(Some(T)).current_leader(1, "leader").await.expect("leader");
+    let big = "v".repeat(1 << 20);
+    let mut last = 0;
+    for i in 0..60 {
+        last = store.write(vec![put(&format!("/kv/{}", i % 4), &big)]).await.expect("write").revision;
+    }
+    // 60 MiB written, 4 MiB live: the log left after purges is what triggers the next snapshot
+    // (the larger of 4 MiB and the last snapshot, about 8 MiB), the 1 MiB kept behind a snapshot,
+    // and an entry or two in flight: at most 12 entries of 1 MiB, not 60.
+    let mut metrics = store.raft().metrics();
+    let waited = tokio::time::timeout(T, async {
+        loop {
+            let kept = metrics.borrow_and_update().purged.map(|p| last - p.index);
+            if kept.is_some_and(|k| k <= 12) {
+                return kept;
+            }
+            metrics.changed().await.expect("raft running");
+        }
+    })
+    .await;
+    let purged = store.raft().metrics().borrow().purged;
+    assert!(waited.is_ok(), "the log was not purged by bytes: last entry {last}, purged up to {purged:?}");
+    assert!(store.raft().metrics().borrow().snapshot.is_some());
     store.shutdown().await;
 }
