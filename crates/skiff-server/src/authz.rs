@@ -13,7 +13,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use rustls_pki_types::CertificateDer;
@@ -52,11 +53,33 @@ pub fn access(path: &str) -> Access {
 #[derive(Clone)]
 pub struct Authorizer {
     store: KvStore,
+    /// Who each certificate seen names, by its DER: parsing a certificate on every call cost 3%
+    /// of a loaded leader's CPU (bench/results/tls-cost-2026-11-30.md). Bounded: emptied when full.
+    subjects: Arc<Mutex<HashMap<Vec<u8>, Option<Subject>>>>,
 }
+
+/// Certificates whose subjects are remembered at once.
+const SUBJECT_CACHE: usize = 4096;
 
 impl Authorizer {
     pub fn new(store: KvStore) -> Self {
-        Self { store }
+        Self { store, subjects: Arc::default() }
+    }
+
+    /// Who `der` names, if a member or a client of this cluster.
+    fn subject(&self, der: &[u8]) -> Option<Subject> {
+        let Ok(mut subjects) = self.subjects.lock() else {
+            return Subject::from_cert_der(der);
+        };
+        if let Some(known) = subjects.get(der) {
+            return known.clone();
+        }
+        let subject = Subject::from_cert_der(der);
+        if subjects.len() >= SUBJECT_CACHE {
+            subjects.clear();
+        }
+        subjects.insert(der.to_vec(), subject.clone());
+        subject
     }
 
     pub fn check(&self, path: &str, certs: Option<&[CertificateDer<'static>]>) -> Result<(), Status> {
@@ -69,7 +92,7 @@ impl Authorizer {
                 "this call needs a client certificate signed by the cluster CA: pass the credentials file with --credentials (bootstrap writes <data_dir>/admin.conf; `skiff cluster credentials` makes more)",
             ));
         };
-        let Some(subject) = Subject::from_cert_der(leaf.as_ref()) else {
+        let Some(subject) = self.subject(leaf.as_ref()) else {
             return Err(Status::permission_denied(
                 "the certificate names neither a member nor a client of this cluster",
             ));
