@@ -38,6 +38,7 @@ until [ -e "$creds" ] && $bin kv put ready x --credentials "$creds" --timeout 2 
   fi
   sleep 0.2
 done
+disk() { echo "state $(du -sm $dir/data/state | cut -f1) MiB, log $(du -sm $dir/data/raft-log | cut -f1) MiB"; }
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' /proc/$node/status; echo; }
 echo "idle: $(rss)"
 # A watcher that never reads: its output goes to a pipe nobody drains.
@@ -50,6 +51,8 @@ exec 3<>$dir/fifo   # keep the fifo open without reading it
 head -c 786432 /dev/urandom | base64 -w0 > $dir/value
 for i in $(seq 1 ${2:-400}); do
   $bin kv put big/$((i % 50)) - --credentials "$creds" < $dir/value >/dev/null
-  if [ $((i % 100)) -eq 0 ]; then echo "after $i writes of 1 MiB: $(rss)"; fi
+  if [ $((i % 100)) -eq 0 ]; then echo "after $i writes of 1 MiB: $(rss) $(disk)"; fi
 done
-echo "end: $(rss)"
+echo "end: $(rss) $(disk)"
+grep -E "^(Rss|Anonymous)" /proc/$node/smaps_rollup
+du -sm $dir/data/state/* $dir/data/snapshot.bin $dir/data/raft-log/* 2>/dev/null
