@@ -153,3 +153,22 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_output_stops_at_the_limit_and_says_so() {
+        let mut output = Vec::new();
+        let chunk = vec![b'x'; 1 << 20];
+        let mut taken = 0;
+        while collect_exec_output(&mut output, &chunk) {
+            taken += 1;
+            assert!(taken <= 16, "more than 16 MiB taken");
+        }
+        assert_eq!(taken, 16);
+        assert!(output.len() <= MAX_EXEC_OUTPUT + 64);
+        assert!(output.ends_with(b"\n[skiff: output truncated at 16 MiB]\n"));
+    }
+}

@@ -16,6 +16,7 @@ use skiff_apiserver::ApiServer;
 use skiff_proto::api::containers_client::ContainersClient;
 use skiff_proto::api::containers_server::Containers;
 use skiff_proto::api::{ExecRequest, ExecResponse, LogChunk, LogsRequest};
+use skiff_proto::limits::MAX_RESPONSE_BYTES;
 use tonic::{Request, Response, Status};
 
 use crate::forward::{forwarded, is_forwarded, Channels};
@@ -134,6 +135,7 @@ impl Containers for ContainerService {
         let (pod, remote) = self.locate(&msg.namespace, &msg.pod, again).await?;
         if let Some((addr, channel)) = remote {
             let stream = ContainersClient::new(channel)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
                 .logs(forwarded(msg))
                 .await
                 .map_err(|s| forwarded_status(s, &addr, false))?
@@ -157,7 +159,9 @@ impl Containers for ContainerService {
         }
         let (pod, remote) = self.locate(&msg.namespace, &msg.pod, again).await?;
         if let Some((addr, channel)) = remote {
+            // An exec's output may be up to 16 MiB: more than gRPC's default 4 MiB per message.
             return ContainersClient::new(channel)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
                 .exec(forwarded(msg))
                 .await
                 .map_err(|s| forwarded_status(s, &addr, true));
