@@ -11,9 +11,9 @@
 //! bootstrapped, a member still catching up): only the CA can sign one either way. Removing a
 //! member deletes its record, and its certificate is refused from then on.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
