@@ -297,14 +297,12 @@ fn dying_member() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     listener.set_nonblocking(true).expect("nonblocking");
-    let dir = std::env::temp_dir().join(format!(
-        "skiff-dying-member-{}-{}",
-        std::process::id(),
-        addr.replace([':', '.'], "-")
-    ));
-    let tls = common::stand_in_tls(&addr, &dir);
+    // Removed when the member dies (its credentials are read before the write that kills it).
+    let dir = tempfile::Builder::new().prefix("skiff-dying-member-").tempdir().expect("tempdir");
+    let tls = common::stand_in_tls(&addr, dir.path());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let _dir = dir;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
