@@ -293,7 +293,7 @@ impl Kv for DyingKv {
 
 /// Runs a [`DyingKv`] member on its own runtime, and tears the runtime (and so every connection)
 /// down as soon as a write has arrived.
-fn dying_member() -> String {
+fn dying_member() -> (String, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     listener.set_nonblocking(true).expect("nonblocking");
@@ -301,7 +301,7 @@ fn dying_member() -> String {
     let dir = tempfile::Builder::new().prefix("skiff-dying-member-").tempdir().expect("tempdir");
     let tls = common::stand_in_tls(&addr, dir.path());
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let member = std::thread::spawn(move || {
         let _dir = dir;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         rt.spawn(async move {
@@ -316,12 +316,12 @@ fn dying_member() -> String {
         let _ = rx.recv();
         rt.shutdown_background();
     });
-    addr
+    (addr, member)
 }
 
 #[tokio::test]
 async fn a_write_cut_off_mid_call_is_reported_as_unknown_not_retried() {
-    let addr = dying_member();
+    let (addr, member) = dying_member();
     let creds = skiff_tls::Credentials::load(&common::credentials_for(&addr)).expect("credentials");
     let connector = skiff_tls::credentials::connector(&creds).expect("connector");
     let client = Client::with_connector(&[addr], connector).expect("client");
@@ -330,12 +330,14 @@ async fn a_write_cut_off_mid_call_is_reported_as_unknown_not_retried() {
         .expect_err("died");
     assert!(matches!(err, ClientError::OutcomeUnknown { .. }), "{err:?}");
     assert!(err.to_string().contains("outcome of the write is unknown"), "{err}");
+    member.join().expect("the dying member's thread");
 }
 
 #[test]
 fn cli_exits_3_when_the_outcome_of_a_write_is_unknown() {
-    let addr = dying_member();
+    let (addr, member) = dying_member();
     let out = skiff(&addr, &["kv", "put", "k", "v"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("outcome of the write is unknown"), "{}", text(&out.stderr));
+    member.join().expect("the dying member's thread");
 }
