@@ -195,6 +195,12 @@ async fn a_status_of_a_replaced_pod_is_not_written_onto_the_new_one() {
 
     let cluster = TestCluster::start(1, test_raft()).await;
     cluster.leader(T).await;
+    // The new leader writes the default namespace just after it is elected; a pod needs it.
+    let store = cluster.nodes[&1].store();
+    common::eventually("the default namespace", T, || async {
+        store.get_local("/namespaces/default").ok().flatten().map(|_| ())
+    })
+    .await;
     let api = cluster.nodes[&1].api().clone();
     let mut pod = skiff_api::kinds::Pod::default();
     pod.metadata.name = "p".into();

@@ -450,6 +450,13 @@ async fn bad_input_is_refused_with_its_place_and_nothing_is_applied() {
     // The server validates too: a bad object sent directly never reaches the Raft log.
     let client = cluster.client();
     let leader = cluster.leader(Duration::from_secs(30)).await;
+    // The leader's own first writes (cluster id, default namespace, the CA record) are in first.
+    let store = cluster.nodes[&leader].store();
+    eventually("the leader's first writes", Duration::from_secs(10), || async {
+        let keys = ["/skiff/cluster-id", "/namespaces/default", "/skiff/security/cluster"];
+        keys.iter().all(|k| store.get_local(k).ok().flatten().is_some()).then_some(())
+    })
+    .await;
     let last_index = || cluster.nodes[&leader].store().raft().metrics().borrow().last_log_index.unwrap_or(0);
     let before = last_index();
     let bad = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
