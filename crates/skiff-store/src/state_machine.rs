@@ -72,6 +72,11 @@ fn history_key(revision: u64) -> [u8; 9] {
     k
 }
 
+/// The revision a history key names.
+fn history_revision(key: &[u8]) -> Option<u64> {
+    key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+}
+
 /// The revisions of a stored object, kept in memory for every key so that apply decides
 /// compare-and-swap and `create_revision` without reading sled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,7 +345,7 @@ impl Shared {
         let range = history_key(after + 1)..=history_key(upto);
         for item in self.tree.range(range) {
             let (key, value) = item.map_err(io_err)?;
-            let revision = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(upto);
+            let revision = history_revision(&key).unwrap_or(upto);
             for change in decode_history(&value)? {
                 if change.kv.key.starts_with(prefix) {
                     bytes += change.kv.key.len() + change.kv.value.len();
@@ -401,7 +406,7 @@ impl Shared {
         let mut sizes = Vec::new();
         for item in self.tree.scan_prefix([HISTORY]) {
             let (k, v) = item.map_err(|e| rerr(&e))?;
-            let Some(revision) = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
+            let Some(revision) = history_revision(&k) else {
                 continue;
             };
             sizes.push((revision, (k.len() + v.len()) as u64));
@@ -409,7 +414,10 @@ impl Shared {
         let window = HistoryWindow::new(sizes, floor);
         let by_revision = self.applied_revision().saturating_sub(self.config.history.revisions);
         self.history_floor.store(window.floor().max(by_revision), Ordering::SeqCst);
-        *self.history.lock().map_err(|_| rerr(&std::fmt::Error))? = window;
+        *self
+            .history
+            .lock()
+            .map_err(|_| StorageIOError::read_state_machine(AnyError::error("history lock poisoned")))? = window;
         Ok(())
     }
 
