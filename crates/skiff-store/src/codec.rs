@@ -11,6 +11,9 @@ pub const FORMAT_V1: u8 = 1;
 /// The same encoding for a value whose type gained fields since format 1 (the watch history since
 /// it records each change's previous revision): the reader picks the type by the byte.
 pub const FORMAT_V2: u8 = 2;
+/// A record of the state machine whose values may be kept in files of their own
+/// ([`crate::values`]): never sent to another member.
+pub const FORMAT_V3: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -42,7 +45,7 @@ pub fn encode_as<T: Serialize + ?Sized>(format: u8, value: &T) -> Result<Vec<u8>
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
-        Some((&FORMAT_V1 | &FORMAT_V2, rest)) => bincode::deserialize(rest).map_err(CodecError::Decode),
+        Some((&FORMAT_V1 | &FORMAT_V2 | &FORMAT_V3, rest)) => bincode::deserialize(rest).map_err(CodecError::Decode),
         Some((&other, _)) => Err(CodecError::UnknownFormat(other)),
     }
 }

@@ -13,7 +13,8 @@
 //!   snapshot and how much log to keep, by bytes.
 //! - [`state_machine`]: the objects, their revisions and the watch history in sled
 //!   (`RaftStateMachine`), with snapshots; [`history`]: how much history it keeps;
-//!   [`snapshot`]: the snapshot's encoding, written and read without extra copies.
+//!   [`snapshot`]: the snapshot's encoding, written and read without extra copies; [`values`]:
+//!   large values in files of their own, out of sled's tree.
 //! - [`watch`]: watch streams served from the local replica.
 //! - [`network`]: the Raft network client over tonic; [`raft_service`]: its server side, which
 //!   refuses what [`inbound`] does not admit (terms that would overflow, oversized snapshots).
@@ -38,6 +39,7 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod store;
 pub mod types;
+pub mod values;
 pub mod watch;
 
 pub use leadership::{Leadership, MemberStatus, Role};

@@ -41,6 +41,7 @@ use crate::snapshot::{self, PayloadReader, PayloadWriter, SnapshotFile};
 use crate::types::{
     Change, ChangeKind, ChangeV1, Command, Conflict, EntryResult, KeyValue, Member, Op, TypeConfig, WriteResult,
 };
+use crate::values::{Body, FileRef, ValueFiles, FILE_THRESHOLD};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -55,6 +56,10 @@ const MEMBERSHIP: &[u8] = b"mmembership";
 /// needs no record).
 const HISTORY_FLOOR: &[u8] = b"mhistoryfloor";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// The directory of values kept in files ([`crate::values`]), beside `state`.
+const VALUES_DIR: &str = "values";
+/// Value files written since the last sweep that start a new one, however few are kept.
+const SWEEP_MIN_BYTES: u64 = 64 << 20;
 
 fn data_key(key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
@@ -106,6 +111,178 @@ impl StoredValue {
     fn into_kv(self, key: String) -> KeyValue {
         KeyValue { key, value: self.value, create_revision: self.create_revision, mod_revision: self.mod_revision }
     }
+}
+
+/// [`StoredValue`] as format 1 encodes it, borrowed.
+#[derive(Serialize)]
+struct StoredValueRef<'a> {
+    #[serde(with = "serde_bytes")]
+    value: &'a [u8],
+    create_revision: u64,
+    mod_revision: u64,
+}
+
+/// An object whose value is in a file (format 3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredObject {
+    body: Body,
+    create_revision: u64,
+    mod_revision: u64,
+}
+
+/// A change of the history whose value may be in a file (format 3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredChange {
+    kind: ChangeKind,
+    revision: u64,
+    key: String,
+    body: Body,
+    create_revision: u64,
+    mod_revision: u64,
+    prev_revision: Option<u64>,
+}
+
+/// Value files being created for records: one file per value (an object and the history events
+/// of the same key and revision share it), named by their origin, the value's revision and a slot.
+struct NewFiles {
+    /// `a` for apply (the same entry applied again after a crash writes the same names), `s` and
+    /// the snapshot's index for a snapshot install.
+    origin: String,
+    /// The file of each (key, mod_revision) known so far.
+    known: HashMap<(String, u64), FileRef>,
+    slots: HashMap<u64, u32>,
+    /// Files to write before the records that refer to them are applied.
+    pending: Vec<(String, Vec<u8>)>,
+}
+
+impl NewFiles {
+    fn new(origin: String) -> Self {
+        Self { origin, known: HashMap::new(), slots: HashMap::new(), pending: Vec::new() }
+    }
+
+    /// The file of a value: the one known for its key and revision, or a new one.
+    fn file_for(&mut self, key: &str, mod_revision: u64, value: &[u8]) -> FileRef {
+        if let Some(f) = self.known.get(&(key.to_string(), mod_revision)) {
+            return f.clone();
+        }
+        let slot = self.slots.entry(mod_revision).or_insert(0);
+        let name = format!("{}{mod_revision:x}-{slot:x}", self.origin);
+        *slot += 1;
+        let file = FileRef { name: name.clone(), len: value.len() as u64 };
+        self.pending.push((name, value.to_vec()));
+        self.known.insert((key.to_string(), mod_revision), file.clone());
+        file
+    }
+
+    /// Notes the file of a value read from a record, so that records written now share it.
+    fn note(&mut self, key: &str, mod_revision: u64, file: FileRef) {
+        self.known.insert((key.to_string(), mod_revision), file);
+    }
+
+    /// Writes the pending files (each synced); returns their bytes.
+    fn write(&mut self, files: &ValueFiles) -> Result<u64, AnyError> {
+        let mut bytes = 0;
+        for (name, value) in self.pending.drain(..) {
+            bytes += files.write(&name, &value).map_err(io_err)?.len;
+        }
+        Ok(bytes)
+    }
+
+    /// An object record: format 1, or format 3 with its value in a file. Returns the record and
+    /// the bytes it keeps in a file.
+    fn object(&mut self, key: &str, v: &StoredValue) -> Result<(Vec<u8>, u64), AnyError> {
+        if v.value.len() <= FILE_THRESHOLD {
+            return Ok((encode_object(&v.value, None, v.create_revision, v.mod_revision)?, 0));
+        }
+        let file = self.file_for(key, v.mod_revision, &v.value);
+        Ok((encode_object(&[], Some(&file), v.create_revision, v.mod_revision)?, file.len))
+    }
+
+    /// A history record: format 2, or format 3 when some values go to files. Returns the record
+    /// and the bytes it keeps in files.
+    fn history(&mut self, events: &[Change]) -> Result<(Vec<u8>, u64), AnyError> {
+        if events.iter().all(|c| c.kv.value.len() <= FILE_THRESHOLD) {
+            return Ok((codec::encode_as(codec::FORMAT_V2, events).map_err(io_err)?, 0));
+        }
+        let mut in_files = 0;
+        let mut stored = Vec::with_capacity(events.len());
+        for c in events {
+            let body = if c.kv.value.len() > FILE_THRESHOLD {
+                let file = self.file_for(&c.kv.key, c.kv.mod_revision, &c.kv.value);
+                in_files += file.len;
+                Body::File(file)
+            } else {
+                Body::Inline(c.kv.value.clone())
+            };
+            stored.push(StoredChange {
+                kind: c.kind,
+                revision: c.revision,
+                key: c.kv.key.clone(),
+                body,
+                create_revision: c.kv.create_revision,
+                mod_revision: c.kv.mod_revision,
+                prev_revision: c.prev_revision,
+            });
+        }
+        Ok((codec::encode_as(codec::FORMAT_V3, &stored).map_err(io_err)?, in_files))
+    }
+}
+
+/// Reads an object record, without reading a file it refers to.
+fn decode_object(bytes: &[u8]) -> Result<StoredObject, AnyError> {
+    if codec::format_of(bytes).map_err(io_err)? == codec::FORMAT_V3 {
+        return codec::decode(bytes).map_err(io_err);
+    }
+    let v = decode_value(bytes)?;
+    Ok(StoredObject { body: Body::Inline(v.value), create_revision: v.create_revision, mod_revision: v.mod_revision })
+}
+
+/// Encodes an object: format 1 with its value inline, format 3 with a file.
+fn encode_object(
+    value: &[u8],
+    file: Option<&FileRef>,
+    create_revision: u64,
+    mod_revision: u64,
+) -> Result<Vec<u8>, AnyError> {
+    match file {
+        None => codec::encode(&StoredValueRef { value, create_revision, mod_revision }).map_err(io_err),
+        Some(f) => {
+            let object = StoredObject { body: Body::File(f.clone()), create_revision, mod_revision };
+            codec::encode_as(codec::FORMAT_V3, &object).map_err(io_err)
+        }
+    }
+}
+
+/// Reads the changes of one history record, without reading the files they refer to.
+fn decode_changes(bytes: &[u8]) -> Result<Vec<StoredChange>, AnyError> {
+    if codec::format_of(bytes).map_err(io_err)? == codec::FORMAT_V3 {
+        return codec::decode(bytes).map_err(io_err);
+    }
+    Ok(decode_history(bytes)?
+        .into_iter()
+        .map(|c| StoredChange {
+            kind: c.kind,
+            revision: c.revision,
+            key: c.kv.key,
+            body: Body::Inline(c.kv.value),
+            create_revision: c.kv.create_revision,
+            mod_revision: c.kv.mod_revision,
+            prev_revision: c.prev_revision,
+        })
+        .collect())
+}
+
+/// The names of the files a record (object or history) refers to, and their bytes.
+fn files_of(key: &[u8], bytes: &[u8]) -> Result<Vec<FileRef>, AnyError> {
+    if codec::format_of(bytes).map_err(io_err)? != codec::FORMAT_V3 {
+        return Ok(Vec::new());
+    }
+    let bodies = match key.first() {
+        Some(&DATA) => vec![decode_object(bytes)?.body],
+        Some(&HISTORY) => decode_changes(bytes)?.into_iter().map(|c| c.body).collect(),
+        _ => Vec::new(),
+    };
+    Ok(bodies.into_iter().filter_map(|b| if let Body::File(f) = b { Some(f) } else { None }).collect())
 }
 
 /// What one `apply` call changed, broadcast to this member's watchers after it is committed.
@@ -176,6 +353,11 @@ pub struct Shared {
     /// Held while the snapshot file is written: a snapshot being built and one being installed
     /// write it one at a time. Holds the last log id of the file on disk, once known.
     snapshot_file: std::sync::Mutex<Option<Option<LogId<u64>>>>,
+    /// Values too large for sled's tree.
+    files: ValueFiles,
+    /// Bytes of value files written since the last sweep, and kept by it.
+    files_written: AtomicU64,
+    files_kept: AtomicU64,
 }
 
 /// openraft's view of the state machine. Cheap to clone.
@@ -213,6 +395,7 @@ impl StateMachineStore {
             .open()
             .map_err(|e| StorageIOError::read_state_machine(&e))?;
         let tree = db.open_tree("state").map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let files = ValueFiles::open(&dir.join(VALUES_DIR)).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let (events, _) = broadcast::channel(config.watch_buffer.max(1));
         let shared = Arc::new(Shared {
             db,
@@ -230,6 +413,9 @@ impl StateMachineStore {
             snapshot_seq: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(std::fs::metadata(dir.join(SNAPSHOT_FILE)).map(|m| m.len()).unwrap_or(0)),
             snapshot_file: std::sync::Mutex::new(None),
+            files,
+            files_written: AtomicU64::new(0),
+            files_kept: AtomicU64::new(0),
         });
         let sm = Self { shared };
         sm.recover()?;
@@ -256,6 +442,8 @@ impl StateMachineStore {
         s.applied.store(applied.map(|l| l.index).unwrap_or(0), Ordering::SeqCst);
         s.rebuild_index()?;
         s.rebuild_history()?;
+        // Files of writes a crash lost, or of a state a snapshot replaced.
+        s.sweep_files().map_err(StorageIOError::read_state_machine)?;
         Ok(())
     }
 }
@@ -308,8 +496,82 @@ impl Shared {
     pub fn get(&self, key: &str) -> Result<Option<KeyValue>, AnyError> {
         match self.tree.get(data_key(key)).map_err(io_err)? {
             None => Ok(None),
-            Some(bytes) => Ok(Some(decode_value(&bytes)?.into_kv(key.to_string()))),
+            Some(bytes) => Ok(Some(self.object(&bytes)?.into_kv(key.to_string()))),
         }
+    }
+
+    /// An object record with its value, read from its file if it has one.
+    fn object(&self, bytes: &[u8]) -> Result<StoredValue, AnyError> {
+        let object = decode_object(bytes)?;
+        Ok(StoredValue {
+            value: self.value(object.body)?,
+            create_revision: object.create_revision,
+            mod_revision: object.mod_revision,
+        })
+    }
+
+    fn value(&self, body: Body) -> Result<Vec<u8>, AnyError> {
+        match body {
+            Body::Inline(value) => Ok(value),
+            Body::File(file) => self.files.read(&file).map_err(io_err),
+        }
+    }
+
+    /// The changes of one history record under `prefix`, with their values.
+    fn changes(&self, bytes: &[u8], prefix: &str) -> Result<Vec<Change>, AnyError> {
+        if codec::format_of(bytes).map_err(io_err)? != codec::FORMAT_V3 {
+            let mut changes = decode_history(bytes)?;
+            changes.retain(|c| c.kv.key.starts_with(prefix));
+            return Ok(changes);
+        }
+        let mut out = Vec::new();
+        for c in decode_changes(bytes)? {
+            if !c.key.starts_with(prefix) {
+                continue;
+            }
+            let kv = KeyValue {
+                key: c.key,
+                value: self.value(c.body)?,
+                create_revision: c.create_revision,
+                mod_revision: c.mod_revision,
+            };
+            out.push(Change { kind: c.kind, revision: c.revision, kv, prev_revision: c.prev_revision });
+        }
+        Ok(out)
+    }
+
+    /// Removes the value files no record refers to. sled is flushed first, so that no state a
+    /// crash could fall back to refers to them either. The caller holds `cut` (apply and install,
+    /// which write records, cannot run).
+    fn sweep_files(&self) -> Result<(), AnyError> {
+        self.db.flush().map_err(io_err)?;
+        let mut keep = std::collections::HashSet::new();
+        for prefix in [DATA, HISTORY] {
+            for item in self.tree.scan_prefix([prefix]) {
+                let (k, v) = item.map_err(io_err)?;
+                keep.extend(files_of(&k, &v)?.into_iter().map(|f| f.name));
+            }
+        }
+        let kept = self.files.sweep(&keep).map_err(io_err)?;
+        self.files_kept.store(kept, Ordering::SeqCst);
+        self.files_written.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Counts `written` bytes of new value files and sweeps once the files written since the last
+    /// sweep outgrow those it kept (or [`SWEEP_MIN_BYTES`]): the directory stays within about twice
+    /// what the records refer to, and each sweep's scan is paid for by the writes before it.
+    fn count_files_written(&self, written: u64) -> Result<(), AnyError> {
+        let since = self.files_written.fetch_add(written, Ordering::SeqCst) + written;
+        if since > SWEEP_MIN_BYTES.max(self.files_kept.load(Ordering::SeqCst)) {
+            self.sweep_files()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of the value files, as of the last sweep plus those written since.
+    pub fn file_bytes(&self) -> u64 {
+        self.files_kept.load(Ordering::SeqCst) + self.files_written.load(Ordering::SeqCst)
     }
 
     /// Lists the objects under `prefix` from this replica, as one consistent cut, with the revision
@@ -321,7 +583,7 @@ impl Shared {
         for item in self.tree.scan_prefix(data_key(prefix)) {
             let (key, bytes) = item.map_err(io_err)?;
             let key = String::from_utf8_lossy(&key[1..]).into_owned();
-            out.push(decode_value(&bytes)?.into_kv(key));
+            out.push(self.object(&bytes)?.into_kv(key));
         }
         Ok((out, revision))
     }
@@ -346,11 +608,9 @@ impl Shared {
         for item in self.tree.range(range) {
             let (key, value) = item.map_err(io_err)?;
             let revision = history_revision(&key).unwrap_or(upto);
-            for change in decode_history(&value)? {
-                if change.kv.key.starts_with(prefix) {
-                    bytes += change.kv.key.len() + change.kv.value.len();
-                    out.push(change);
-                }
+            for change in self.changes(&value, prefix)? {
+                bytes += change.kv.key.len() + change.kv.value.len();
+                out.push(change);
             }
             if bytes >= max_bytes && revision < upto {
                 return Ok((out, revision));
@@ -373,7 +633,8 @@ impl Shared {
         let Some(bytes) = self.tree.get(history_key(revision)).map_err(io_err)? else {
             return Ok(None);
         };
-        Ok(decode_history(&bytes)?.into_iter().find(|c| c.kv.key == key && c.kind == ChangeKind::Put).map(|c| c.kv))
+        let changes = self.changes(&bytes, key)?;
+        Ok(changes.into_iter().find(|c| c.kv.key == key && c.kind == ChangeKind::Put).map(|c| c.kv))
     }
 
     /// Rebuilds the revision index (and the live state's size) from the objects in sled.
@@ -382,8 +643,9 @@ impl Shared {
         let mut live = 0;
         for item in self.tree.scan_prefix([DATA]) {
             let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
-            let bytes = (k.len() + v.len()) as u64;
-            let v = decode_value(&v).map_err(StorageIOError::read_state_machine)?;
+            let record = (k.len() + v.len()) as u64;
+            let v = decode_object(&v).map_err(StorageIOError::read_state_machine)?;
+            let bytes = record + v.body.file_bytes();
             index.insert(k.to_vec(), Revisions { create: v.create_revision, modified: v.mod_revision, bytes });
             live += bytes;
         }
@@ -409,7 +671,8 @@ impl Shared {
             let Some(revision) = history_revision(&k) else {
                 continue;
             };
-            sizes.push((revision, (k.len() + v.len()) as u64));
+            let files: u64 = files_of(&k, &v).map_err(StorageIOError::read_state_machine)?.iter().map(|f| f.len).sum();
+            sizes.push((revision, (k.len() + v.len()) as u64 + files));
         }
         let window = HistoryWindow::new(sizes, floor);
         let by_revision = self.applied_revision().saturating_sub(self.config.history.revisions);
@@ -484,13 +747,53 @@ impl Shared {
         for prefix in [DATA, HISTORY] {
             for item in self.tree.scan_prefix([prefix]) {
                 let (k, v) = item.map_err(|e| rerr(&e))?;
-                payload.push(&k, &v);
+                if codec::format_of(&v).map_err(|e| rerr(&e))? == codec::FORMAT_V3 {
+                    // A snapshot carries values, never the names of this member's files.
+                    let inline = self.inline_record(&k, &v).map_err(StorageIOError::read_state_machine)?;
+                    payload.push(&k, &inline);
+                } else {
+                    payload.push(&k, &v);
+                }
             }
         }
         if let Some(floor) = self.tree.get(HISTORY_FLOOR).map_err(|e| rerr(&e))? {
             payload.push(HISTORY_FLOOR, &floor);
         }
         Ok((applied, membership, payload.finish()))
+    }
+
+    /// A record that refers to files, with the values in their place (formats 1 and 2).
+    fn inline_record(&self, key: &[u8], bytes: &[u8]) -> Result<Vec<u8>, AnyError> {
+        if key.first() == Some(&DATA) {
+            let v = self.object(bytes)?;
+            return encode_object(&v.value, None, v.create_revision, v.mod_revision);
+        }
+        codec::encode_as(codec::FORMAT_V2, &self.changes(bytes, "")?).map_err(io_err)
+    }
+
+    /// A snapshot record as this member keeps it: `None` to keep it as it is, or the record with
+    /// its large values moved to files.
+    fn load_record(new_files: &mut NewFiles, key: &[u8], bytes: &[u8]) -> Result<Option<Vec<u8>>, AnyError> {
+        if codec::format_of(bytes).map_err(io_err)? == codec::FORMAT_V3 {
+            return Err(AnyError::error("a snapshot record names a value file: snapshots carry values"));
+        }
+        match key.first() {
+            Some(&DATA) => {
+                let v = decode_value(bytes)?;
+                if v.value.len() <= FILE_THRESHOLD {
+                    return Ok(None);
+                }
+                Ok(Some(new_files.object(&String::from_utf8_lossy(&key[1..]), &v)?.0))
+            }
+            Some(&HISTORY) => {
+                let events = decode_history(bytes)?;
+                if events.iter().all(|c| c.kv.value.len() <= FILE_THRESHOLD) {
+                    return Ok(None);
+                }
+                Ok(Some(new_files.history(&events)?.0))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Replaces the whole state machine with the snapshot `payload`. The entries go to sled in
@@ -512,25 +815,31 @@ impl Shared {
         self.tree.apply_batch(batch).map_err(|e| werr(&e))?;
         let mut batch = sled::Batch::default();
         let mut batched = 0;
+        let mut new_files = NewFiles::new(format!("s{:x}-", applied.map(|l| l.index).unwrap_or(0)));
         for entry in reader {
             let (k, v) = entry.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
             if matches!(k.first(), Some(&DATA) | Some(&HISTORY)) || k == HISTORY_FLOOR {
-                batch.insert(k, v);
-                batched += k.len() + v.len();
+                // Large values go to files here as they do on apply.
+                let record = Self::load_record(&mut new_files, k, v).map_err(StorageIOError::write_state_machine)?;
+                new_files.write(&self.files).map_err(StorageIOError::write_state_machine)?;
+                batched += k.len() + record.as_ref().map_or(v.len(), |r| r.len());
+                batch.insert(k, record.unwrap_or_else(|| v.to_vec()));
             }
             if batched >= BATCH_BYTES {
                 self.tree.apply_batch(std::mem::take(&mut batch)).map_err(|e| werr(&e))?;
                 batched = 0;
             }
         }
+        self.files.sync_dir().map_err(|e| werr(&e))?;
         batch.insert(MEMBERSHIP, codec::encode(&membership).map_err(|e| werr(&e))?);
         batch.insert(APPLIED, codec::encode(&applied).map_err(|e| werr(&e))?);
         self.tree.apply_batch(batch).map_err(|e| werr(&e))?;
-        self.db.flush().map_err(|e| werr(&e))?;
         let revision = applied.map(|l| l.index).unwrap_or(0);
         self.applied.store(revision, Ordering::SeqCst);
         self.rebuild_index()?;
         self.rebuild_history()?;
+        // Flushes sled, then removes the files of the state replaced.
+        self.sweep_files().map_err(StorageIOError::write_state_machine)?;
         // No receiver is fine: nobody is watching.
         let _ = self.events.send(Arc::new(Applied { revision, changes: Vec::new(), reset: true }));
         Ok(())
@@ -546,6 +855,9 @@ struct ApplyBatch<'a> {
     /// Objects written or deleted (`None`) so far in this call, by data key.
     overlay: HashMap<Vec<u8>, Option<StoredValue>>,
     batch: sled::Batch,
+    /// Value files the call's records refer to, new or read.
+    files: &'a ValueFiles,
+    new_files: NewFiles,
 }
 
 impl ApplyBatch<'_> {
@@ -558,14 +870,24 @@ impl ApplyBatch<'_> {
     }
 
     /// The whole stored object (only deletes need it: their event carries the last state).
-    fn read(&self, key: &[u8]) -> Result<Option<StoredValue>, AnyError> {
+    fn read(&mut self, key: &[u8]) -> Result<Option<StoredValue>, AnyError> {
         if let Some(v) = self.overlay.get(key) {
             return Ok(v.clone());
         }
-        match self.tree.get(key).map_err(io_err)? {
-            None => Ok(None),
-            Some(b) => decode_value(&b).map(Some),
-        }
+        let Some(bytes) = self.tree.get(key).map_err(io_err)? else {
+            return Ok(None);
+        };
+        let object = decode_object(&bytes)?;
+        let value = match object.body {
+            Body::Inline(value) => value,
+            Body::File(file) => {
+                let value = self.files.read(&file).map_err(io_err)?;
+                // The deletion's history event refers to the same file.
+                self.new_files.note(&String::from_utf8_lossy(&key[1..]), object.mod_revision, file);
+                value
+            }
+        };
+        Ok(Some(StoredValue { value, create_revision: object.create_revision, mod_revision: object.mod_revision }))
     }
 
     /// Applies one write (its ops all, or none if an expectation fails) at `revision`.
@@ -623,20 +945,21 @@ impl ApplyBatch<'_> {
             return Ok(None);
         }
         let key = history_key(revision);
-        let value = codec::encode_as(codec::FORMAT_V2, events).map_err(io_err)?;
-        let bytes = (key.len() + value.len()) as u64;
+        let (value, in_files) = self.new_files.history(events)?;
+        let bytes = (key.len() + value.len()) as u64 + in_files;
         self.batch.insert(&key, value);
         Ok(Some((revision, bytes)))
     }
 
-    /// Puts the objects into the batch; returns the batch and how the revision index changes.
-    fn finish(mut self) -> Result<(sled::Batch, IndexChanges), AnyError> {
+    /// Puts the objects into the batch; returns the batch, how the revision index changes and the
+    /// value files to write before the batch is applied.
+    fn finish(mut self) -> Result<(sled::Batch, IndexChanges, NewFiles), AnyError> {
         let mut changes = Vec::with_capacity(self.overlay.len());
         for (key, value) in self.overlay {
             match value {
                 Some(v) => {
-                    let stored = codec::encode(&v).map_err(io_err)?;
-                    let bytes = (key.len() + stored.len()) as u64;
+                    let (stored, in_file) = self.new_files.object(&String::from_utf8_lossy(&key[1..]), &v)?;
+                    let bytes = (key.len() + stored.len()) as u64 + in_file;
                     self.batch.insert(key.as_slice(), stored);
                     changes.push((key, Some(Revisions { create: v.create_revision, modified: v.mod_revision, bytes })));
                 }
@@ -646,7 +969,7 @@ impl ApplyBatch<'_> {
                 }
             }
         }
-        Ok((self.batch, changes))
+        Ok((self.batch, changes, self.new_files))
     }
 }
 
@@ -701,8 +1024,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let fail = |e: AnyError| -> StorageError<u64> { StorageIOError::apply(last, e).into() };
         let _cut = s.cut.write().map_err(|_| fail(AnyError::error("lock poisoned")))?;
         let mut index = s.index.lock().map_err(|_| fail(AnyError::error("index lock poisoned")))?;
-        let mut batch =
-            ApplyBatch { tree: &s.tree, index: &index, overlay: HashMap::new(), batch: sled::Batch::default() };
+        let mut batch = ApplyBatch {
+            tree: &s.tree,
+            index: &index,
+            overlay: HashMap::new(),
+            batch: sled::Batch::default(),
+            files: &s.files,
+            new_files: NewFiles::new("a".into()),
+        };
         let mut results = Vec::with_capacity(entries.len());
         let mut all_events = Vec::new();
         let mut recorded = Vec::new();
@@ -728,7 +1057,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         batch.batch.insert(APPLIED, codec::encode(&Some(last)).map_err(|e| fail(io_err(e)))?);
-        let (mut sled_batch, changes) = batch.finish().map_err(fail)?;
+        let (mut sled_batch, changes, mut new_files) = batch.finish().map_err(fail)?;
+        // The files first, synced: sled never refers to a file a crash lost.
+        let written = new_files.write(&s.files).map_err(fail)?;
+        if written > 0 {
+            s.files.sync_dir().map_err(|e| fail(io_err(e)))?;
+        }
         let live = live_bytes_after(s.live_bytes.load(Ordering::SeqCst), &index, &changes);
         let mut history = s.history.lock().map_err(|_| fail(AnyError::error("history lock poisoned")))?;
         let trim: Trim = history.plan(&recorded, last.index, live, s.config.history);
@@ -752,6 +1086,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         s.live_bytes.store(live, Ordering::SeqCst);
         drop(index);
         s.applied.store(last.index, Ordering::SeqCst);
+        if written > 0 {
+            s.count_files_written(written).map_err(fail)?;
+        }
         // Watchers that fell behind see `Lagged` and are dropped; apply never waits for them.
         let bytes: usize = all_events.iter().map(|c| c.kv.key.len() + c.kv.value.len()).sum();
         let applied = if bytes > MAX_INLINE_BYTES {

@@ -172,11 +172,14 @@ pub struct KvStore {
     leadership: tokio::sync::watch::Receiver<Leadership>,
     /// What the store counts for `/metrics`.
     metrics: StoreMetrics,
+    /// The task that keeps the log within its budget; it holds both databases, so shutdown ends it
+    /// (a database dropped later, by the runtime, may find its directory gone and never finish).
+    log_keeper: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 /// Snapshots and purges the log by bytes ([`log_budget`]) as the log grows, on this member. Ends
 /// when Raft stops (its metrics close).
-fn keep_log_within(raft: Raft, log: LogStore, shared: Arc<Shared>, budget: LogBudget) {
+fn keep_log_within(raft: Raft, log: LogStore, shared: Arc<Shared>, budget: LogBudget) -> tokio::task::JoinHandle<()> {
     let mut metrics = raft.metrics();
     tokio::spawn(async move {
         // A snapshot asked for and the snapshot index then, until a newer one shows (or 30 s).
@@ -213,7 +216,7 @@ fn keep_log_within(raft: Raft, log: LogStore, shared: Arc<Shared>, budget: LogBu
             // At most a few decisions a second, however fast entries apply.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    });
+    })
 }
 
 impl KvStore {
@@ -233,7 +236,7 @@ impl KvStore {
         let raft = Raft::new(config.node_id, Arc::new(raft_config), Network::new(connector), log.clone(), sm)
             .await
             .map_err(|e| StoreError::Storage(format!("cannot start raft: {e}")))?;
-        keep_log_within(raft.clone(), log, shared.clone(), config.log_budget);
+        let log_keeper = keep_log_within(raft.clone(), log, shared.clone(), config.log_budget);
         let metrics = StoreMetrics::default();
         let proposer =
             Proposer::start(raft.clone(), config.max_in_flight_entries, config.write_timeout, metrics.clone());
@@ -248,6 +251,7 @@ impl KvStore {
             barrier,
             leadership,
             metrics,
+            log_keeper: Arc::new(std::sync::Mutex::new(Some(log_keeper))),
         })
     }
 
@@ -352,9 +356,15 @@ impl KvStore {
         Ok(watch::start(self.shared.clone(), prefix.to_string(), start, progress_every)?)
     }
 
-    /// Stops Raft. The databases close when the last handle is dropped.
+    /// Stops Raft and the log keeper. The databases close when the last handle is dropped.
     pub async fn shutdown(&self) {
         self.shared.close_watches();
+        let keeper = self.log_keeper.lock().ok().and_then(|mut k| k.take());
+        if let Some(keeper) = keeper {
+            keeper.abort();
+            // Cancelled is what an aborted task reports; nothing else can come back.
+            let _ = keeper.await;
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -278,13 +278,18 @@ async fn history_and_snapshots_stay_within_a_small_multiple_of_the_live_state() 
     let other = tempfile::tempdir().expect("tempdir");
     let mut b = StateMachineStore::open(other.path(), config.clone()).expect("open b");
     b.install_snapshot(&snapshot.meta, transfer_in_chunks(*snapshot.snapshot, 1 << 16)).await.expect("install");
+    // Sizes match up to the names of value files, which each member gives its own.
+    let about = |a: u64, b: u64| a.abs_diff(b) <= 64 * 16;
     assert_eq!(b.shared().history_floor(), floor);
-    assert_eq!(b.shared().history_size(), shared.history_size());
-    assert_eq!(b.shared().live_bytes(), live);
+    let (b_bytes, b_revisions) = b.shared().history_size();
+    assert_eq!(b_revisions, revisions);
+    assert!(about(b_bytes, history_bytes), "history of {b_bytes} bytes against {history_bytes}");
+    assert!(about(b.shared().live_bytes(), live), "{} live bytes against {live}", b.shared().live_bytes());
     drop(b);
     let b = reopen(|| StateMachineStore::open(other.path(), config.clone()));
     assert_eq!(b.shared().history_floor(), floor);
-    assert_eq!(b.shared().history_size(), shared.history_size());
+    let (after, after_revisions) = b.shared().history_size();
+    assert_eq!((after, after_revisions), (b_bytes, b_revisions), "the same after a restart");
 }
 
 /// A snapshot that does not read whole changes nothing: the member keeps its state and its file.
@@ -302,4 +307,91 @@ async fn a_broken_snapshot_is_refused_before_anything_is_replaced() {
     b.install_snapshot(&snapshot.meta, Box::new(Cursor::new(bytes))).await.expect_err("a cut snapshot");
     assert_eq!(b.shared().get("/kv/mine").expect("get").map(|kv| kv.value), Some(b"kept".to_vec()));
     assert!(b.get_current_snapshot().await.expect("read").is_none(), "no file written");
+}
+
+fn delete_entry(index: u64, key: &str) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Command::Writes(vec![vec![Op::Delete { key: key.into(), expect: None }]])),
+    }
+}
+
+/// Bytes of the files under `dir`, recursively.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Issue 12, defect 4 (disk): sled rewrote a leaf holding large values to a new blob file on every
+/// change and did not remove the old ones (spacejam/sled#786): 1 MiB values written in a loop grew
+/// `state/blobs` by 1.6 MB per MiB written for a live state of 50 MiB, until the disk was full.
+/// Large values now live in files of their own, removed once neither an object nor the history
+/// refers to them; everything a value is read through (get, list, history, a deletion's event, a
+/// snapshot and its install, a restart) still sees it.
+#[tokio::test]
+async fn large_values_live_in_files_removed_once_nothing_refers_to_them() {
+    const VALUE: usize = 512 << 10;
+    let limits = HistoryLimits { revisions: 100_000, min_bytes: 1 << 20 };
+    let config = StateMachineConfig { history: limits, ..sm_config(0) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachineStore::open(dir.path(), config.clone()).expect("open");
+    let value = |i: u64| format!("{i:08}").repeat(VALUE / 8);
+    // 320 writes of 512 KiB over 8 keys: 160 MiB written, 4 MiB live.
+    let writes = 320;
+    for i in 1..=writes {
+        sm.apply(vec![put_entry(i, &format!("/kv/big/{}", i % 8), &value(i))]).await.expect("apply");
+    }
+    let shared = sm.shared();
+    let live = shared.live_bytes();
+    let (history_bytes, _) = shared.history_size();
+    let on_disk = dir_bytes(&dir.path().join("values"));
+    let in_sled = dir_bytes(&dir.path().join("state"));
+    eprintln!("{live} live, {history_bytes} history: {on_disk} bytes of value files, {in_sled} of sled");
+    // Swept once the files written since the last sweep pass 64 MiB.
+    assert!(on_disk <= (64 << 20) + 2 * (live + history_bytes), "value files: {on_disk} bytes");
+    assert!(in_sled < 40 << 20, "sled holds records only: {in_sled} bytes");
+
+    // Reads see the values: get, list, the history and a deletion's event.
+    let got = shared.get("/kv/big/0").expect("get").expect("the object");
+    assert_eq!(got.value, value(writes).into_bytes());
+    assert_eq!(shared.list("/kv/big/").expect("list").0.len(), 8);
+    sm.apply(vec![delete_entry(writes + 1, "/kv/big/0")]).await.expect("delete");
+    let last = history(&shared, writes - 1);
+    assert_eq!(last.len(), 2);
+    assert_eq!(last[0].kv.value, value(writes).into_bytes(), "the put's event");
+    assert_eq!(last[1].kv.value, value(writes).into_bytes(), "the deletion's event carries the last value");
+    let before = shared.value_at("/kv/big/7", writes - 1).expect("value_at").expect("in the history");
+    assert_eq!(before.value, value(writes - 1).into_bytes());
+
+    // A snapshot carries the values; the member that installs it keeps them in files of its own and
+    // removes those of the state it replaced.
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut b = StateMachineStore::open(other.path(), config.clone()).expect("open b");
+    b.apply(vec![put_entry(1, "/kv/old", &"o".repeat(VALUE))]).await.expect("apply on b");
+    b.install_snapshot(&snapshot.meta, transfer_in_chunks(*snapshot.snapshot, 1 << 20)).await.expect("install");
+    assert!(b.shared().get("/kv/old").expect("get").is_none());
+    assert_eq!(b.shared().get("/kv/big/1").expect("get").expect("object").value, value(writes - 7).into_bytes());
+    assert_eq!(history(&b.shared(), writes - 1), last);
+    let b_files = dir_bytes(&other.path().join("values"));
+    assert!(
+        b_files <= live + history_bytes,
+        "b keeps {b_files} bytes of files for {live} live and {history_bytes} history"
+    );
+
+    // A restart reads them back.
+    drop((sm, shared));
+    let sm = reopen(|| StateMachineStore::open(dir.path(), config.clone()));
+    assert_eq!(sm.shared().get("/kv/big/1").expect("get").expect("object").value, value(writes - 7).into_bytes());
+    assert_eq!(history(&sm.shared(), writes - 1), last);
 }
