@@ -38,7 +38,7 @@ until [ -e "$creds" ] && $bin kv put ready x --credentials "$creds" --timeout 2 
   fi
   sleep 0.2
 done
-disk() { echo "state $(du -sm $dir/data/state | cut -f1) MiB, log $(du -sm $dir/data/raft-log | cut -f1) MiB"; }
+disk() { echo "state $(du -sm $dir/data/state | cut -f1) MiB, values $(du -sm $dir/data/values | cut -f1) MiB, log $(du -sm $dir/data/raft-log | cut -f1) MiB"; }
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' /proc/$node/status; echo; }
 echo "idle: $(rss)"
 # A watcher that never reads: its output goes to a pipe nobody drains.
@@ -55,4 +55,4 @@ for i in $(seq 1 ${2:-400}); do
 done
 echo "end: $(rss) $(disk)"
 grep -E "^(Rss|Anonymous)" /proc/$node/smaps_rollup
-du -sm $dir/data/state/* $dir/data/snapshot.bin $dir/data/raft-log/* 2>/dev/null
+du -sm $dir/data/state/* $dir/data/values $dir/data/snapshot.bin $dir/data/raft-log/* 2>/dev/null
