@@ -494,7 +494,17 @@ impl Shared {
 
     /// Reads one object from this replica.
     pub fn get(&self, key: &str) -> Result<Option<KeyValue>, AnyError> {
-        match self.tree.get(data_key(key)).map_err(io_err)? {
+        let dkey = data_key(key);
+        let Some(bytes) = self.tree.get(&dkey).map_err(io_err)? else {
+            return Ok(None);
+        };
+        if codec::format_of(&bytes).map_err(io_err)? != codec::FORMAT_V3 {
+            return Ok(Some(decode_value(&bytes)?.into_kv(key.to_string())));
+        }
+        // The value is in a file: read the record again and the file under the cut, so that no
+        // sweep (which runs under it) removes the file between the two.
+        let _cut = self.cut.read().map_err(|_| AnyError::error("state machine lock poisoned"))?;
+        match self.tree.get(&dkey).map_err(io_err)? {
             None => Ok(None),
             Some(bytes) => Ok(Some(self.object(&bytes)?.into_kv(key.to_string()))),
         }
@@ -604,6 +614,8 @@ impl Shared {
         if after >= upto {
             return Ok((out, upto));
         }
+        // Under the cut: a sweep never removes a file a record of this page names while it is read.
+        let _cut = self.cut.read().map_err(|_| AnyError::error("state machine lock poisoned"))?;
         let range = history_key(after + 1)..=history_key(upto);
         for item in self.tree.range(range) {
             let (key, value) = item.map_err(io_err)?;
@@ -630,6 +642,7 @@ impl Shared {
                 return Ok(Some(current));
             }
         }
+        let _cut = self.cut.read().map_err(|_| AnyError::error("state machine lock poisoned"))?;
         let Some(bytes) = self.tree.get(history_key(revision)).map_err(io_err)? else {
             return Ok(None);
         };

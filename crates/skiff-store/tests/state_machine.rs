@@ -360,6 +360,7 @@ async fn large_values_live_in_files_removed_once_nothing_refers_to_them() {
     // Swept once the files written since the last sweep pass 64 MiB.
     assert!(on_disk <= (64 << 20) + 2 * (live + history_bytes), "value files: {on_disk} bytes");
     assert!(in_sled < 40 << 20, "sled holds records only: {in_sled} bytes");
+    assert_eq!(shared.file_bytes(), on_disk, "the member's count of its value files");
 
     // Reads see the values: get, list, the history and a deletion's event.
     let got = shared.get("/kv/big/0").expect("get").expect("the object");
@@ -389,9 +390,13 @@ async fn large_values_live_in_files_removed_once_nothing_refers_to_them() {
         "b keeps {b_files} bytes of files for {live} live and {history_bytes} history"
     );
 
-    // A restart reads them back.
+    // A restart reads them back, and removes a file no record names (one a crash left behind
+    // the sled batch that would have named it).
     drop((sm, shared));
+    let orphan = dir.path().join("values").join(format!("a{:x}-0", writes + 2));
+    std::fs::write(&orphan, b"left by a crash").expect("orphan");
     let sm = reopen(|| StateMachineStore::open(dir.path(), config.clone()));
     assert_eq!(sm.shared().get("/kv/big/1").expect("get").expect("object").value, value(writes - 7).into_bytes());
     assert_eq!(history(&sm.shared(), writes - 1), last);
+    assert!(!orphan.exists(), "the orphan is swept at start-up");
 }
