@@ -41,6 +41,11 @@ pub fn encode_as<T: Serialize + ?Sized>(format: u8, value: &T) -> Result<Vec<u8>
     Ok(out)
 }
 
+/// The length [`encode`] gives `value`, without encoding it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<u64, CodecError> {
+    Ok(bincode::serialized_size(value).map_err(CodecError::Encode)? + 1)
+}
+
 /// Decodes a value written by [`encode`] (any format this Skiff knows).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {

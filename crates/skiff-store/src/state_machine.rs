@@ -142,17 +142,27 @@ struct StoredChange {
     prev_revision: Option<u64>,
 }
 
-/// Value files being created for records: one file per value (an object and the history events
-/// of the same key and revision share it), named by their origin, the value's revision and a slot.
+/// Value files being created for records: one file per value. An object and the history events
+/// of the same key, revision and value share it (a write can put one key twice: each value gets
+/// its own file).
 struct NewFiles {
-    /// `a` for apply (the same entry applied again after a crash writes the same names), `s` and
-    /// the snapshot's index for a snapshot install.
+    /// `a` for apply, `s<nonce>-` for a snapshot install (each install names its own files).
     origin: String,
-    /// The file of each (key, mod_revision) known so far.
-    known: HashMap<(String, u64), FileRef>,
+    /// The files of each (key, mod_revision) known so far, with the digest of their value.
+    known: HashMap<(String, u64), Vec<KnownFile>>,
+    /// The next slot of each naming revision.
     slots: HashMap<u64, u32>,
     /// Files to write before the records that refer to them are applied.
     pending: Vec<(String, Vec<u8>)>,
+}
+
+/// A value file and the SHA-256 of its value.
+type KnownFile = (FileRef, [u8; 32]);
+
+fn digest(value: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, value).as_ref());
+    out
 }
 
 impl NewFiles {
@@ -160,23 +170,27 @@ impl NewFiles {
         Self { origin, known: HashMap::new(), slots: HashMap::new(), pending: Vec::new() }
     }
 
-    /// The file of a value: the one known for its key and revision, or a new one.
-    fn file_for(&mut self, key: &str, mod_revision: u64, value: &[u8]) -> FileRef {
-        if let Some(f) = self.known.get(&(key.to_string(), mod_revision)) {
-            return f.clone();
+    /// The file of a value: the one known for its key, revision and bytes, or a new one named
+    /// after `at`. In apply, `at` is the entry being applied: every entry is applied in one call
+    /// and again the same way after a crash, so names never collide and a replay writes the same.
+    fn file_for(&mut self, at: u64, key: &str, mod_revision: u64, value: &[u8]) -> FileRef {
+        let sum = digest(value);
+        let known = self.known.entry((key.to_string(), mod_revision)).or_default();
+        if let Some((file, _)) = known.iter().find(|(f, d)| *d == sum && f.len == value.len() as u64) {
+            return file.clone();
         }
-        let slot = self.slots.entry(mod_revision).or_insert(0);
-        let name = format!("{}{mod_revision:x}-{slot:x}", self.origin);
+        let slot = self.slots.entry(at).or_insert(0);
+        let name = format!("{}{at:x}-{slot:x}", self.origin);
         *slot += 1;
         let file = FileRef { name: name.clone(), len: value.len() as u64 };
         self.pending.push((name, value.to_vec()));
-        self.known.insert((key.to_string(), mod_revision), file.clone());
+        known.push((file.clone(), sum));
         file
     }
 
     /// Notes the file of a value read from a record, so that records written now share it.
-    fn note(&mut self, key: &str, mod_revision: u64, file: FileRef) {
-        self.known.insert((key.to_string(), mod_revision), file);
+    fn note(&mut self, key: &str, mod_revision: u64, file: FileRef, value: &[u8]) {
+        self.known.entry((key.to_string(), mod_revision)).or_default().push((file, digest(value)));
     }
 
     /// Writes the pending files (each synced); returns their bytes.
@@ -188,29 +202,30 @@ impl NewFiles {
         Ok(bytes)
     }
 
-    /// An object record: format 1, or format 3 with its value in a file. Returns the record and
-    /// the bytes it keeps in a file.
-    fn object(&mut self, key: &str, v: &StoredValue) -> Result<(Vec<u8>, u64), AnyError> {
+    /// An object record: format 1, or format 3 with its value in a file named after `at`.
+    /// Returns the record and its size as format 1 would store it ([`inline_size`]).
+    fn object(&mut self, at: u64, key: &str, v: &StoredValue) -> Result<(Vec<u8>, u64), AnyError> {
+        let inline =
+            StoredValueRef { value: &v.value, create_revision: v.create_revision, mod_revision: v.mod_revision };
+        let size = codec::encoded_len(&inline).map_err(io_err)?;
         if v.value.len() <= FILE_THRESHOLD {
-            return Ok((encode_object(&v.value, None, v.create_revision, v.mod_revision)?, 0));
+            return Ok((codec::encode(&inline).map_err(io_err)?, size));
         }
-        let file = self.file_for(key, v.mod_revision, &v.value);
-        Ok((encode_object(&[], Some(&file), v.create_revision, v.mod_revision)?, file.len))
+        let file = self.file_for(at, key, v.mod_revision, &v.value);
+        Ok((encode_object(&[], Some(&file), v.create_revision, v.mod_revision)?, size))
     }
 
-    /// A history record: format 2, or format 3 when some values go to files. Returns the record
-    /// and the bytes it keeps in files.
-    fn history(&mut self, events: &[Change]) -> Result<(Vec<u8>, u64), AnyError> {
+    /// A history record: format 2, or format 3 when some values go to files named after `at`.
+    /// Returns the record and its size as format 2 would store it ([`inline_size`]).
+    fn history(&mut self, at: u64, events: &[Change]) -> Result<(Vec<u8>, u64), AnyError> {
+        let size = codec::encoded_len(events).map_err(io_err)?;
         if events.iter().all(|c| c.kv.value.len() <= FILE_THRESHOLD) {
-            return Ok((codec::encode_as(codec::FORMAT_V2, events).map_err(io_err)?, 0));
+            return Ok((codec::encode_as(codec::FORMAT_V2, events).map_err(io_err)?, size));
         }
-        let mut in_files = 0;
         let mut stored = Vec::with_capacity(events.len());
         for c in events {
             let body = if c.kv.value.len() > FILE_THRESHOLD {
-                let file = self.file_for(&c.kv.key, c.kv.mod_revision, &c.kv.value);
-                in_files += file.len;
-                Body::File(file)
+                Body::File(self.file_for(at, &c.kv.key, c.kv.mod_revision, &c.kv.value))
             } else {
                 Body::Inline(c.kv.value.clone())
             };
@@ -224,8 +239,52 @@ impl NewFiles {
                 prev_revision: c.prev_revision,
             });
         }
-        Ok((codec::encode_as(codec::FORMAT_V3, &stored).map_err(io_err)?, in_files))
+        Ok((codec::encode_as(codec::FORMAT_V3, &stored).map_err(io_err)?, size))
     }
+}
+
+/// The size of a record (object or history) as formats 1 and 2 store it, values inline, whether
+/// its values are in files or not: the live state's and the history's sizes are then the same on
+/// every member, whichever names its files how.
+fn inline_size(key: &[u8], bytes: &[u8]) -> Result<u64, AnyError> {
+    if codec::format_of(bytes).map_err(io_err)? != codec::FORMAT_V3 {
+        return Ok(bytes.len() as u64);
+    }
+    let mut in_files = 0;
+    let mut body = |b: Body| match b {
+        Body::Inline(v) => v,
+        Body::File(f) => {
+            in_files += f.len;
+            Vec::new()
+        }
+    };
+    let size = match key.first() {
+        Some(&DATA) => {
+            let o = decode_object(bytes)?;
+            let value = body(o.body);
+            let inline =
+                StoredValueRef { value: &value, create_revision: o.create_revision, mod_revision: o.mod_revision };
+            codec::encoded_len(&inline).map_err(io_err)?
+        }
+        _ => {
+            let changes: Vec<Change> = decode_changes(bytes)?
+                .into_iter()
+                .map(|c| Change {
+                    kind: c.kind,
+                    revision: c.revision,
+                    kv: KeyValue {
+                        key: c.key,
+                        value: body(c.body),
+                        create_revision: c.create_revision,
+                        mod_revision: c.mod_revision,
+                    },
+                    prev_revision: c.prev_revision,
+                })
+                .collect();
+            codec::encoded_len(&changes).map_err(io_err)?
+        }
+    };
+    Ok(size + in_files)
 }
 
 /// Reads an object record, without reading a file it refers to.
@@ -443,7 +502,9 @@ impl StateMachineStore {
         s.rebuild_index()?;
         s.rebuild_history()?;
         // Files of writes a crash lost, or of a state a snapshot replaced.
-        s.sweep_files().map_err(StorageIOError::read_state_machine)?;
+        if let Err(e) = s.sweep_files() {
+            tracing::warn!(error = %e, "could not remove unused value files at start-up");
+        }
         Ok(())
     }
 }
@@ -498,56 +559,66 @@ impl Shared {
         let Some(bytes) = self.tree.get(&dkey).map_err(io_err)? else {
             return Ok(None);
         };
-        if codec::format_of(&bytes).map_err(io_err)? != codec::FORMAT_V3 {
-            return Ok(Some(decode_value(&bytes)?.into_kv(key.to_string())));
+        let mut bytes = bytes;
+        // A sweep removes a file only once no record names it: if the file went between reading
+        // the record and the file, the object was rewritten meanwhile; read the record again.
+        for _ in 0..8 {
+            let object = decode_object(&bytes)?;
+            if let Some(value) = self.value(object.body)? {
+                let (create_revision, mod_revision) = (object.create_revision, object.mod_revision);
+                return Ok(Some(KeyValue { key: key.to_string(), value, create_revision, mod_revision }));
+            }
+            match self.tree.get(&dkey).map_err(io_err)? {
+                Some(again) => bytes = again,
+                None => return Ok(None),
+            }
         }
-        // The value is in a file: read the record again and the file under the cut, so that no
-        // sweep (which runs under it) removes the file between the two.
-        let _cut = self.cut.read().map_err(|_| AnyError::error("state machine lock poisoned"))?;
-        match self.tree.get(&dkey).map_err(io_err)? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(self.object(&bytes)?.into_kv(key.to_string()))),
-        }
+        Err(AnyError::error(format!("the value file of {key} was replaced 8 times while it was read")))
     }
 
-    /// An object record with its value, read from its file if it has one.
+    /// An object record with its value, read from its file if it has one. For callers that hold
+    /// `cut` (no sweep runs): a file its record names is there.
     fn object(&self, bytes: &[u8]) -> Result<StoredValue, AnyError> {
         let object = decode_object(bytes)?;
-        Ok(StoredValue {
-            value: self.value(object.body)?,
-            create_revision: object.create_revision,
-            mod_revision: object.mod_revision,
-        })
+        let Some(value) = self.value(object.body)? else {
+            return Err(AnyError::error("a value file named by a record is missing"));
+        };
+        Ok(StoredValue { value, create_revision: object.create_revision, mod_revision: object.mod_revision })
     }
 
-    fn value(&self, body: Body) -> Result<Vec<u8>, AnyError> {
+    /// A value, read from its file if it has one; `None` if the file is gone (a sweep removed it
+    /// after the record naming it was read: the record is gone too).
+    fn value(&self, body: Body) -> Result<Option<Vec<u8>>, AnyError> {
         match body {
-            Body::Inline(value) => Ok(value),
-            Body::File(file) => self.files.read(&file).map_err(io_err),
+            Body::Inline(value) => Ok(Some(value)),
+            Body::File(file) => match self.files.read(&file) {
+                Ok(value) => Ok(Some(value)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_err(e)),
+            },
         }
     }
 
-    /// The changes of one history record under `prefix`, with their values.
-    fn changes(&self, bytes: &[u8], prefix: &str) -> Result<Vec<Change>, AnyError> {
+    /// The changes of one history record under `prefix`, with their values; `None` if a file of
+    /// theirs is gone (the record was dropped from the history and swept after it was read).
+    fn changes(&self, bytes: &[u8], prefix: &str) -> Result<Option<Vec<Change>>, AnyError> {
         if codec::format_of(bytes).map_err(io_err)? != codec::FORMAT_V3 {
             let mut changes = decode_history(bytes)?;
             changes.retain(|c| c.kv.key.starts_with(prefix));
-            return Ok(changes);
+            return Ok(Some(changes));
         }
         let mut out = Vec::new();
         for c in decode_changes(bytes)? {
             if !c.key.starts_with(prefix) {
                 continue;
             }
-            let kv = KeyValue {
-                key: c.key,
-                value: self.value(c.body)?,
-                create_revision: c.create_revision,
-                mod_revision: c.mod_revision,
+            let Some(value) = self.value(c.body)? else {
+                return Ok(None);
             };
+            let kv = KeyValue { key: c.key, value, create_revision: c.create_revision, mod_revision: c.mod_revision };
             out.push(Change { kind: c.kind, revision: c.revision, kv, prev_revision: c.prev_revision });
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Removes the value files no record refers to. sled is flushed first, so that no state a
@@ -568,15 +639,21 @@ impl Shared {
         Ok(())
     }
 
-    /// Counts `written` bytes of new value files and sweeps once the files written since the last
-    /// sweep outgrow those it kept (or [`SWEEP_MIN_BYTES`]): the directory stays within about twice
-    /// what the records refer to, and each sweep's scan is paid for by the writes before it.
-    fn count_files_written(&self, written: u64) -> Result<(), AnyError> {
-        let since = self.files_written.fetch_add(written, Ordering::SeqCst) + written;
-        if since > SWEEP_MIN_BYTES.max(self.files_kept.load(Ordering::SeqCst)) {
-            self.sweep_files()?;
+    /// Counts `written` bytes of new value files and sweeps once the files (as of the last sweep,
+    /// plus those written since) pass [`SWEEP_MIN_BYTES`] plus twice what the records can name:
+    /// `referenced`, the live state and the history, each counted with its values, is at least
+    /// what the files the records name hold. So writes in a loop sweep about once per
+    /// `SWEEP_MIN_BYTES` plus live and history written (each scan paid for by the writes before
+    /// it), and deletes sweep as soon as what they let go counts. A sweep that fails is logged and
+    /// tried again at the next apply: the batch is committed already.
+    fn count_files_written(&self, written: u64, referenced: u64) {
+        self.files_written.fetch_add(written, Ordering::SeqCst);
+        if self.file_bytes() <= SWEEP_MIN_BYTES + 2 * referenced {
+            return;
         }
-        Ok(())
+        if let Err(e) = self.sweep_files() {
+            tracing::warn!(error = %e, dir = %self.dir.join(VALUES_DIR).display(), "could not remove unused value files");
+        }
     }
 
     /// Bytes of the value files, as of the last sweep plus those written since.
@@ -614,13 +691,16 @@ impl Shared {
         if after >= upto {
             return Ok((out, upto));
         }
-        // Under the cut: a sweep never removes a file a record of this page names while it is read.
-        let _cut = self.cut.read().map_err(|_| AnyError::error("state machine lock poisoned"))?;
         let range = history_key(after + 1)..=history_key(upto);
         for item in self.tree.range(range) {
             let (key, value) = item.map_err(io_err)?;
             let revision = history_revision(&key).unwrap_or(upto);
-            for change in self.changes(&value, prefix)? {
+            let Some(changes) = self.changes(&value, prefix)? else {
+                // Dropped from the history (and its files swept) since it was read: the floor is
+                // at or above it now, so the caller's check of the floor tells the watch.
+                return Ok((out, revision.saturating_sub(1).max(after)));
+            };
+            for change in changes {
                 bytes += change.kv.key.len() + change.kv.value.len();
                 out.push(change);
             }
@@ -642,11 +722,11 @@ impl Shared {
                 return Ok(Some(current));
             }
         }
-        let _cut = self.cut.read().map_err(|_| AnyError::error("state machine lock poisoned"))?;
         let Some(bytes) = self.tree.get(history_key(revision)).map_err(io_err)? else {
             return Ok(None);
         };
-        let changes = self.changes(&bytes, key)?;
+        // No changes: the revision left the history while it was read.
+        let changes = self.changes(&bytes, key)?.unwrap_or_default();
         Ok(changes.into_iter().find(|c| c.kv.key == key && c.kind == ChangeKind::Put).map(|c| c.kv))
     }
 
@@ -656,9 +736,8 @@ impl Shared {
         let mut live = 0;
         for item in self.tree.scan_prefix([DATA]) {
             let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
-            let record = (k.len() + v.len()) as u64;
+            let bytes = k.len() as u64 + inline_size(&k, &v).map_err(StorageIOError::read_state_machine)?;
             let v = decode_object(&v).map_err(StorageIOError::read_state_machine)?;
-            let bytes = record + v.body.file_bytes();
             index.insert(k.to_vec(), Revisions { create: v.create_revision, modified: v.mod_revision, bytes });
             live += bytes;
         }
@@ -684,8 +763,8 @@ impl Shared {
             let Some(revision) = history_revision(&k) else {
                 continue;
             };
-            let files: u64 = files_of(&k, &v).map_err(StorageIOError::read_state_machine)?.iter().map(|f| f.len).sum();
-            sizes.push((revision, (k.len() + v.len()) as u64 + files));
+            let size = inline_size(&k, &v).map_err(StorageIOError::read_state_machine)?;
+            sizes.push((revision, k.len() as u64 + size));
         }
         let window = HistoryWindow::new(sizes, floor);
         let by_revision = self.applied_revision().saturating_sub(self.config.history.revisions);
@@ -781,7 +860,11 @@ impl Shared {
             let v = self.object(bytes)?;
             return encode_object(&v.value, None, v.create_revision, v.mod_revision);
         }
-        codec::encode_as(codec::FORMAT_V2, &self.changes(bytes, "")?).map_err(io_err)
+        // The caller holds `cut`: no sweep runs, every file a record names is there.
+        let Some(changes) = self.changes(bytes, "")? else {
+            return Err(AnyError::error("a value file named by a history record is missing"));
+        };
+        codec::encode_as(codec::FORMAT_V2, &changes).map_err(io_err)
     }
 
     /// A snapshot record as this member keeps it: `None` to keep it as it is, or the record with
@@ -796,14 +879,14 @@ impl Shared {
                 if v.value.len() <= FILE_THRESHOLD {
                     return Ok(None);
                 }
-                Ok(Some(new_files.object(&String::from_utf8_lossy(&key[1..]), &v)?.0))
+                Ok(Some(new_files.object(v.mod_revision, &String::from_utf8_lossy(&key[1..]), &v)?.0))
             }
             Some(&HISTORY) => {
                 let events = decode_history(bytes)?;
                 if events.iter().all(|c| c.kv.value.len() <= FILE_THRESHOLD) {
                     return Ok(None);
                 }
-                Ok(Some(new_files.history(&events)?.0))
+                Ok(Some(new_files.history(history_revision(key).unwrap_or(0), &events)?.0))
             }
             _ => Ok(None),
         }
@@ -828,7 +911,10 @@ impl Shared {
         self.tree.apply_batch(batch).map_err(|e| werr(&e))?;
         let mut batch = sled::Batch::default();
         let mut batched = 0;
-        let mut new_files = NewFiles::new(format!("s{:x}-", applied.map(|l| l.index).unwrap_or(0)));
+        // Names of their own: no file of an earlier install (or of a crash part way through this
+        // one) is rewritten in place.
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let mut new_files = NewFiles::new(format!("s{nonce:x}-"));
         for entry in reader {
             let (k, v) = entry.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
             if matches!(k.first(), Some(&DATA) | Some(&HISTORY)) || k == HISTORY_FLOOR {
@@ -852,7 +938,9 @@ impl Shared {
         self.rebuild_index()?;
         self.rebuild_history()?;
         // Flushes sled, then removes the files of the state replaced.
-        self.sweep_files().map_err(StorageIOError::write_state_machine)?;
+        if let Err(e) = self.sweep_files() {
+            tracing::warn!(error = %e, "could not remove the value files of the state a snapshot replaced");
+        }
         // No receiver is fine: nobody is watching.
         let _ = self.events.send(Arc::new(Applied { revision, changes: Vec::new(), reset: true }));
         Ok(())
@@ -896,7 +984,7 @@ impl ApplyBatch<'_> {
             Body::File(file) => {
                 let value = self.files.read(&file).map_err(io_err)?;
                 // The deletion's history event refers to the same file.
-                self.new_files.note(&String::from_utf8_lossy(&key[1..]), object.mod_revision, file);
+                self.new_files.note(&String::from_utf8_lossy(&key[1..]), object.mod_revision, file, &value);
                 value
             }
         };
@@ -958,8 +1046,8 @@ impl ApplyBatch<'_> {
             return Ok(None);
         }
         let key = history_key(revision);
-        let (value, in_files) = self.new_files.history(events)?;
-        let bytes = (key.len() + value.len()) as u64 + in_files;
+        let (value, size) = self.new_files.history(revision, events)?;
+        let bytes = key.len() as u64 + size;
         self.batch.insert(&key, value);
         Ok(Some((revision, bytes)))
     }
@@ -971,8 +1059,9 @@ impl ApplyBatch<'_> {
         for (key, value) in self.overlay {
             match value {
                 Some(v) => {
-                    let (stored, in_file) = self.new_files.object(&String::from_utf8_lossy(&key[1..]), &v)?;
-                    let bytes = (key.len() + stored.len()) as u64 + in_file;
+                    let at = v.mod_revision;
+                    let (stored, size) = self.new_files.object(at, &String::from_utf8_lossy(&key[1..]), &v)?;
+                    let bytes = key.len() as u64 + size;
                     self.batch.insert(key.as_slice(), stored);
                     changes.push((key, Some(Revisions { create: v.create_revision, modified: v.mod_revision, bytes })));
                 }
@@ -1089,6 +1178,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         s.history_floor.fetch_max(trim.floor, Ordering::SeqCst);
         s.tree.apply_batch(sled_batch).map_err(|e| fail(io_err(e)))?;
         history.commit(&recorded, &trim);
+        let referenced = live + history.bytes();
         drop(history);
         for (key, revisions) in changes {
             match revisions {
@@ -1099,9 +1189,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         s.live_bytes.store(live, Ordering::SeqCst);
         drop(index);
         s.applied.store(last.index, Ordering::SeqCst);
-        if written > 0 {
-            s.count_files_written(written).map_err(fail)?;
-        }
+        s.count_files_written(written, referenced);
         // Watchers that fell behind see `Lagged` and are dropped; apply never waits for them.
         let bytes: usize = all_events.iter().map(|c| c.kv.key.len() + c.kv.value.len()).sum();
         let applied = if bytes > MAX_INLINE_BYTES {
@@ -1177,6 +1265,35 @@ mod tests {
         assert_eq!(prev, [Some(0), None, Some(4)], "created: 0; updated: unknown; deleted: its last revision");
         let new = codec::encode_as(codec::FORMAT_V2, &changes).expect("encode");
         assert_eq!(decode_history(&new).expect("decode"), changes);
+    }
+
+    /// Found in review: deleting a large value stored inline (by a Skiff before value files) named
+    /// the deletion's file after the value's revision, so two values of one old entry, deleted in
+    /// two apply calls, were written to the same file and the first deletion's event read the
+    /// second's value. Files are named after the entry being applied.
+    #[tokio::test]
+    async fn deleting_large_values_stored_inline_by_an_older_skiff_keeps_each_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = StateMachineStore::open(dir.path(), StateMachineConfig::default()).expect("open");
+        let at = |index: u64| LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+        // As an older Skiff stored them: one entry (revision 1) wrote two large values inline.
+        let (x, y) = (vec![7u8; 40 << 10], vec![8u8; 40 << 10]);
+        for (key, value) in [("/kv/x", &x), ("/kv/y", &y)] {
+            let record = encode_object(value, None, 1, 1).expect("encode");
+            sm.shared.tree.insert(data_key(key), record).expect("insert");
+        }
+        sm.shared.tree.insert(APPLIED, codec::encode(&Some(at(1))).expect("encode")).expect("insert");
+        sm.shared.applied.store(1, Ordering::SeqCst);
+        sm.shared.rebuild_index().expect("index");
+        let delete = |index: u64, key: &str| Entry {
+            log_id: at(index),
+            payload: EntryPayload::Normal(Command::Writes(vec![vec![Op::Delete { key: key.into(), expect: None }]])),
+        };
+        sm.apply(vec![delete(2, "/kv/x")]).await.expect("delete x");
+        sm.apply(vec![delete(3, "/kv/y")]).await.expect("delete y");
+        let (events, _) = sm.shared.history_page(1, 3, "", usize::MAX).expect("history");
+        let values: Vec<&Vec<u8>> = events.iter().map(|c| &c.kv.value).collect();
+        assert_eq!(values, [&x, &y]);
     }
 
     /// Issue 12, defect 7: a snapshot being built and one being installed wrote the same temporary

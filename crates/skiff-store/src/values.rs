@@ -39,16 +39,6 @@ pub enum Body {
     File(FileRef),
 }
 
-impl Body {
-    /// Bytes kept outside the record (in a file).
-    pub fn file_bytes(&self) -> u64 {
-        match self {
-            Body::Inline(_) => 0,
-            Body::File(f) => f.len,
-        }
-    }
-}
-
 /// The directory of value files.
 #[derive(Debug)]
 pub struct ValueFiles {
@@ -58,13 +48,23 @@ pub struct ValueFiles {
 impl ValueFiles {
     /// Opens (or creates) the values directory.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+        }
         Ok(Self { dir: dir.to_path_buf() })
     }
 
+    /// Whether `name` is one this store gives its files (`a...` or `s...`, letters, digits, `-`).
+    fn is_value_file(name: &str) -> bool {
+        matches!(name.as_bytes().first(), Some(b'a' | b's'))
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }
+
     fn path(&self, name: &str) -> io::Result<PathBuf> {
-        let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !plain {
+        if !Self::is_value_file(name) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("invalid value file name {name:?}")));
         }
         Ok(self.dir.join(name))
@@ -97,13 +97,18 @@ impl ValueFiles {
         Ok(value)
     }
 
-    /// Removes every file whose name is not in `keep`; returns the bytes of the files kept.
+    /// Removes every value file whose name is not in `keep` (anything else in the directory, such
+    /// as a `lost+found`, is left alone); returns the bytes of the files kept.
     pub fn sweep(&self, keep: &HashSet<String>) -> io::Result<u64> {
         let mut kept = 0;
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();
-            if keep.contains(name.to_string_lossy().as_ref()) {
+            let name = name.to_string_lossy();
+            if !Self::is_value_file(&name) || !entry.file_type()?.is_file() {
+                continue;
+            }
+            if keep.contains(name.as_ref()) {
                 kept += entry.metadata()?.len();
             } else {
                 fs::remove_file(entry.path())?;
@@ -139,9 +144,12 @@ mod tests {
         let files = ValueFiles::open(dir.path()).expect("open");
         files.write("a1-0", &[1; 10]).expect("write");
         files.write("a2-0", &[2; 20]).expect("write");
+        fs::create_dir(dir.path().join("lost+found")).expect("a directory of someone else's");
+        fs::create_dir(dir.path().join("a3-0")).expect("a directory with a value file's name");
         let kept = files.sweep(&HashSet::from(["a2-0".to_string()])).expect("sweep");
         assert_eq!(kept, 20);
-        let left: Vec<_> = fs::read_dir(dir.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
-        assert_eq!(left, ["a2-0"]);
+        let mut left: Vec<_> = fs::read_dir(dir.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
+        left.sort();
+        assert_eq!(left, ["a2-0", "a3-0", "lost+found"]);
     }
 }
