@@ -110,9 +110,10 @@ async fn a_three_member_cluster_runs_a_pod_end_to_end_on_the_in_memory_runtime()
     let on2 = containers(2).list(&Default::default()).await.expect("list");
     assert_eq!(on2.len(), 2, "a sandbox and the app: {on2:?}");
     assert!(containers(1).list(&Default::default()).await.expect("list").is_empty());
-    // node2's metrics say what happened.
-    let metrics = http_get(cluster.nodes[&2].http_addr().expect("an HTTP listener"), "/metrics").await;
-    for figure in [
+    // node2's metrics say what happened. They count pods from node2's own replica, which applies
+    // the Running status a moment after the member the pod was read from (seen in CI): wait for it.
+    let node2_http = cluster.nodes[&2].http_addr().expect("an HTTP listener");
+    let figures = [
         "skiff_raft_term ",
         "skiff_raft_leader ",
         "skiff_raft_last_log_index ",
@@ -123,7 +124,13 @@ async fn a_three_member_cluster_runs_a_pod_end_to_end_on_the_in_memory_runtime()
         "skiff_api_open_watches ",
         "skiff_node_pods{phase=\"Running\"} 1",
         "skiff_agent_actions_total{action=\"start-container\"} 1",
-    ] {
+    ];
+    let metrics = eventually("node2's metrics to show the running pod", T, || async {
+        let metrics = http_get(node2_http, "/metrics").await;
+        figures.iter().all(|figure| metrics.contains(figure)).then_some(metrics)
+    })
+    .await;
+    for figure in figures {
         assert!(metrics.contains(figure), "{figure} missing in:\n{metrics}");
     }
     // Deleted gracefully: its agent stops the containers, then the object goes.
