@@ -34,6 +34,11 @@ fn sm_config(history: u64) -> StateMachineConfig {
     }
 }
 
+/// A history bounded by bytes (at least 1 MiB, or the live state) rather than by revisions.
+fn bytes_bounded_config() -> StateMachineConfig {
+    StateMachineConfig { history: HistoryLimits { revisions: 100_000, min_bytes: 1 << 20 }, ..sm_config(0) }
+}
+
 /// The whole history after `after`, in one page.
 fn history(shared: &skiff_store::state_machine::Shared, after: u64) -> Vec<skiff_store::Change> {
     shared.history_page(after, shared.applied_revision(), "", usize::MAX).expect("history").0
@@ -242,8 +247,7 @@ async fn large_batches_are_announced_without_their_values_and_watchers_still_get
 #[tokio::test]
 async fn history_and_snapshots_stay_within_a_small_multiple_of_the_live_state() {
     const VALUE: usize = 256 << 10;
-    let limits = HistoryLimits { revisions: 100_000, min_bytes: 1 << 20 };
-    let config = StateMachineConfig { history: limits, ..sm_config(0) };
+    let config = bytes_bounded_config();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sm = StateMachineStore::open(dir.path(), config.clone()).expect("open");
     sm.apply(vec![put_entry(1, "/kv/small", "s")]).await.expect("apply");
@@ -256,7 +260,7 @@ async fn history_and_snapshots_stay_within_a_small_multiple_of_the_live_state() 
     let live = shared.live_bytes();
     assert!((8 * VALUE as u64..9 * VALUE as u64).contains(&live), "live state: {live} bytes");
     let (history_bytes, revisions) = shared.history_size();
-    let budget = live.max(limits.min_bytes);
+    let budget = live.max(config.history.min_bytes);
     assert!(history_bytes <= budget, "history holds {history_bytes} bytes over a budget of {budget}");
     assert!(revisions >= 7, "the newest revisions stay: {revisions}");
     // The floor rose with what was dropped: a watch from revision 1 is refused as too old.
@@ -337,8 +341,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 #[tokio::test]
 async fn large_values_live_in_files_removed_once_nothing_refers_to_them() {
     const VALUE: usize = 512 << 10;
-    let limits = HistoryLimits { revisions: 100_000, min_bytes: 1 << 20 };
-    let config = StateMachineConfig { history: limits, ..sm_config(0) };
+    let config = bytes_bounded_config();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sm = StateMachineStore::open(dir.path(), config.clone()).expect("open");
     let value = |i: u64| format!("{i:08}").repeat(VALUE / 8);
@@ -427,8 +430,7 @@ async fn one_write_that_puts_a_large_key_twice_keeps_each_value() {
 #[tokio::test]
 async fn deleting_large_objects_frees_their_files() {
     const VALUE: usize = 512 << 10;
-    let limits = HistoryLimits { revisions: 100_000, min_bytes: 1 << 20 };
-    let config = StateMachineConfig { history: limits, ..sm_config(0) };
+    let config = bytes_bounded_config();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sm = StateMachineStore::open(dir.path(), config).expect("open");
     let value = "v".repeat(VALUE);
