@@ -287,6 +287,22 @@ fn inline_size(key: &[u8], bytes: &[u8]) -> Result<u64, AnyError> {
     Ok(size + in_files)
 }
 
+/// Refuses a snapshot payload with a record in format 3: snapshots carry values, and a file name
+/// from another member means nothing here. Checked before anything is replaced.
+fn names_no_value_file(payload: &[u8]) -> Result<(), AnyError> {
+    for entry in PayloadReader::new(payload).map_err(io_err)? {
+        let (key, value) = entry.map_err(io_err)?;
+        let record = matches!(key.first(), Some(&DATA) | Some(&HISTORY));
+        if record && codec::format_of(value).map_err(io_err)? == codec::FORMAT_V3 {
+            let key = String::from_utf8_lossy(key.get(1..).unwrap_or_default());
+            return Err(AnyError::error(format!(
+                "the snapshot's record {key:?} names a value file instead of carrying its value"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Reads an object record, without reading a file it refers to.
 fn decode_object(bytes: &[u8]) -> Result<StoredObject, AnyError> {
     if codec::format_of(bytes).map_err(io_err)? == codec::FORMAT_V3 {
@@ -1223,6 +1239,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // Whole and readable before anything is replaced: a broken snapshot changes nothing.
             snapshot::validate(&payload)
                 .map_err(|e| StorageIOError::read_snapshot(Some(meta_owned.signature()), &e))?;
+            names_no_value_file(&payload)
+                .map_err(|e| StorageIOError::read_snapshot(Some(meta_owned.signature()), &e))?;
             // The file first: if the install below is interrupted, `recover` redoes it from the file.
             shared.write_snapshot_file(&meta_owned, &payload)?;
             shared.load_payload(&payload)
@@ -1294,6 +1312,30 @@ mod tests {
         let (events, _) = sm.shared.history_page(1, 3, "", usize::MAX).expect("history");
         let values: Vec<&Vec<u8>> = events.iter().map(|c| &c.kv.value).collect();
         assert_eq!(values, [&x, &y]);
+    }
+
+    /// A snapshot naming value files (another member's) is refused before anything is replaced.
+    #[tokio::test]
+    async fn a_snapshot_that_names_value_files_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = StateMachineStore::open(dir.path(), StateMachineConfig::default()).expect("open");
+        let at = LogId::new(openraft::CommittedLeaderId::new(1, 1), 1);
+        let put = Op::Put { key: "/kv/kept".into(), value: b"v".to_vec(), expect: None };
+        let entry = Entry { log_id: at, payload: EntryPayload::Normal(Command::Writes(vec![vec![put]])) };
+        sm.apply(vec![entry]).await.expect("apply");
+        let forged_at = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
+        let mut payload = PayloadWriter::new(&forged_at, &StoredMembership::default()).expect("writer");
+        let file = FileRef { name: "a9-0".into(), len: 1 << 20 };
+        payload.push(&data_key("/kv/forged"), &encode_object(&[], Some(&file), 9, 9).expect("encode"));
+        let meta = SnapshotMeta {
+            last_log_id: forged_at,
+            last_membership: StoredMembership::default(),
+            snapshot_id: "f".into(),
+        };
+        let err = sm.install_snapshot(&meta, Box::new(Cursor::new(payload.finish()))).await.expect_err("refused");
+        assert!(err.to_string().contains("/kv/forged"), "{err}");
+        assert!(sm.shared.get("/kv/kept").expect("get").is_some(), "the state is kept");
+        assert!(sm.shared.read_snapshot_file().expect("read").is_none(), "no snapshot file written");
     }
 
     /// Issue 12, defect 7: a snapshot being built and one being installed wrote the same temporary
