@@ -148,16 +148,25 @@ struct StoredChange {
 struct NewFiles {
     /// `a` for apply, `s<nonce>-` for a snapshot install (each install names its own files).
     origin: String,
-    /// The files of each (key, mod_revision) known so far, with the digest of their value.
-    known: HashMap<(String, u64), Vec<KnownFile>>,
+    /// The files of each (key, mod_revision) known so far, with what their value is compared by.
+    known: HashMap<(String, u64), Vec<(FileRef, Known)>>,
     /// The next slot of each naming revision.
     slots: HashMap<u64, u32>,
     /// Files to write before the records that refer to them are applied.
-    pending: Vec<(String, Vec<u8>)>,
+    pending: Vec<(String, Arc<[u8]>)>,
+    /// The keys of `known` whose values are held as bytes.
+    held: Vec<(String, u64)>,
 }
 
-/// A value file and the SHA-256 of its value.
-type KnownFile = (FileRef, [u8; 32]);
+/// What the value of a known file is compared by.
+enum Known {
+    /// Its bytes, at hand for the apply batch anyway: a put's object and its history event share
+    /// one file at the cost of one comparison, not two hashes.
+    Bytes(Arc<[u8]>),
+    /// Its SHA-256, once written by an install: an install knows every large value of the
+    /// snapshot, and keeping their bytes would double its memory.
+    Digest([u8; 32]),
+}
 
 fn digest(value: &[u8]) -> [u8; 32] {
     let mut out = [0; 32];
@@ -167,30 +176,39 @@ fn digest(value: &[u8]) -> [u8; 32] {
 
 impl NewFiles {
     fn new(origin: String) -> Self {
-        Self { origin, known: HashMap::new(), slots: HashMap::new(), pending: Vec::new() }
+        Self { origin, known: HashMap::new(), slots: HashMap::new(), pending: Vec::new(), held: Vec::new() }
     }
 
     /// The file of a value: the one known for its key, revision and bytes, or a new one named
     /// after `at`. In apply, `at` is the entry being applied: every entry is applied in one call
     /// and again the same way after a crash, so names never collide and a replay writes the same.
     fn file_for(&mut self, at: u64, key: &str, mod_revision: u64, value: &[u8]) -> FileRef {
-        let sum = digest(value);
-        let known = self.known.entry((key.to_string(), mod_revision)).or_default();
-        if let Some((file, _)) = known.iter().find(|(f, d)| *d == sum && f.len == value.len() as u64) {
+        let id = (key.to_string(), mod_revision);
+        let known = self.known.entry(id.clone()).or_default();
+        let mut sum = None;
+        let same = |known: &Known, sum: &mut Option<[u8; 32]>| match known {
+            Known::Bytes(bytes) => **bytes == *value,
+            Known::Digest(d) => *sum.get_or_insert_with(|| digest(value)) == *d,
+        };
+        if let Some((file, _)) = known.iter().find(|(f, k)| f.len == value.len() as u64 && same(k, &mut sum)) {
             return file.clone();
         }
         let slot = self.slots.entry(at).or_insert(0);
         let name = format!("{}{at:x}-{slot:x}", self.origin);
         *slot += 1;
         let file = FileRef { name: name.clone(), len: value.len() as u64 };
-        self.pending.push((name, value.to_vec()));
-        known.push((file.clone(), sum));
+        let bytes: Arc<[u8]> = Arc::from(value);
+        self.pending.push((name, bytes.clone()));
+        known.push((file.clone(), Known::Bytes(bytes)));
+        self.held.push(id);
         file
     }
 
     /// Notes the file of a value read from a record, so that records written now share it.
     fn note(&mut self, key: &str, mod_revision: u64, file: FileRef, value: &[u8]) {
-        self.known.entry((key.to_string(), mod_revision)).or_default().push((file, digest(value)));
+        let id = (key.to_string(), mod_revision);
+        self.known.entry(id.clone()).or_default().push((file, Known::Bytes(Arc::from(value))));
+        self.held.push(id);
     }
 
     /// Writes the pending files (each synced); returns their bytes.
@@ -200,6 +218,17 @@ impl NewFiles {
             bytes += files.write(&name, &value).map_err(io_err)?.len;
         }
         Ok(bytes)
+    }
+
+    /// Keeps only the digests of the values known so far, not their bytes.
+    fn forget_bytes(&mut self) {
+        for id in self.held.drain(..) {
+            for (_, known) in self.known.get_mut(&id).into_iter().flatten() {
+                if let Known::Bytes(bytes) = known {
+                    *known = Known::Digest(digest(bytes));
+                }
+            }
+        }
     }
 
     /// An object record: format 1, or format 3 with its value in a file named after `at`.
@@ -937,6 +966,7 @@ impl Shared {
                 // Large values go to files here as they do on apply.
                 let record = Self::load_record(&mut new_files, k, v).map_err(StorageIOError::write_state_machine)?;
                 new_files.write(&self.files).map_err(StorageIOError::write_state_machine)?;
+                new_files.forget_bytes();
                 batched += k.len() + record.as_ref().map_or(v.len(), |r| r.len());
                 batch.insert(k, record.unwrap_or_else(|| v.to_vec()));
             }
