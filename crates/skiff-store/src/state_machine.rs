@@ -160,11 +160,11 @@ struct NewFiles {
 
 /// What the value of a known file is compared by.
 enum Known {
-    /// Its bytes, at hand for the apply batch anyway: a put's object and its history event share
-    /// one file at the cost of one comparison, not two hashes.
+    /// The bytes of a new file, which the batch holds until it is written anyway: a put's object
+    /// and its history event share one file at the cost of one comparison, not two hashes.
     Bytes(Arc<[u8]>),
-    /// Its SHA-256, once written by an install: an install knows every large value of the
-    /// snapshot, and keeping their bytes would double its memory.
+    /// Its SHA-256: for a file read for a deletion, and for a file an install has written (an
+    /// install knows every large value of the snapshot; their bytes would double its memory).
     Digest([u8; 32]),
 }
 
@@ -204,11 +204,11 @@ impl NewFiles {
         file
     }
 
-    /// Notes the file of a value read from a record, so that records written now share it.
+    /// Notes the file of a value read from a record (for a deletion), so that records written now
+    /// share it. By digest: a copy of its bytes would be one more than the batch holds.
     fn note(&mut self, key: &str, mod_revision: u64, file: FileRef, value: &[u8]) {
-        let id = (key.to_string(), mod_revision);
-        self.known.entry(id.clone()).or_default().push((file, Known::Bytes(Arc::from(value))));
-        self.held.push(id);
+        let known = Known::Digest(digest(value));
+        self.known.entry((key.to_string(), mod_revision)).or_default().push((file, known));
     }
 
     /// Writes the pending files (each synced); returns their bytes.
@@ -1208,6 +1208,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let (mut sled_batch, changes, mut new_files) = batch.finish().map_err(fail)?;
         // The files first, synced: sled never refers to a file a crash lost.
         let written = new_files.write(&s.files).map_err(fail)?;
+        drop(new_files);
         if written > 0 {
             s.files.sync_dir().map_err(|e| fail(io_err(e)))?;
         }
