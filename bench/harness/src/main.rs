@@ -88,6 +88,9 @@ enum Command {
         /// Client counts, comma-separated (default 1,16,256,1000; smoke 1,16).
         #[arg(long, value_delimiter = ',')]
         clients: Option<Vec<usize>>,
+        /// Bytes per value (default 256). Over 32 KiB, Skiff keeps each value in a file of its own.
+        #[arg(long, default_value_t = 256)]
+        value_bytes: usize,
     },
     /// Kill -9 the leader repeatedly while 4 clients write; time to the first accepted write.
     Failover {
@@ -159,7 +162,7 @@ async fn main() -> ExitCode {
     let command = cli.command;
     let bench = async move {
         match &command {
-            Command::Store { seconds, .. } => store::describe(smoke, *seconds),
+            Command::Store { seconds, value_bytes, .. } => store::describe(smoke, *seconds, *value_bytes),
             Command::Failover { kills } => failover::describe(smoke, *kills),
             Command::Api { clients, seconds } => api::describe(smoke, *clients, *seconds),
             Command::Podstart { pods } => podstart::describe(smoke, *pods),
@@ -185,7 +188,9 @@ async fn main() -> ExitCode {
             println!();
             println!("## run {run} of {runs}");
             let figures = match &command {
-                Command::Store { seconds, clients } => store::run_once(&bins, smoke, *seconds, clients.clone()).await,
+                Command::Store { seconds, clients, value_bytes } => {
+                    store::run_once(&bins, smoke, *seconds, clients.clone(), *value_bytes).await
+                }
                 Command::Failover { kills } => failover::run_once(&bins, smoke, *kills).await,
                 Command::Api { clients, seconds } => api::run_once(&bins, smoke, *clients, *seconds).await,
                 Command::Podstart { pods } => podstart::run_once(&bins, smoke, *pods, run).await,

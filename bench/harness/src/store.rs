@@ -1,5 +1,5 @@
-//! Store throughput and latency: each client writes 256-byte values to distinct keys, one write at
-//! a time, against the leader, for a fixed time; Skiff and etcd in the same run.
+//! Store throughput and latency: each client writes values (256 bytes unless asked) to distinct
+//! keys, one write at a time, against the leader, for a fixed time; Skiff and etcd in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -7,8 +7,6 @@ use crate::cluster::{Binaries, Cluster};
 use crate::cpu::{self, Usage};
 use crate::report::{self, Figures, Summary, Target};
 use crate::system::Dialer;
-
-const VALUE_BYTES: usize = 256;
 
 /// What one run at one client count measured.
 #[derive(Debug, Clone)]
@@ -42,10 +40,10 @@ struct Load {
     last: Vec<(String, Vec<u8>)>,
 }
 
-/// The value of `key`: its own name, padded to [`VALUE_BYTES`], so a read-back proves which write it is.
-fn value_of(key: &str) -> Vec<u8> {
+/// The value of `key`: its own name, padded to `bytes`, so a read-back proves which write it is.
+fn value_of(key: &str, bytes: usize) -> Vec<u8> {
     let mut v = key.as_bytes().to_vec();
-    v.resize(VALUE_BYTES, b'.');
+    v.resize(bytes.max(v.len()), b'.');
     v
 }
 
@@ -57,6 +55,7 @@ async fn load(
     warmup: Duration,
     measure: Duration,
     tag: &str,
+    value_bytes: usize,
 ) -> anyhow::Result<Load> {
     let system = dialer.system();
     let mut channels = Vec::new();
@@ -80,7 +79,7 @@ async fn load(
                 let key = format!("bench/{tag}/{c}/{i}");
                 i += 1;
                 calls += 1;
-                let value = value_of(&key);
+                let value = value_of(&key, value_bytes);
                 match system.put(channel.clone(), key.clone(), value.clone()).await {
                     Ok(()) => {
                         if started >= begin {
@@ -128,6 +127,7 @@ async fn bench_system(
     counts: &[usize],
     warmup: Duration,
     measure: Duration,
+    value_bytes: usize,
 ) -> anyhow::Result<Vec<LoadResult>> {
     let mut out = Vec::new();
     for &clients in counts {
@@ -135,7 +135,8 @@ async fn bench_system(
         let (leader, term_before) = cluster.status().await.ok_or_else(|| anyhow::anyhow!("{name}: no leader"))?;
         let tag = format!("c{clients}");
         let before = cpu::sample(&cluster.pids());
-        let done = load(&cluster.dialer, &cluster.endpoints[leader], clients, warmup, measure, &tag).await?;
+        let done =
+            load(&cluster.dialer, &cluster.endpoints[leader], clients, warmup, measure, &tag, value_bytes).await?;
         let cpu = cpu::usage(&before, &cpu::sample(&cluster.pids()));
         let term_after = cluster.status().await.map(|(_, t)| t).unwrap_or(0);
         let lat = &done.latencies;
@@ -178,10 +179,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Prints what the benchmark does.
-pub fn describe(smoke: bool, seconds: Option<u64>) {
+pub fn describe(smoke: bool, seconds: Option<u64>, value_bytes: usize) {
     let (measure, warmup) = timing(smoke, seconds);
     println!(
-        "store benchmark: 3 members on loopback each, {VALUE_BYTES}-byte values, distinct keys, writes to the leader"
+        "store benchmark: 3 members on loopback each, {value_bytes}-byte values, distinct keys, writes to the leader"
     );
     println!(
         "{} s per client count after {} ms warm-up{}; each client's last acknowledged write is read back",
@@ -203,16 +204,17 @@ pub async fn run_once(
     smoke: bool,
     seconds: Option<u64>,
     clients: Option<Vec<usize>>,
+    value_bytes: usize,
 ) -> anyhow::Result<Figures> {
     let counts: Vec<usize> = clients.unwrap_or_else(|| if smoke { vec![1, 16] } else { vec![1, 16, 256, 1000] });
     let (measure, warmup) = timing(smoke, seconds);
     let skiff = {
         let cluster = Cluster::skiff(bins).await?;
-        bench_system(&cluster, &counts, warmup, measure).await?
+        bench_system(&cluster, &counts, warmup, measure, value_bytes).await?
     };
     let etcd = {
         let cluster = Cluster::etcd(bins).await?;
-        bench_system(&cluster, &counts, warmup, measure).await?
+        bench_system(&cluster, &counts, warmup, measure, value_bytes).await?
     };
 
     println!();
