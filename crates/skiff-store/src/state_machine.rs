@@ -154,17 +154,18 @@ struct NewFiles {
     slots: HashMap<u64, u32>,
     /// Files to write before the records that refer to them are applied.
     pending: Vec<(String, Arc<[u8]>)>,
-    /// The keys of `known` whose values are held as bytes.
-    held: Vec<(String, u64)>,
+    /// Whether new files are known by digest (an install) rather than by their bytes (apply).
+    by_digest: bool,
 }
 
 /// What the value of a known file is compared by.
 enum Known {
-    /// The bytes of a new file, which the batch holds until it is written anyway: a put's object
-    /// and its history event share one file at the cost of one comparison, not two hashes.
+    /// The bytes of a file new in an apply batch, which holds them until the file is written
+    /// anyway: a put's object and its history event share one file at the cost of one
+    /// comparison, not two hashes.
     Bytes(Arc<[u8]>),
-    /// Its SHA-256: for a file read for a deletion, and for a file an install has written (an
-    /// install knows every large value of the snapshot; their bytes would double its memory).
+    /// Its SHA-256: for a file read for a deletion, and for a file new in an install (an install
+    /// knows every large value of the snapshot; their bytes would double its memory).
     Digest([u8; 32]),
 }
 
@@ -175,16 +176,28 @@ fn digest(value: &[u8]) -> [u8; 32] {
 }
 
 impl NewFiles {
-    fn new(origin: String) -> Self {
-        Self { origin, known: HashMap::new(), slots: HashMap::new(), pending: Vec::new(), held: Vec::new() }
+    /// Files for an apply batch, named `a<entry index>-<slot>`.
+    fn for_apply() -> Self {
+        Self::new("a".into(), false)
+    }
+
+    /// Files for a snapshot install, named `s<nonce>-<revision>-<slot>`: each install names its
+    /// own, so no file of an earlier install (or of a crash part way through this one) is
+    /// rewritten in place.
+    fn for_install() -> Self {
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self::new(format!("s{nonce:x}-"), true)
+    }
+
+    fn new(origin: String, by_digest: bool) -> Self {
+        Self { origin, known: HashMap::new(), slots: HashMap::new(), pending: Vec::new(), by_digest }
     }
 
     /// The file of a value: the one known for its key, revision and bytes, or a new one named
     /// after `at`. In apply, `at` is the entry being applied: every entry is applied in one call
     /// and again the same way after a crash, so names never collide and a replay writes the same.
     fn file_for(&mut self, at: u64, key: &str, mod_revision: u64, value: &[u8]) -> FileRef {
-        let id = (key.to_string(), mod_revision);
-        let known = self.known.entry(id.clone()).or_default();
+        let known = self.known.entry((key.to_string(), mod_revision)).or_default();
         let mut sum = None;
         let same = |known: &Known, sum: &mut Option<[u8; 32]>| match known {
             Known::Bytes(bytes) => **bytes == *value,
@@ -198,9 +211,13 @@ impl NewFiles {
         *slot += 1;
         let file = FileRef { name: name.clone(), len: value.len() as u64 };
         let bytes: Arc<[u8]> = Arc::from(value);
-        self.pending.push((name, bytes.clone()));
-        known.push((file.clone(), Known::Bytes(bytes)));
-        self.held.push(id);
+        let by = if self.by_digest {
+            Known::Digest(sum.unwrap_or_else(|| digest(value)))
+        } else {
+            Known::Bytes(bytes.clone())
+        };
+        self.pending.push((name, bytes));
+        known.push((file.clone(), by));
         file
     }
 
@@ -218,17 +235,6 @@ impl NewFiles {
             bytes += files.write(&name, &value).map_err(io_err)?.len;
         }
         Ok(bytes)
-    }
-
-    /// Keeps only the digests of the values known so far, not their bytes.
-    fn forget_bytes(&mut self) {
-        for id in self.held.drain(..) {
-            for (_, known) in self.known.get_mut(&id).into_iter().flatten() {
-                if let Known::Bytes(bytes) = known {
-                    *known = Known::Digest(digest(bytes));
-                }
-            }
-        }
     }
 
     /// An object record: format 1, or format 3 with its value in a file named after `at`.
@@ -956,17 +962,13 @@ impl Shared {
         self.tree.apply_batch(batch).map_err(|e| werr(&e))?;
         let mut batch = sled::Batch::default();
         let mut batched = 0;
-        // Names of their own: no file of an earlier install (or of a crash part way through this
-        // one) is rewritten in place.
-        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let mut new_files = NewFiles::new(format!("s{nonce:x}-"));
+        let mut new_files = NewFiles::for_install();
         for entry in reader {
             let (k, v) = entry.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
             if matches!(k.first(), Some(&DATA) | Some(&HISTORY)) || k == HISTORY_FLOOR {
                 // Large values go to files here as they do on apply.
                 let record = Self::load_record(&mut new_files, k, v).map_err(StorageIOError::write_state_machine)?;
                 new_files.write(&self.files).map_err(StorageIOError::write_state_machine)?;
-                new_files.forget_bytes();
                 batched += k.len() + record.as_ref().map_or(v.len(), |r| r.len());
                 batch.insert(k, record.unwrap_or_else(|| v.to_vec()));
             }
@@ -1178,7 +1180,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             overlay: HashMap::new(),
             batch: sled::Batch::default(),
             files: &s.files,
-            new_files: NewFiles::new("a".into()),
+            new_files: NewFiles::for_apply(),
         };
         let mut results = Vec::with_capacity(entries.len());
         let mut all_events = Vec::new();
